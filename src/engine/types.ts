@@ -1,0 +1,151 @@
+// The narrow interface between the serving layer (HTTP, queue) and the diffusion engine.
+// Shaped after vLLM's EngineClient: generate() is an async iterable of events, abort(id), health().
+// Every event is plain JSON so that it can cross a Redis Stream unchanged (design.md §6).
+
+/** Which masked positions a step commits first (design.md §4). */
+export type RemaskingRule = 'low_confidence' | 'random' | 'margin' | 'entropy';
+
+export type FinishReason = 'stop' | 'length';
+
+/** Sampling parameters of one request, already defaulted and validated. */
+export interface SamplingParams {
+  /** Tokens asked for; the generated span is this rounded up to whole blocks. */
+  maxTokens: number;
+  /** Total denoising steps of the fixed schedule, split evenly over the blocks. */
+  steps: number;
+  blockLength: number;
+  remasking: RemaskingRule;
+  /** Parallel decoding (Fast-dLLM): commit every masked position with confidence >= threshold; null = fixed schedule. */
+  threshold: number | null;
+  /** Fast-dLLM's factor rule; null = off. */
+  factor: number | null;
+  /** 0 = greedy. */
+  temperature: number;
+  /** 1 = off. */
+  topP: number;
+  /** 0 = off; at most the head's K. */
+  topK: number;
+  /** Classifier-free guidance scale; 0 = none. */
+  cfgScale: number;
+  /** Seeds the request's own RNG; null = a fresh random seed. Choice i uses seed + i. */
+  seed: number | null;
+  /** Stop strings: the text is cut before the first occurrence and the choice finishes with `stop`. */
+  stop: string[];
+  /** Top-N alternatives per generated token (0..5); null = no logprobs. */
+  logprobs: number | null;
+}
+
+export interface GenerateRequest {
+  /** Unique id (the completion id); abort(id) cancels every choice of it. */
+  id: string;
+  /** Prompt token ids without BOS; the engine prepends the model's bos_token_id when it has one. */
+  promptTokenIds: number[];
+  /** Infill: token ids placed after the masked span. */
+  suffixTokenIds: number[];
+  params: SamplingParams;
+  /** Number of choices (OpenAI `n`). */
+  n: number;
+  /** Put the whole generated span (`canvas`, `draft`) on every step event. */
+  includeCanvas: boolean;
+}
+
+/** One position committed in a step. `position` is the index within the generated span (0-based). */
+export interface CommittedToken {
+  position: number;
+  tokenId: number;
+  text: string;
+  /** Probability of the committed token under the step's softmax (with temperature 1). */
+  confidence: number;
+}
+
+export interface StepEvent {
+  type: 'step';
+  /** Choice index (0..n-1). */
+  index: number;
+  /** Step number within this choice, from 0. */
+  step: number;
+  /** Block being decoded, from 0. */
+  block: number;
+  committed: CommittedToken[];
+  /** Newly stable text: the longest mask-free prefix of the completion minus what earlier events already gave. */
+  stableText: string;
+  /** When includeCanvas: token id per position of the generated span, null where still masked. */
+  canvas?: (number | null)[];
+  /** When includeCanvas: the current draft as text, masked positions rendered as MASK_PLACEHOLDER. */
+  draft?: string;
+}
+
+export interface TokenLogprobs {
+  tokens: string[];
+  tokenLogprobs: number[];
+  topLogprobs: Record<string, number>[];
+  /** Character offset of each token in the completion text. */
+  textOffset: number[];
+}
+
+export interface FinishEvent {
+  type: 'finish';
+  index: number;
+  finishReason: FinishReason;
+  /** The final completion text of this choice (stop strings cut, end-of-text removed). */
+  text: string;
+  tokenIds: number[];
+  /** Steps this choice took. */
+  steps: number;
+  logprobs?: TokenLogprobs;
+}
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+}
+
+/** Last event of a generation, after every choice has finished. */
+export interface DoneEvent {
+  type: 'done';
+  usage: Usage;
+}
+
+export type EngineEvent = StepEvent | FinishEvent | DoneEvent;
+
+export interface EngineHealth {
+  ok: boolean;
+  model: string;
+  /** Execution provider in use: 'cpu' or 'cuda'. */
+  provider: string;
+  activeSequences: number;
+  waitingSequences: number;
+  maxBatchSize: number;
+}
+
+/** Error codes shared by the engine and the API's OpenAI error mapping. */
+export type EngineErrorCode =
+  | 'invalid_request'
+  | 'context_length_exceeded'
+  | 'cancelled'
+  | 'overloaded'
+  | 'internal';
+
+export class EngineError extends Error {
+  constructor(
+    readonly code: EngineErrorCode,
+    message: string,
+    /** The request field the error is about (OpenAI's `param`). */
+    readonly param: string | null = null,
+  ) {
+    super(message);
+    this.name = 'EngineError';
+  }
+}
+
+export interface EngineClient {
+  /** Yields step events for every choice, one finish event per choice, then one done event. Throws EngineError. */
+  generate(request: GenerateRequest): AsyncIterable<EngineEvent>;
+  /** Cancels a request; takes effect at the next step boundary. Unknown ids are ignored. */
+  abort(id: string): void;
+  health(): Promise<EngineHealth>;
+}
+
+/** How a still-masked position is shown in `draft`. */
+export const MASK_PLACEHOLDER = '\u2591';
