@@ -1,0 +1,239 @@
+"""The LLaDA architecture: a bidirectional Llama-style transformer that predicts masked tokens.
+
+Follows LLaDA-8B's own modelling code (`modeling_llada.py`, the `LLaDALlamaBlock` path: RMSNorm, rotary
+embeddings, SwiGLU MLP, no causal mask) so that a Hugging Face LLaDA checkpoint loads through one name mapping:
+every parameter here is the checkpoint's name without its leading `model.` (see `hf_state_dict_to_ours`).
+
+Padding: rows are left-padded. Padding keys get no attention weight and position ids are derived from the
+attention mask (first real token = position 0), so a padded row computes what it computes alone (design.md §3).
+
+Shapes in comments: N batch, L sequence, D d_model, H heads, Hk kv heads, Dh head dim, F MLP hidden, V vocab.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ModelConfig:
+    # Field names are LLaDA's config.json names, so a checkpoint's config maps onto this one by name.
+    d_model: int = 256
+    n_heads: int = 8
+    n_kv_heads: int | None = None  # None = n_heads (plain multi-head attention)
+    n_layers: int = 6
+    mlp_hidden_size: int = 768
+    vocab_size: int = 4096
+    embedding_size: int | None = None  # rows of wte; >= vocab_size (LLaDA pads to a multiple of 128)
+    max_sequence_length: int = 256
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    weight_tying: bool = True
+    include_bias: bool = False
+    init_std: float = 0.02
+    mask_token_id: int = 2
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def effective_n_kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight, computed in float32 as LLaDA's RMSLayerNorm does."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (x * self.weight.float()).to(dtype)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[N, L] 1/0 mask -> [N, L] positions with the first real token at 0 (padding clamped to 0)."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape [N, 1, L, Dh] for the non-interleaved (rotate-half) RoPE that LLaDA uses."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=position_ids.device) / head_dim))
+    freqs = position_ids.float().unsqueeze(-1) * inv_freq  # [N, L, Dh/2]
+    emb = torch.cat((freqs, freqs), dim=-1)  # [N, L, Dh]
+    return emb.cos().unsqueeze(1), emb.sin().unsqueeze(1)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class LLaDALlamaBlock(nn.Module):
+    """x + Attn(RMSNorm(x)), then x + SwiGLU(RMSNorm(x)); parameter names as in modeling_llada.py."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        kv_dim = config.effective_n_kv_heads * config.head_dim
+        bias = config.include_bias
+        self.attn_norm = RMSNorm(config.d_model, config.rms_norm_eps)
+        self.ff_norm = RMSNorm(config.d_model, config.rms_norm_eps)
+        self.q_proj = nn.Linear(config.d_model, config.d_model, bias=bias)
+        self.k_proj = nn.Linear(config.d_model, kv_dim, bias=bias)
+        self.v_proj = nn.Linear(config.d_model, kv_dim, bias=bias)
+        self.attn_out = nn.Linear(config.d_model, config.d_model, bias=bias)
+        self.ff_proj = nn.Linear(config.d_model, config.mlp_hidden_size, bias=bias)  # gate
+        self.up_proj = nn.Linear(config.d_model, config.mlp_hidden_size, bias=bias)
+        self.ff_out = nn.Linear(config.mlp_hidden_size, config.d_model, bias=bias)  # down
+
+    def attention(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+        n, l, _ = x.shape
+        c = self.config
+        q = self.q_proj(x).view(n, l, c.n_heads, c.head_dim).transpose(1, 2)  # [N, H, L, Dh]
+        k = self.k_proj(x).view(n, l, c.effective_n_kv_heads, c.head_dim).transpose(1, 2)  # [N, Hk, L, Dh]
+        v = self.v_proj(x).view(n, l, c.effective_n_kv_heads, c.head_dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        if c.effective_n_kv_heads != c.n_heads:  # grouped-query attention
+            repeat = c.n_heads // c.effective_n_kv_heads
+            k = k.repeat_interleave(repeat, dim=1)
+            v = v.repeat_interleave(repeat, dim=1)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(c.head_dim) + key_bias  # [N, H, L, L]
+        weights = scores.float().softmax(-1).to(v.dtype)
+        out = (weights @ v).transpose(1, 2).reshape(n, l, c.d_model)  # [N, L, D]
+        return self.attn_out(out)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.attn_norm(x), cos, sin, key_bias)
+        h = self.ff_norm(x)
+        return x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
+
+
+class LLaDA(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.embedding_size or config.vocab_size, config.d_model),
+                blocks=nn.ModuleList(LLaDALlamaBlock(config) for _ in range(config.n_layers)),
+                ln_f=RMSNorm(config.d_model, config.rms_norm_eps),
+            )
+        )
+        if not config.weight_tying:
+            self.transformer["ff_out"] = nn.Linear(config.d_model, config.embedding_size or config.vocab_size, bias=config.include_bias)
+        self.apply(self._init_weights)
+        # Scaled init of the residual outputs (GPT-2 / OLMo "normal" init).
+        for name, p in self.named_parameters():
+            if name.endswith("attn_out.weight") or name.endswith("ff_out.weight") and "blocks" in name:
+                nn.init.normal_(p, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layers))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask: [N, L] int64 -> final normed hidden states [N, L, D]."""
+        c = self.config
+        x = self.transformer["wte"](input_ids)  # [N, L, D]
+        cos, sin = rotary_cos_sin(position_ids_from_mask(attention_mask), c.head_dim, c.rope_theta)
+        # Additive key bias [N, 1, 1, L]: padding keys get no weight. Every row has a real token, so no row is all -inf.
+        key_bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        for block in self.transformer["blocks"]:
+            x = block(x, cos, sin, key_bias)
+        return self.transformer["ln_f"](x)
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """[..., D] -> logits [..., V], dropping embedding rows beyond vocab_size."""
+        if self.config.weight_tying:
+            logits = F.linear(h, self.transformer["wte"].weight)
+        else:
+            logits = self.transformer["ff_out"](h)
+        return logits[..., : self.config.vocab_size]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, L] -> logits [N, L, V]."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        return self.project(self.hidden_states(input_ids, attention_mask))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+# --- checkpoints --------------------------------------------------------------------------------------------
+
+def save_checkpoint(path: str, model: LLaDA, **extra) -> None:
+    """A checkpoint carries its own config (nanoGPT style)."""
+    torch.save({"config": model.config.to_dict(), "model": model.state_dict(), **extra}, path)
+
+
+def load_checkpoint(path: str) -> tuple[LLaDA, dict]:
+    ckpt = torch.load(path, map_location="cpu")
+    model = LLaDA(ModelConfig.from_dict(ckpt["config"]))
+    model.load_state_dict(ckpt["model"])
+    return model, ckpt
+
+
+def hf_state_dict_to_ours(hf_state: dict) -> dict:
+    """The one name mapping from a Hugging Face LLaDA checkpoint (LLaDAModelLM): drop the leading `model.`.
+
+    e.g. `model.transformer.blocks.3.q_proj.weight` -> `transformer.blocks.3.q_proj.weight`,
+         `model.transformer.ff_out.weight` (untied output head) -> `transformer.ff_out.weight`.
+    """
+    return {(k[len("model."):] if k.startswith("model.") else k): v for k, v in hf_state.items()}
+
+
+def config_from_hf(hf_config: dict) -> ModelConfig:
+    """Map a LLaDA config.json onto ModelConfig; refuses what this implementation does not compute."""
+    arch = hf_config.get("model_type"), tuple(hf_config.get("architectures") or ())
+    if arch[0] != "llada" and "LLaDAModelLM" not in arch[1]:
+        raise ValueError(f"config.json: unknown architecture {arch[0]!r} {list(arch[1])}; expected model_type 'llada'")
+    for key, expected in (("block_type", "llama"), ("layer_norm_type", "rms"), ("activation_type", "silu")):
+        if key in hf_config and hf_config[key] != expected:
+            raise ValueError(f"config.json: {key} = {hf_config[key]!r} is not supported (expected {expected!r})")
+    if hf_config.get("alibi") or hf_config.get("rope") is False:
+        raise ValueError("config.json: only rotary position embeddings are supported")
+    mlp = hf_config.get("mlp_hidden_size") or int(hf_config["mlp_ratio"] * hf_config["d_model"])
+    return ModelConfig(
+        d_model=hf_config["d_model"],
+        n_heads=hf_config["n_heads"],
+        n_kv_heads=hf_config.get("n_kv_heads"),
+        n_layers=hf_config["n_layers"],
+        mlp_hidden_size=mlp,
+        vocab_size=hf_config["vocab_size"],
+        embedding_size=hf_config.get("embedding_size"),
+        max_sequence_length=hf_config.get("max_sequence_length", 4096),
+        rope_theta=hf_config.get("rope_theta", 10000.0),
+        rms_norm_eps=hf_config.get("rms_norm_eps", 1e-5),
+        weight_tying=bool(hf_config.get("weight_tying", False)),
+        include_bias=bool(hf_config.get("include_bias", False)),
+        mask_token_id=hf_config.get("mask_token_id", 126336),
+    )
+
+
+def describe(config: ModelConfig) -> str:
+    return json.dumps(config.to_dict(), sort_keys=True)
