@@ -1,0 +1,239 @@
+// A model folder (design.md §2): dllm.json validated field by field, the Hugging Face tokenizer, the chat template.
+// Loads no ONNX Runtime, so an API process that only tokenizes and validates (Redis mode) can use it alone.
+
+import { readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+import type { RemaskingRule, SamplingParams } from './types.js';
+
+export const MODEL_FORMAT = 'dllm-onnx/1';
+export const REMASKING_RULES: readonly RemaskingRule[] = ['low_confidence', 'random', 'margin', 'entropy'];
+
+export interface GenerationDefaults {
+  maxTokens: number;
+  steps: number;
+  blockLength: number;
+  remasking: RemaskingRule;
+  threshold: number | null;
+  temperature: number;
+}
+
+/** dllm.json, validated, in camelCase. */
+export interface ModelSpec {
+  format: string;
+  architecture: string;
+  name: string;
+  vocabSize: number;
+  maskTokenId: number;
+  eosTokenIds: number[];
+  padTokenId: number;
+  bosTokenId: number | null;
+  maxSequenceLength: number;
+  /** K of the graph's sampling head. */
+  topk: number;
+  chatTemplate: string | null;
+  generationDefaults: GenerationDefaults;
+  onnx: { fp32: string; fp16: string | null };
+}
+
+export class ModelFolderError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ModelFolderError';
+  }
+}
+
+export interface TextTokenizer {
+  /** Token ids of `text`, without special tokens added (no BOS: the engine adds it). */
+  encode(text: string): number[];
+  decode(ids: readonly number[]): string;
+}
+
+export interface ModelFolder {
+  dir: string;
+  spec: ModelSpec;
+  tokenizer: TextTokenizer;
+  /** Absolute path of the ONNX file of a precision; throws when the folder has none. */
+  onnxPath(precision: 'fp32' | 'fp16'): string;
+}
+
+type Json = Record<string, unknown>;
+
+/** Field readers that name the file and the field in every error. */
+class Fields {
+  constructor(private readonly file: string, private readonly obj: Json, private readonly prefix = '') {}
+
+  private fail(key: string, expected: string): never {
+    const value = JSON.stringify(this.obj[key]);
+    throw new ModelFolderError(`${this.file}: field "${this.prefix}${key}" must be ${expected}, got ${value ?? 'nothing'}`);
+  }
+
+  int(key: string, min = 0): number {
+    const v = this.obj[key];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) this.fail(key, `an integer >= ${min}`);
+    return v;
+  }
+
+  intOrNull(key: string, min = 0): number | null {
+    return this.obj[key] === null ? null : this.int(key, min);
+  }
+
+  num(key: string, min: number, max = Infinity): number {
+    const v = this.obj[key];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) this.fail(key, `a number in [${min}, ${max}]`);
+    return v;
+  }
+
+  numOrNull(key: string, min: number, max = Infinity): number | null {
+    return this.obj[key] === null || this.obj[key] === undefined ? null : this.num(key, min, max);
+  }
+
+  str(key: string): string {
+    const v = this.obj[key];
+    if (typeof v !== 'string' || v.length === 0) this.fail(key, 'a non-empty string');
+    return v;
+  }
+
+  strOrNull(key: string): string | null {
+    return this.obj[key] === null || this.obj[key] === undefined ? null : this.str(key);
+  }
+
+  oneOf<T extends string>(key: string, allowed: readonly T[]): T {
+    const v = this.obj[key];
+    if (!allowed.includes(v as T)) this.fail(key, `one of ${allowed.join(', ')}`);
+    return v as T;
+  }
+
+  intList(key: string): number[] {
+    const v = this.obj[key];
+    if (!Array.isArray(v) || v.length === 0 || !v.every((x) => Number.isInteger(x) && x >= 0)) {
+      this.fail(key, 'a non-empty list of token ids');
+    }
+    return v as number[];
+  }
+
+  object(key: string): Fields {
+    const v = this.obj[key];
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) this.fail(key, 'an object');
+    return new Fields(this.file, v as Json, `${this.prefix}${key}.`);
+  }
+}
+
+/** Validates a parsed dllm.json; `file` names it in errors. */
+export function parseModelSpec(raw: unknown, file = 'dllm.json'): ModelSpec {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ModelFolderError(`${file}: must be a JSON object`);
+  const f = new Fields(file, raw as Json);
+  const format = f.str('format');
+  if (format !== MODEL_FORMAT) throw new ModelFolderError(`${file}: field "format" is "${format}", this server reads "${MODEL_FORMAT}"`);
+  const vocabSize = f.int('vocab_size', 2);
+  const token = (key: string): number => {
+    const id = f.int(key);
+    if (id >= vocabSize) throw new ModelFolderError(`${file}: field "${key}" (${id}) is not below vocab_size (${vocabSize})`);
+    return id;
+  };
+  const maxSequenceLength = f.int('max_sequence_length', 2);
+  const topk = f.int('topk', 2);
+  if (topk > vocabSize) throw new ModelFolderError(`${file}: field "topk" (${topk}) exceeds vocab_size (${vocabSize})`);
+  const eosTokenIds = f.intList('eos_token_ids');
+  for (const id of eosTokenIds) {
+    if (id >= vocabSize) throw new ModelFolderError(`${file}: field "eos_token_ids" holds ${id}, not below vocab_size (${vocabSize})`);
+  }
+  const g = f.object('generation_defaults');
+  const onnx = f.object('onnx');
+  const bos = f.intOrNull('bos_token_id');
+  if (bos !== null && bos >= vocabSize) throw new ModelFolderError(`${file}: field "bos_token_id" (${bos}) is not below vocab_size (${vocabSize})`);
+  return {
+    format,
+    architecture: f.oneOf('architecture', ['llada']),
+    name: f.str('name'),
+    vocabSize,
+    maskTokenId: token('mask_token_id'),
+    eosTokenIds,
+    padTokenId: token('pad_token_id'),
+    bosTokenId: bos,
+    maxSequenceLength,
+    topk,
+    chatTemplate: f.strOrNull('chat_template'),
+    generationDefaults: {
+      maxTokens: g.int('max_tokens', 1),
+      steps: g.int('steps', 1),
+      blockLength: g.int('block_length', 1),
+      remasking: g.oneOf('remasking', REMASKING_RULES),
+      threshold: g.numOrNull('threshold', 0, 1),
+      temperature: g.num('temperature', 0),
+    },
+    onnx: { fp32: onnx.str('fp32'), fp16: onnx.strOrNull('fp16') },
+  };
+}
+
+/** Complete sampling parameters from the model's generation defaults (the API overrides what a request sets). */
+export function defaultSamplingParams(spec: ModelSpec): SamplingParams {
+  const g = spec.generationDefaults;
+  return {
+    maxTokens: g.maxTokens,
+    steps: g.steps,
+    blockLength: g.blockLength,
+    remasking: g.remasking,
+    threshold: g.threshold,
+    factor: null,
+    temperature: g.temperature,
+    topP: 1,
+    topK: 0,
+    cfgScale: 0,
+    seed: null,
+    stop: [],
+    logprobs: null,
+  };
+}
+
+async function readJson(file: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ModelFolderError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new ModelFolderError(`${file}: not valid JSON (${(err as Error).message})`);
+  }
+}
+
+/** The tokenizer of tokenizer.json; encode adds no special tokens, decode keeps them. */
+export function textTokenizer(tokenizerJson: unknown, file = 'tokenizer.json'): TextTokenizer {
+  let tokenizer: Tokenizer;
+  try {
+    tokenizer = new Tokenizer(tokenizerJson as object, {});
+  } catch (err) {
+    throw new ModelFolderError(`${file}: not a Hugging Face tokenizer (${(err as Error).message})`);
+  }
+  return {
+    encode: (text) => tokenizer.encode(text, { add_special_tokens: false }).ids,
+    decode: (ids) => tokenizer.decode([...ids], { skip_special_tokens: false, clean_up_tokenization_spaces: false }),
+  };
+}
+
+export async function loadModelFolder(dir: string): Promise<ModelFolder> {
+  const absolute = path.resolve(dir);
+  const specFile = path.join(absolute, 'dllm.json');
+  const spec = parseModelSpec(await readJson(specFile), specFile);
+  const tokenizerFile = path.join(absolute, 'tokenizer.json');
+  const tokenizer = textTokenizer(await readJson(tokenizerFile), tokenizerFile);
+  const fp32 = path.join(absolute, spec.onnx.fp32);
+  try {
+    await stat(fp32);
+  } catch {
+    throw new ModelFolderError(`${fp32}: missing (named by ${specFile} field "onnx.fp32")`);
+  }
+  return {
+    dir: absolute,
+    spec,
+    tokenizer,
+    onnxPath(precision) {
+      const name = spec.onnx[precision];
+      if (name === null) throw new ModelFolderError(`${specFile}: field "onnx.${precision}" is null; this model has no ${precision} graph`);
+      return path.join(absolute, name);
+    },
+  };
+}

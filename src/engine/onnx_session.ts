@@ -1,0 +1,115 @@
+// The main-thread side of the ONNX Runtime session: starts onnx_worker in a worker thread, sends it feeds, gets
+// head outputs back. Execution provider: cpu | cuda (device id) | auto (CUDA when it loads, else CPU, one warning).
+
+import { Worker } from 'node:worker_threads';
+import os from 'node:os';
+import type { GraphFeeds } from './batch.js';
+import type { GraphRun, GraphRunner } from './graph_runner.js';
+import type { HeadOutputs } from './head.js';
+
+export type ProviderChoice = 'cpu' | 'cuda' | 'auto';
+
+export interface OnnxSessionOptions {
+  modelPath: string;
+  provider: ProviderChoice;
+  /** CUDA device id. */
+  deviceId?: number;
+  /** ONNX Runtime intra-op threads; default: the machine's cores. */
+  threads?: number;
+  /** Where the CPU fallback warning of `auto` goes (one line). */
+  warn?: (line: string) => void;
+}
+
+export interface WorkerInit {
+  modelPath: string;
+  provider: ProviderChoice;
+  deviceId: number;
+  intraOpNumThreads: number;
+}
+
+export interface WorkerRequest {
+  id: number;
+  feeds: GraphFeeds;
+}
+
+export type WorkerReply =
+  | { type: 'ready'; provider: 'cpu' | 'cuda'; warning: string | null }
+  | { type: 'fatal'; message: string }
+  | { type: 'result'; id: number; head: HeadOutputs; runMs: number }
+  | { type: 'failed'; id: number; message: string };
+
+export class OnnxSessionError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'OnnxSessionError';
+  }
+}
+
+/** The worker script next to this file: .ts under tsx (the worker inherits --import tsx), .js when compiled. */
+function workerUrl(): URL {
+  const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+  return new URL(`./onnx_worker${ext}`, import.meta.url);
+}
+
+export class OnnxGraphRunner implements GraphRunner {
+  private nextId = 0;
+  private readonly pending = new Map<number, { resolve: (run: GraphRun) => void; reject: (err: Error) => void }>();
+
+  private constructor(
+    private readonly worker: Worker,
+    readonly provider: string,
+  ) {
+    worker.on('message', (reply: WorkerReply) => {
+      if (reply.type !== 'result' && reply.type !== 'failed') return;
+      const waiter = this.pending.get(reply.id);
+      this.pending.delete(reply.id);
+      if (reply.type === 'result') waiter?.resolve({ head: reply.head, runMs: reply.runMs });
+      else waiter?.reject(new OnnxSessionError(`session.run failed: ${reply.message}`));
+    });
+    worker.on('error', (err) => this.failAll(err));
+    worker.on('exit', (code) => this.failAll(new OnnxSessionError(`ONNX worker exited (code ${code})`)));
+  }
+
+  /** Starts the worker and opens the session; rejects with a clear message when the model or provider cannot load. */
+  static async open(options: OnnxSessionOptions): Promise<OnnxGraphRunner> {
+    const init: WorkerInit = {
+      modelPath: options.modelPath,
+      provider: options.provider,
+      deviceId: options.deviceId ?? 0,
+      intraOpNumThreads: options.threads ?? Math.max(1, os.availableParallelism()),
+    };
+    const worker = new Worker(workerUrl(), { workerData: init });
+    const ready = await new Promise<WorkerReply>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+      worker.once('exit', (code) => reject(new OnnxSessionError(`ONNX worker exited during start-up (code ${code})`)));
+    }).catch((err: Error) => ({ type: 'fatal' as const, message: err.message }));
+    if (ready.type !== 'ready') {
+      await worker.terminate();
+      const message = ready.type === 'fatal' ? ready.message : 'unexpected worker reply';
+      const what = options.provider === 'cuda' ? `the CUDA execution provider (device ${init.deviceId})` : 'the CPU execution provider';
+      throw new OnnxSessionError(`cannot open ${options.modelPath} with ${what}: ${message}`);
+    }
+    if (ready.warning !== null) (options.warn ?? ((line) => process.emitWarning(line)))(ready.warning);
+    worker.removeAllListeners('error').removeAllListeners('exit');
+    return new OnnxGraphRunner(worker, ready.provider);
+  }
+
+  run(feeds: GraphFeeds): Promise<GraphRun> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, feeds } satisfies WorkerRequest);
+    });
+  }
+
+  private failAll(err: Error): void {
+    for (const waiter of this.pending.values()) waiter.reject(err);
+    this.pending.clear();
+  }
+
+  async close(): Promise<void> {
+    this.worker.removeAllListeners('exit');
+    await this.worker.terminate();
+  }
+}

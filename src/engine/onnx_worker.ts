@@ -1,0 +1,82 @@
+// Worker thread owning the ONNX Runtime session: in onnxruntime-node 1.30 session.run blocks its thread for the whole
+// run (design.md §7), so it must not run on the event loop of the server.
+
+import { parentPort, workerData } from 'node:worker_threads';
+import * as ort from 'onnxruntime-node';
+import type { GraphFeeds } from './batch.js';
+import type { HeadOutputs } from './head.js';
+import type { WorkerInit, WorkerReply, WorkerRequest } from './onnx_session.js';
+
+const init = workerData as WorkerInit;
+
+async function createSession(provider: 'cpu' | 'cuda'): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(init.modelPath, {
+    executionProviders: provider === 'cuda' ? [{ name: 'cuda', deviceId: init.deviceId }] : ['cpu'],
+    intraOpNumThreads: init.intraOpNumThreads,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: 'all',
+  });
+}
+
+async function open(): Promise<{ session: ort.InferenceSession; provider: 'cpu' | 'cuda'; warning: string | null }> {
+  if (init.provider === 'cpu') return { session: await createSession('cpu'), provider: 'cpu', warning: null };
+  try {
+    return { session: await createSession('cuda'), provider: 'cuda', warning: null };
+  } catch (err) {
+    if (init.provider === 'cuda') throw err;
+    const warning = `CUDA execution provider unavailable (${firstLine(err)}); running on CPU`;
+    return { session: await createSession('cpu'), provider: 'cpu', warning };
+  }
+}
+
+function firstLine(err: unknown): string {
+  return String(err instanceof Error ? err.message : err).split('\n')[0];
+}
+
+function run(session: ort.InferenceSession, f: GraphFeeds): Promise<ort.InferenceSession.OnnxValueMapType> {
+  return session.run({
+    input_ids: new ort.Tensor('int64', f.inputIds, [f.rows, f.length]),
+    attention_mask: new ort.Tensor('int64', f.attentionMask, [f.rows, f.length]),
+    positions: new ort.Tensor('int64', f.positions, [f.rows, f.positionsPerRow]),
+    cfg_scale: new ort.Tensor('float32', f.cfgScale, [f.rows]),
+    uncond_row: new ort.Tensor('int64', f.uncondRow, [f.rows]),
+  });
+}
+
+function toHead(out: ort.InferenceSession.OnnxValueMapType): HeadOutputs {
+  const logits = out.topk_logits;
+  const [rows, positions, k] = logits.dims;
+  const ids = out.topk_ids.data as BigInt64Array;
+  const topkIds = new Int32Array(ids.length);
+  for (let i = 0; i < ids.length; i++) topkIds[i] = Number(ids[i]);
+  return {
+    rows,
+    positions,
+    k,
+    topkLogits: Float32Array.from(logits.data as Float32Array),
+    topkIds,
+    logsumexp: Float32Array.from(out.logsumexp.data as Float32Array),
+    entropy: Float32Array.from(out.entropy.data as Float32Array),
+  };
+}
+
+const port = parentPort!;
+open().then(
+  ({ session, provider, warning }) => {
+    port.postMessage({ type: 'ready', provider, warning } satisfies WorkerReply);
+    port.on('message', async (msg: WorkerRequest) => {
+      try {
+        const t0 = performance.now();
+        const out = await run(session, msg.feeds);
+        const runMs = performance.now() - t0;
+        const head = toHead(out);
+        const reply: WorkerReply = { type: 'result', id: msg.id, head, runMs };
+        const buffers = [head.topkLogits, head.topkIds, head.logsumexp, head.entropy].map((a) => a.buffer as ArrayBuffer);
+        port.postMessage(reply, buffers);
+      } catch (err) {
+        port.postMessage({ type: 'failed', id: msg.id, message: firstLine(err) } satisfies WorkerReply);
+      }
+    });
+  },
+  (err: unknown) => port.postMessage({ type: 'fatal', message: firstLine(err) } satisfies WorkerReply),
+);

@@ -1,0 +1,184 @@
+// One choice of one request as a masked diffusion canvas, advanced one denoising step at a time (design.md §4).
+//
+// Canvas = [BOS] prompt, gen_length mask tokens, infill suffix. The generated span is cut into blocks decoded left
+// to right (LLaDA's semi-autoregressive remasking); a step commits some masked positions of the current block only.
+// The state changes only through applyStep(head outputs), so every rule is testable without ONNX.
+
+import type { FinishReason, SamplingParams } from './types.js';
+import { headSlot, type HeadOutputs } from './head.js';
+import { CounterRng } from './rng.js';
+import { chooseToken, confidenceScore, selectCommits, transferSchedule, type CommitRule, type TokenChoice } from './sampler.js';
+
+export interface SequenceInit {
+  /** BOS (when the model has one) + prompt token ids. */
+  prefix: readonly number[];
+  suffix: readonly number[];
+  params: SamplingParams;
+  maskTokenId: number;
+  eosTokenIds: readonly number[];
+  /** The resolved seed of this choice (request seed + choice index, or a fresh one). */
+  seed: number;
+}
+
+export interface Commit {
+  /** Index within the generated span. */
+  position: number;
+  tokenId: number;
+  /** p(token) under the step's softmax at temperature 1. */
+  confidence: number;
+}
+
+export interface TokenLogprob {
+  logprob: number;
+  /** The head's best alternatives: [token id, logprob], at most params.logprobs of them. */
+  top: [number, number][];
+}
+
+export interface SequenceEnd {
+  reason: FinishReason;
+  /** Generated tokens kept: everything before the first end-of-text, at most max_tokens. */
+  length: number;
+}
+
+/** gen_length: max_tokens rounded up to a whole number of blocks. */
+export function generatedLength(maxTokens: number, blockLength: number): number {
+  return Math.ceil(maxTokens / blockLength) * blockLength;
+}
+
+export class Sequence {
+  readonly canvas: number[];
+  readonly genStart: number;
+  readonly genLength: number;
+  readonly numBlocks: number;
+  readonly stepsPerBlock: number;
+  readonly params: SamplingParams;
+  readonly prefixLength: number;
+  block = 0;
+  stepInBlock = 0;
+  steps = 0;
+  end: SequenceEnd | null = null;
+  /** Per generated position, the logprobs recorded when it was committed (when params.logprobs is set). */
+  readonly logprobs: (TokenLogprob | null)[];
+  private readonly maskTokenId: number;
+  private readonly eos: Set<number>;
+  private readonly rng: CounterRng;
+  private schedule: number[];
+
+  constructor(init: SequenceInit) {
+    const { params } = init;
+    this.params = params;
+    this.maskTokenId = init.maskTokenId;
+    this.eos = new Set(init.eosTokenIds);
+    this.rng = new CounterRng(init.seed);
+    this.prefixLength = init.prefix.length;
+    this.genStart = init.prefix.length;
+    this.genLength = generatedLength(params.maxTokens, params.blockLength);
+    this.numBlocks = this.genLength / params.blockLength;
+    this.stepsPerBlock = Math.max(1, Math.floor(params.steps / this.numBlocks));
+    this.canvas = [...init.prefix, ...new Array<number>(this.genLength).fill(init.maskTokenId), ...init.suffix];
+    this.logprobs = new Array<TokenLogprob | null>(this.genLength).fill(null);
+    this.schedule = transferSchedule(params.blockLength, this.stepsPerBlock);
+  }
+
+  get finished(): boolean {
+    return this.end !== null;
+  }
+
+  /** Graph rows this sequence needs per step: two with classifier-free guidance (conditional, unconditional). */
+  get rowCount(): number {
+    return this.params.cfgScale > 0 ? 2 : 1;
+  }
+
+  /** Canvas indices of the masked positions of the current block, ascending: the positions the head must score. */
+  wantedPositions(): number[] {
+    const start = this.genStart + this.block * this.params.blockLength;
+    const out: number[] = [];
+    for (let i = start; i < start + this.params.blockLength; i++) if (this.canvas[i] === this.maskTokenId) out.push(i);
+    return out;
+  }
+
+  /** LLaDA's unconditional input for guidance: the canvas with every given token (prompt, suffix) masked. */
+  unconditionalCanvas(): number[] {
+    const genEnd = this.genStart + this.genLength;
+    return this.canvas.map((t, i) => (i < this.genStart || i >= genEnd ? this.maskTokenId : t));
+  }
+
+  /** Generated token ids at the moment (mask id where not committed yet). */
+  generated(): number[] {
+    return this.canvas.slice(this.genStart, this.genStart + this.genLength);
+  }
+
+  /** The generated tokens that can no longer change the text: before the first mask, end-of-text or max_tokens. */
+  stablePrefix(): number[] {
+    const out: number[] = [];
+    const limit = Math.min(this.params.maxTokens, this.genLength);
+    for (let i = 0; i < limit; i++) {
+      const token = this.canvas[this.genStart + i];
+      if (token === this.maskTokenId || this.eos.has(token)) break;
+      out.push(token);
+    }
+    return out;
+  }
+
+  private commitRule(): CommitRule {
+    if (this.params.factor !== null) return { kind: 'factor', factor: this.params.factor };
+    if (this.params.threshold !== null) return { kind: 'threshold', threshold: this.params.threshold };
+    return { kind: 'fixed', count: this.schedule[Math.min(this.stepInBlock, this.schedule.length - 1)] };
+  }
+
+  /**
+   * One denoising step from the head's outputs for this sequence's conditional row. `positions` must be
+   * wantedPositions() of this step; the head's position p scores positions[p]. Returns what was committed.
+   */
+  applyStep(head: HeadOutputs, row: number, positions: readonly number[]): Commit[] {
+    if (this.end !== null) throw new Error('applyStep on a finished sequence');
+    const { params } = this;
+    const choiceParams = { ...params, maskTokenId: this.maskTokenId };
+    const choices: TokenChoice[] = positions.map((_, p) => chooseToken(headSlot(head, row, p), choiceParams, this.rng));
+    const scores = positions.map((_, p) =>
+      confidenceScore(params.remasking, headSlot(head, row, p), choices[p], params.remasking === 'random' ? this.rng.next() : 0),
+    );
+    const commits: Commit[] = [];
+    for (const p of selectCommits(scores, this.commitRule())) {
+      const choice = choices[p];
+      this.canvas[positions[p]] = choice.tokenId;
+      const position = positions[p] - this.genStart;
+      commits.push({ position, tokenId: choice.tokenId, confidence: Math.exp(choice.logprob) });
+      if (params.logprobs !== null) this.logprobs[position] = this.recordLogprobs(head, row, p, choice);
+    }
+    commits.sort((a, b) => a.position - b.position);
+    this.steps++;
+    this.stepInBlock++;
+    if (this.wantedPositions().length === 0) {
+      this.block++;
+      this.stepInBlock = 0;
+    }
+    this.end = this.checkEnd();
+    return commits;
+  }
+
+  private recordLogprobs(head: HeadOutputs, row: number, p: number, choice: TokenChoice): TokenLogprob {
+    const slot = headSlot(head, row, p);
+    const lse = head.logsumexp[slot.index];
+    const top: [number, number][] = [];
+    for (let i = 0; i < Math.min(this.params.logprobs ?? 0, head.k); i++) {
+      top.push([head.topkIds[slot.offset + i], head.topkLogits[slot.offset + i] - lse]);
+    }
+    return { logprob: choice.logprob, top };
+  }
+
+  /**
+   * Ends (design.md §4): an end-of-text token committed with every position before it committed ends the sequence
+   * (`stop`; what follows counts as end-of-text); the first max_tokens positions all committed without one ends it
+   * (`length`). Both equal running every block and truncating, since committed tokens never change.
+   */
+  private checkEnd(): SequenceEnd | null {
+    const limit = Math.min(this.params.maxTokens, this.genLength);
+    for (let i = 0; i < limit; i++) {
+      const token = this.canvas[this.genStart + i];
+      if (token === this.maskTokenId) return null;
+      if (this.eos.has(token)) return { reason: 'stop', length: i };
+    }
+    return { reason: 'length', length: limit };
+  }
+}

@@ -1,0 +1,93 @@
+// Request validation against a model (pure: no ONNX, no tokenizer), shared by the API (before it enqueues) and the
+// engine (before it admits). Every failure is an EngineError naming the request field (OpenAI's `param`).
+
+import { EngineError, type GenerateRequest, type SamplingParams } from './types.js';
+import type { ModelSpec } from './model_folder.js';
+import { REMASKING_RULES } from './model_folder.js';
+import { MAX_SEED } from './rng.js';
+import { generatedLength } from './sequence.js';
+
+/** Most alternatives per token that logprobs returns (OpenAI's completions limit). */
+export const MAX_LOGPROBS = 5;
+/** Most choices per request. */
+export const MAX_CHOICES = 16;
+/** Most stop strings per request (OpenAI's limit). */
+export const MAX_STOP_STRINGS = 4;
+
+function invalid(param: string, message: string): never {
+  throw new EngineError('invalid_request', message, param);
+}
+
+function checkInt(value: number, param: string, min: number, max = Infinity): void {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    invalid(param, `${param} must be an integer in [${min}, ${max}], got ${value}`);
+  }
+}
+
+function checkNumber(value: number, param: string, min: number, max: number, minExclusive = false): void {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max || (minExclusive && value === min)) {
+    invalid(param, `${param} must be a number in ${minExclusive ? '(' : '['}${min}, ${max}], got ${value}`);
+  }
+}
+
+function checkTokens(ids: readonly number[], param: string, spec: ModelSpec): void {
+  for (const id of ids) {
+    if (!Number.isInteger(id) || id < 0 || id >= spec.vocabSize) {
+      invalid(param, `${param} holds token id ${id}, outside the vocabulary [0, ${spec.vocabSize})`);
+    }
+  }
+}
+
+/** Sampling parameters alone (field names in errors are the API's snake_case names). */
+export function validateSamplingParams(spec: ModelSpec, p: SamplingParams): void {
+  checkInt(p.maxTokens, 'max_tokens', 1, spec.maxSequenceLength);
+  checkInt(p.blockLength, 'block_length', 1, spec.maxSequenceLength);
+  checkInt(p.steps, 'steps', 1, spec.maxSequenceLength);
+  const genLength = generatedLength(p.maxTokens, p.blockLength);
+  const blocks = genLength / p.blockLength;
+  if (p.steps % blocks !== 0) {
+    invalid(
+      'steps',
+      `steps (${p.steps}) must be a multiple of the number of blocks (${blocks}: max_tokens ${p.maxTokens} rounded up to ` +
+        `whole blocks of block_length ${p.blockLength} is ${genLength}); choose a block_length that divides the span accordingly`,
+    );
+  }
+  if (!REMASKING_RULES.includes(p.remasking)) {
+    invalid('remasking', `remasking must be one of ${REMASKING_RULES.join(', ')}, got ${JSON.stringify(p.remasking)}`);
+  }
+  if (p.threshold !== null) checkNumber(p.threshold, 'threshold', 0, 1, true);
+  if (p.factor !== null) checkNumber(p.factor, 'factor', 0, Number.MAX_VALUE, true);
+  checkNumber(p.temperature, 'temperature', 0, 100);
+  checkNumber(p.topP, 'top_p', 0, 1, true);
+  checkInt(p.topK, 'top_k', 0, spec.topk);
+  checkNumber(p.cfgScale, 'cfg_scale', 0, 100);
+  if (p.seed !== null) checkInt(p.seed, 'seed', 0, MAX_SEED);
+  if (!Array.isArray(p.stop) || p.stop.length > MAX_STOP_STRINGS || !p.stop.every((s) => typeof s === 'string' && s.length > 0)) {
+    invalid('stop', `stop must be at most ${MAX_STOP_STRINGS} non-empty strings`);
+  }
+  if (p.logprobs !== null) checkInt(p.logprobs, 'logprobs', 0, Math.min(MAX_LOGPROBS, spec.topk));
+}
+
+/** A whole request: prompt, suffix, n, parameters, and the canvas against the model's length. */
+export function validateRequest(spec: ModelSpec, request: GenerateRequest): void {
+  if (!Array.isArray(request.promptTokenIds) || request.promptTokenIds.length === 0) {
+    invalid('prompt', 'prompt must not be empty');
+  }
+  checkTokens(request.promptTokenIds, 'prompt', spec);
+  checkTokens(request.suffixTokenIds, 'suffix', spec);
+  checkInt(request.n, 'n', 1, MAX_CHOICES);
+  validateSamplingParams(spec, request.params);
+  const p = request.params;
+  const prompt = request.promptTokenIds.length + (spec.bosTokenId === null ? 0 : 1);
+  const genLength = generatedLength(p.maxTokens, p.blockLength);
+  const total = prompt + genLength + request.suffixTokenIds.length;
+  if (total > spec.maxSequenceLength) {
+    throw new EngineError(
+      'context_length_exceeded',
+      `This model's maximum context length is ${spec.maxSequenceLength} tokens, however you requested ${total} tokens ` +
+        `(${prompt} in the prompt, ${genLength} for the completion: max_tokens ${p.maxTokens} rounded up to whole blocks of ${p.blockLength}` +
+        `${request.suffixTokenIds.length ? `, ${request.suffixTokenIds.length} in the suffix` : ''}). Please reduce the prompt or max_tokens.`,
+      'max_tokens',
+    );
+  }
+}
