@@ -1,0 +1,217 @@
+"""Masked-diffusion pre-training of a LLaDA model (Nie et al. 2025, "Large Language Diffusion Models", Alg. 1).
+
+For each sequence draw t ~ U(0, 1], mask every token independently with probability p = (1 - eps) t + eps,
+and minimise the cross-entropy on the masked positions weighted by 1/p (an upper bound on the negative
+log-likelihood). Two kinds of batch alternate:
+- stream: windows of `seq_len` tokens cut from the concatenated corpus (<|startoftext|> doc <|endoftext|> ...);
+- padded: one short document followed by <|endoftext|> up to `padded_len`, as LLaDA's SFT pads answers, so
+  the model learns to fill the rest of a canvas with end-of-text and stop. Half of these keep a random prefix
+  unmasked as a prompt (SFT's prompt is never masked), which is how the server uses the model.
+
+    python3 -m dllm.train --out models/runs/tiny-llada            # resumes from out/ckpt.pt when present
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import read_documents
+from .model import LLaDA, ModelConfig, load_checkpoint, save_checkpoint
+from .tokenizer import BOS, EOS, MASK, Tokenizer
+
+EPS = 1e-3  # LLaDA's minimum masking probability
+VALID_T_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", default=os.path.join(here, "..", ".cache", "corpus"))
+    p.add_argument("--tokenizer", default=os.path.join(here, "..", "tiny-llada", "tokenizer.json"))
+    p.add_argument("--out", default=os.path.join(here, "..", "runs", "tiny-llada"))
+    p.add_argument("--d-model", type=int, default=256)
+    p.add_argument("--n-heads", type=int, default=8)
+    p.add_argument("--n-layers", type=int, default=6)
+    p.add_argument("--mlp-hidden", type=int, default=768)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--padded-len", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--padded-every", type=int, default=3, help="every k-th step is a padded batch (2x rows, padded_len)")
+    p.add_argument("--max-steps", type=int, default=1400)
+    p.add_argument("--lr", type=float, default=1.5e-3)
+    p.add_argument("--min-lr-ratio", type=float, default=0.1)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--ckpt-every", type=int, default=50)
+    p.add_argument("--valid-windows", type=int, default=32)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--time-limit-min", type=float, default=0, help="stop (with a checkpoint) after this many minutes; 0 = none")
+    p.add_argument("--max-docs", type=int, default=0, help="use only the first N training documents (tests)")
+    return p.parse_args(argv)
+
+
+def encode_corpus(tokenizer: Tokenizer, docs: list[str]) -> list[np.ndarray]:
+    return [np.asarray([BOS, *tokenizer.encode(d), EOS], dtype=np.int64) for d in docs]
+
+
+def stream_batch(stream: np.ndarray, rows: int, length: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> tokens [rows, length], maskable [rows, length] (all True)."""
+    starts = rng.integers(0, len(stream) - length, size=rows)
+    x = torch.from_numpy(np.stack([stream[s:s + length] for s in starts]))
+    return x, torch.ones_like(x, dtype=torch.bool)
+
+
+def padded_batch(short_docs: list[np.ndarray], rows: int, length: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One document per row, end-of-text padding to `length`; half the rows keep a prompt prefix unmasked."""
+    x = np.full((rows, length), EOS, dtype=np.int64)
+    maskable = np.ones((rows, length), dtype=bool)
+    for r, i in enumerate(rng.integers(0, len(short_docs), size=rows)):
+        doc = short_docs[i]
+        x[r, :len(doc)] = doc
+        prompt = 1 + (int(rng.integers(0, len(doc) // 2)) if rng.random() < 0.5 and len(doc) > 4 else 0)
+        maskable[r, :prompt] = False  # <|startoftext|> (and the prompt) stay visible
+    return torch.from_numpy(x), torch.from_numpy(maskable)
+
+
+def masked_diffusion_loss(model: LLaDA, x: torch.Tensor, maskable: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """LLaDA's objective: mean over maskable positions of 1/p * CE at the masked ones. t: [N] in (0, 1]."""
+    p = ((1 - EPS) * t + EPS)[:, None].expand_as(x)  # [N, L]
+    masked = (torch.rand(x.shape) < p) & maskable
+    noisy = torch.where(masked, torch.full_like(x, MASK), x)
+    h = model.hidden_states(noisy, torch.ones_like(x))  # [N, L, D]
+    logits = model.project(h[masked])  # only masked positions reach the head: [M, V]
+    ce = F.cross_entropy(logits.float(), x[masked], reduction="none")  # [M]
+    return (ce / p[masked]).sum() / maskable.sum().clamp(min=1)
+
+
+@torch.no_grad()
+def validation_losses(model: LLaDA, windows: torch.Tensor, seed: int) -> dict[str, float]:
+    """Mean CE per masked token at each t of a fixed grid, with fixed masks (comparable across runs)."""
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for t in VALID_T_GRID:
+        masked = torch.rand(windows.shape, generator=g) < t
+        noisy = torch.where(masked, torch.full_like(windows, MASK), windows)
+        logits = model.project(model.hidden_states(noisy, torch.ones_like(windows))[masked])
+        out[f"t={t}"] = F.cross_entropy(logits, windows[masked]).item()
+    out["mean"] = sum(out.values()) / len(VALID_T_GRID)
+    model.train()
+    return out
+
+
+def lr_at(step: int, args: argparse.Namespace) -> float:
+    """Linear warm-up, then cosine decay to min_lr_ratio * lr at max_steps."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = min(1.0, (step - args.warmup) / max(1, args.max_steps - args.warmup))
+    return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def progress_line(step: int, total: int, loss: float, lr: float, tok_s: float) -> str:
+    done = int(30 * step / total)
+    return f"[{'#' * done}{'.' * (30 - done)}] {step}/{total} loss {loss:.3f} lr {lr:.2e} {tok_s:,.0f} tok/s"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    ckpt_path, log_path = os.path.join(args.out, "ckpt.pt"), os.path.join(args.out, "log.jsonl")
+
+    tokenizer = Tokenizer.load(args.tokenizer)
+    train_docs = read_documents(os.path.join(args.corpus, "train.txt"))
+    if args.max_docs:
+        train_docs = train_docs[: args.max_docs]
+    train = encode_corpus(tokenizer, train_docs)
+    stream = np.concatenate(train)
+    short_docs = [d for d in train if len(d) <= args.padded_len]
+    valid_stream = np.concatenate(encode_corpus(tokenizer, read_documents(os.path.join(args.corpus, "valid.txt"))))
+    n_valid = min(args.valid_windows, len(valid_stream) // args.seq_len)
+    valid = torch.from_numpy(valid_stream[: n_valid * args.seq_len].reshape(n_valid, args.seq_len))
+    print(f"corpus: {len(stream):,} train tokens, {len(short_docs):,} short documents, {valid.numel():,} validation tokens", flush=True)
+
+    if os.path.exists(ckpt_path):
+        model, ckpt = load_checkpoint(ckpt_path)
+        state = ckpt["train"]
+        print(f"resuming from step {state['step']}", flush=True)
+    else:
+        torch.manual_seed(args.seed)
+        model = LLaDA(ModelConfig(d_model=args.d_model, n_heads=args.n_heads, n_layers=args.n_layers,
+                                  mlp_hidden_size=args.mlp_hidden, vocab_size=tokenizer.vocab_size,
+                                  max_sequence_length=args.seq_len, mask_token_id=MASK))
+        ckpt, state = None, {"step": 0, "tokens": 0, "seconds": 0.0}
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
+    rng = np.random.default_rng(args.seed)
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        rng.bit_generator.state = ckpt["numpy_rng"]
+        torch.set_rng_state(ckpt["torch_rng"])
+    print(f"model: {model.num_parameters():,} parameters; {json.dumps(model.config.to_dict())}", flush=True)
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path + ".tmp", model, optimizer=optimizer.state_dict(), train=state, args=vars(args),
+                        numpy_rng=rng.bit_generator.state, torch_rng=torch.get_rng_state())
+        os.replace(ckpt_path + ".tmp", ckpt_path)
+
+    def log(record: dict) -> None:
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    started, window_tokens, window_start = time.time() - state["seconds"], 0, time.time()
+    session_start = time.time()
+    while state["step"] < args.max_steps:
+        step = state["step"]
+        lr = lr_at(step, args)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if step % args.padded_every == args.padded_every - 1:
+            x, maskable = padded_batch(short_docs, 2 * args.batch_size, args.padded_len, rng)
+        else:
+            x, maskable = stream_batch(stream, args.batch_size, args.seq_len, rng)
+        t = torch.rand(x.shape[0])
+        loss = masked_diffusion_loss(model, x, maskable, t)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+        state["step"] += 1
+        state["tokens"] += x.numel()
+        window_tokens += x.numel()
+        state["seconds"] = time.time() - started
+        if state["step"] % 10 == 0 or state["step"] == args.max_steps:
+            tok_s = window_tokens / (time.time() - window_start)
+            print(progress_line(state["step"], args.max_steps, loss.item(), lr, tok_s), flush=True)
+            log({"step": state["step"], "loss": loss.item(), "lr": lr, "tokens": state["tokens"],
+                 "seconds": round(state["seconds"], 1), "tok_s": round(tok_s, 1)})
+            window_tokens, window_start = 0, time.time()
+        if state["step"] % args.eval_every == 0 or state["step"] == args.max_steps:
+            v = validation_losses(model, valid, args.seed)
+            print(f"validation masked-token loss {json.dumps({k: round(x, 4) for k, x in v.items()})}", flush=True)
+            log({"step": state["step"], "valid": v, "tokens": state["tokens"], "seconds": round(state["seconds"], 1)})
+        if state["step"] % args.ckpt_every == 0 or state["step"] == args.max_steps:
+            checkpoint()
+        if args.time_limit_min and time.time() - session_start > 60 * args.time_limit_min:
+            checkpoint()
+            print(f"time limit reached at step {state['step']}; run again to resume", flush=True)
+            sys.exit(0)
+    print(f"done: {state['step']} steps, {state['tokens']:,} tokens, {state['seconds'] / 60:.1f} min", flush=True)
+
+
+if __name__ == "__main__":
+    main()
