@@ -1,0 +1,426 @@
+"""Reference sampler of a masked diffusion language model (design.md §4), in PyTorch + NumPy.
+
+The TypeScript engine (src/engine/{rng,sampler,sequence}.ts) must reproduce it token for token; this module mirrors
+it function for function and produces the golden vectors that test/engine/golden.test.ts checks. Semantics follow
+LLaDA's generate() (Nie et al., "Large Language Diffusion Models", 2025; GitHub ML-GSAI/LLaDA generate.py): a canvas
+of prompt + masks (+ an infill suffix), blocks decoded left to right, the linear commit schedule, Gumbel-max sampling
+in float64, low_confidence / random remasking, classifier-free guidance; Dream's (HKUNLP/Dream) margin and entropy
+confidences; Fast-dLLM's (NVlabs/Fast-dLLM) threshold and factor parallel decoding; end-of-text early stop.
+
+The model step is SamplingGraph from export.py, i.e. exactly the computation of the exported ONNX graph.
+
+Regenerate the golden vectors after the model changes (one command, from the repository root):
+
+    python3 models/dllm/reference_generate.py --golden test/fixtures/golden/tiny-llada.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import torch
+
+if __package__ in (None, ""):  # run as a script: make `dllm` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    __package__ = "dllm"
+
+from dllm.export import SamplingGraph  # noqa: E402
+from dllm.model import LLaDA, load_checkpoint  # noqa: E402
+
+REMASKING_RULES = ("low_confidence", "random", "margin", "entropy")
+
+# --- RNG (src/engine/rng.ts) -------------------------------------------------------------------------------
+
+_U32 = np.uint32
+
+
+def mix32(x: np.ndarray) -> np.ndarray:
+    """Chris Wellons' lowbias32 hash on uint32 arrays (wrapping multiplication)."""
+    x = np.asarray(x, dtype=_U32).reshape(-1)
+    x = x ^ (x >> _U32(16))
+    x = x * _U32(0x7FEB352D)
+    x = x ^ (x >> _U32(15))
+    x = x * _U32(0x846CA68B)
+    return x ^ (x >> _U32(16))
+
+
+class CounterRng:
+    """Counter-based uniforms in (0, 1): draw c = f(seed, c), bit for bit as CounterRng in rng.ts."""
+
+    def __init__(self, seed: int):
+        if not 0 <= seed < 2**53:
+            raise ValueError(f"seed must be an integer in [0, 2^53), got {seed}")
+        lo, hi = seed % 2**32, seed // 2**32
+        self.key = mix32(np.array([lo], dtype=np.uint64).astype(_U32) ^ mix32([(hi ^ 0x9E3779B9) & 0xFFFFFFFF]))
+        self.counter = 0
+
+    def draw(self, n: int) -> np.ndarray:
+        c = np.arange(self.counter, self.counter + n, dtype=np.uint64)
+        self.counter += n
+        even = ((2 * c) & np.uint64(0xFFFFFFFF)).astype(_U32)
+        odd = ((2 * c + np.uint64(1)) & np.uint64(0xFFFFFFFF)).astype(_U32)
+        a = mix32(mix32(even) ^ self.key)
+        b = mix32(mix32(odd) ^ self.key)
+        return ((a >> _U32(6)).astype(np.float64) * 2.0**26 + (b >> _U32(6)).astype(np.float64) + 0.5) / 2.0**52
+
+    def next(self) -> float:
+        return float(self.draw(1)[0])
+
+
+# --- per-position choice and commit selection (src/engine/sampler.ts) ------------------------------------------
+
+@dataclass
+class Params:
+    """SamplingParams of types.ts (camelCase there)."""
+    max_tokens: int = 32
+    steps: int = 32
+    block_length: int = 32
+    remasking: str = "low_confidence"
+    threshold: float | None = None
+    factor: float | None = None
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    cfg_scale: float = 0.0
+    seed: int | None = None
+
+    def to_ts(self) -> dict:
+        """The SamplingParams object of the TypeScript engine."""
+        return {"maxTokens": self.max_tokens, "steps": self.steps, "blockLength": self.block_length,
+                "remasking": self.remasking, "threshold": self.threshold, "factor": self.factor,
+                "temperature": self.temperature, "topP": self.top_p, "topK": self.top_k, "cfgScale": self.cfg_scale,
+                "seed": self.seed, "stop": [], "logprobs": None}
+
+
+@dataclass
+class Head:
+    """The graph's outputs as float32 / int NumPy arrays: [N, P, K], [N, P, K], [N, P], [N, P]."""
+    topk_logits: np.ndarray
+    topk_ids: np.ndarray
+    logsumexp: np.ndarray
+    entropy: np.ndarray
+
+
+def candidate_count(logits: np.ndarray, p: Params) -> int:
+    count = min(p.top_k, len(logits)) if p.top_k > 0 else len(logits)
+    if p.top_p < 1 and p.temperature > 0:
+        base = float(logits[0])
+        weights = [math.exp((float(logits[i]) - base) / p.temperature) for i in range(count)]
+        total = 0.0
+        for w in weights:
+            total += w
+        cumulative = 0.0
+        for i in range(count):
+            cumulative += weights[i] / total
+            if cumulative >= p.top_p:
+                return i + 1
+    return count
+
+
+def choose_token(logits: np.ndarray, ids: np.ndarray, lse: float, p: Params, mask_id: int, rng: CounterRng | None):
+    """(token id, rank among the K, logprob): greedy, or Gumbel-max argmax l - T·log(-log u) in float64."""
+    k = len(logits)
+    rank = 0
+    while rank < k - 1 and int(ids[rank]) == mask_id:
+        rank += 1
+    if p.temperature > 0:
+        count = candidate_count(logits, p)
+        uniforms = rng.draw(k)
+        best = -math.inf
+        for i in range(k):
+            if i >= count or int(ids[i]) == mask_id:
+                continue
+            score = float(logits[i]) - p.temperature * math.log(-math.log(float(uniforms[i])))
+            if score > best:
+                best, rank = score, i
+    return int(ids[rank]), rank, float(logits[rank]) - float(lse)
+
+
+def confidence_score(rule: str, logits: np.ndarray, lse: float, entropy: float, logprob: float, uniform: float) -> float:
+    if rule == "low_confidence":
+        return math.exp(logprob)
+    if rule == "margin":
+        second = math.exp(float(logits[1]) - float(lse)) if len(logits) > 1 else 0.0
+        return math.exp(float(logits[0]) - float(lse)) - second
+    if rule == "entropy":
+        return -float(entropy)
+    if rule == "random":
+        return uniform
+    raise ValueError(f"unknown remasking rule {rule!r}")
+
+
+def transfer_schedule(masked: int, steps: int) -> list[int]:
+    effective = max(1, min(steps, masked))
+    base, remainder = divmod(masked, effective)
+    return [base + (1 if i < remainder else 0) for i in range(effective)]
+
+
+def rank_by_score(scores: list[float]) -> list[int]:
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+
+
+def select_commits(scores: list[float], rule: tuple[str, float]) -> list[int]:
+    order = rank_by_score(scores)
+    if not order:
+        return []
+    kind, value = rule
+    if kind == "fixed":
+        return order[: min(int(value), len(order))]
+    if kind == "threshold":
+        return [order[0]] + [i for i in order[1:] if scores[i] >= value]
+    n = 1
+    while n < len(order) and scores[order[n]] >= 1 - value / (n + 2):
+        n += 1
+    return order[:n]
+
+
+# --- one choice's canvas (src/engine/sequence.ts) -------------------------------------------------------------
+
+def generated_length(max_tokens: int, block_length: int) -> int:
+    return -(-max_tokens // block_length) * block_length
+
+
+class Sequence:
+    def __init__(self, prefix: list[int], suffix: list[int], params: Params, mask_id: int, eos_ids: list[int], seed: int):
+        self.params, self.mask_id, self.eos = params, mask_id, set(eos_ids)
+        self.rng = CounterRng(seed)
+        self.gen_start = len(prefix)
+        self.gen_length = generated_length(params.max_tokens, params.block_length)
+        self.num_blocks = self.gen_length // params.block_length
+        self.steps_per_block = max(1, params.steps // self.num_blocks)
+        self.canvas = list(prefix) + [mask_id] * self.gen_length + list(suffix)
+        self.block = self.step_in_block = self.steps = 0
+        self.end: tuple[str, int] | None = None
+        self.schedule = transfer_schedule(params.block_length, self.steps_per_block)
+
+    @property
+    def row_count(self) -> int:
+        return 2 if self.params.cfg_scale > 0 else 1
+
+    def wanted_positions(self) -> list[int]:
+        start = self.gen_start + self.block * self.params.block_length
+        return [i for i in range(start, start + self.params.block_length) if self.canvas[i] == self.mask_id]
+
+    def unconditional_canvas(self) -> list[int]:
+        gen_end = self.gen_start + self.gen_length
+        return [t if self.gen_start <= i < gen_end else self.mask_id for i, t in enumerate(self.canvas)]
+
+    def generated(self) -> list[int]:
+        return self.canvas[self.gen_start:self.gen_start + self.gen_length]
+
+    def commit_rule(self) -> tuple[str, float]:
+        if self.params.factor is not None:
+            return ("factor", self.params.factor)
+        if self.params.threshold is not None:
+            return ("threshold", self.params.threshold)
+        return ("fixed", self.schedule[min(self.step_in_block, len(self.schedule) - 1)])
+
+    def apply_step(self, head: Head, row: int, positions: list[int]) -> list[tuple[int, int, float]]:
+        p = self.params
+        choices, scores = [], []
+        for j in range(len(positions)):
+            choices.append(choose_token(head.topk_logits[row, j], head.topk_ids[row, j], head.logsumexp[row, j], p,
+                                        self.mask_id, self.rng if p.temperature > 0 else None))
+        for j in range(len(positions)):
+            uniform = self.rng.next() if p.remasking == "random" else 0.0
+            scores.append(confidence_score(p.remasking, head.topk_logits[row, j], head.logsumexp[row, j],
+                                           head.entropy[row, j], choices[j][2], uniform))
+        commits = []
+        for j in select_commits(scores, self.commit_rule()):
+            token, _, logprob = choices[j]
+            self.canvas[positions[j]] = token
+            commits.append((positions[j] - self.gen_start, token, math.exp(logprob)))
+        self.steps += 1
+        self.step_in_block += 1
+        if not self.wanted_positions():
+            self.block += 1
+            self.step_in_block = 0
+        self.end = self.check_end()
+        return sorted(commits)
+
+    def check_end(self) -> tuple[str, int] | None:
+        limit = min(self.params.max_tokens, self.gen_length)
+        for i in range(limit):
+            token = self.canvas[self.gen_start + i]
+            if token == self.mask_id:
+                return None
+            if token in self.eos:
+                return ("stop", i)
+        return ("length", limit)
+
+
+# --- the loop: every unfinished sequence in one left-padded batch per step (src/engine/batch.ts) ----------------
+
+def build_batch(entries: list[tuple[Sequence, list[int]]], pad_id: int):
+    rows, row_of = [], []
+    for seq, positions in entries:
+        cond = len(rows)
+        row_of.append(cond)
+        if seq.params.cfg_scale > 0:
+            rows.append((seq.canvas, positions, seq.params.cfg_scale, cond + 1))
+            rows.append((seq.unconditional_canvas(), positions, 0.0, cond + 1))
+        else:
+            rows.append((seq.canvas, positions, 0.0, cond))
+    length = max(len(r[0]) for r in rows)
+    p = max(1, max(len(r[1]) for r in rows))
+    n = len(rows)
+    input_ids = torch.full((n, length), pad_id, dtype=torch.int64)
+    attention_mask = torch.zeros((n, length), dtype=torch.int64)
+    positions = torch.zeros((n, p), dtype=torch.int64)
+    for r, (canvas, pos, _, _) in enumerate(rows):
+        pad = length - len(canvas)
+        input_ids[r, pad:] = torch.tensor(canvas)
+        attention_mask[r, pad:] = 1
+        positions[r] = torch.tensor([pad + pos[min(j, len(pos) - 1)] for j in range(p)])
+    cfg_scale = torch.tensor([r[2] for r in rows], dtype=torch.float32)
+    uncond_row = torch.tensor([r[3] for r in rows], dtype=torch.int64)
+    return (input_ids, attention_mask, positions, cfg_scale, uncond_row), row_of
+
+
+class ReferenceSampler:
+    def __init__(self, model: LLaDA, spec: dict):
+        self.graph = SamplingGraph(model.eval(), spec["topk"])
+        self.spec = spec
+        self.model_ms = 0.0
+
+    def run(self, feeds) -> Head:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = self.graph(*feeds)
+        self.model_ms += (time.perf_counter() - t0) * 1000
+        return Head(*(t.numpy() for t in out))
+
+    def new_sequence(self, prompt_ids: list[int], params: Params, suffix_ids: list[int] = (), choice: int = 0) -> Sequence:
+        bos = self.spec.get("bos_token_id")
+        prefix = ([bos] if bos is not None else []) + list(prompt_ids)
+        seed = ((params.seed or 0) + choice) % 2**53
+        return Sequence(prefix, list(suffix_ids), params, self.spec["mask_token_id"], self.spec["eos_token_ids"], seed)
+
+    def generate(self, sequences: list[Sequence]) -> int:
+        """Steps every sequence to its end, all unfinished ones in one batch per step. Returns the batched steps."""
+        steps = 0
+        while True:
+            active = [s for s in sequences if s.end is None]
+            if not active:
+                return steps
+            entries = [(s, s.wanted_positions()) for s in active]
+            feeds, row_of = build_batch(entries, self.spec["pad_token_id"])
+            head = self.run(feeds)
+            for (seq, positions), row in zip(entries, row_of):
+                seq.apply_step(head, row, positions)
+            steps += 1
+
+
+def result(seq: Sequence) -> dict:
+    reason, length = seq.end
+    return {"token_ids": seq.generated()[:length], "finish_reason": reason, "steps": seq.steps}
+
+
+# --- golden vectors ---------------------------------------------------------------------------------------------
+
+PROMPTS = [
+    "The old man looked at the sea and said",
+    "Once upon a time, there was a little girl who",
+    "The committee announced on Tuesday that",
+    "Q: What is the capital of France?\nA:",
+]
+
+# (name, prompt index, params, n, infill suffix text or None). Covers the issue's grid: block length 8 / 32 / whole
+# span, steps = length and length / 2, low_confidence, random with a seed, threshold 0.9, guidance; and margin,
+# entropy, factor, temperature with top_k / top_p, n = 2, infill.
+GOLDEN_CASES = [
+    ("lowconf-block8-steps=len", 0, Params(max_tokens=32, steps=32, block_length=8), 1, None),
+    ("lowconf-block32-steps=len/2", 1, Params(max_tokens=32, steps=16, block_length=32), 1, None),
+    ("lowconf-whole-span-steps=len", 2, Params(max_tokens=48, steps=48, block_length=48), 1, None),
+    ("lowconf-block8-steps=len/2", 3, Params(max_tokens=32, steps=16, block_length=8), 1, None),
+    ("random-seed7-block16", 0, Params(max_tokens=32, steps=32, block_length=16, remasking="random", seed=7), 1, None),
+    ("threshold0.9-block32", 1, Params(max_tokens=64, steps=64, block_length=32, threshold=0.9), 1, None),
+    ("threshold0.9-block8", 2, Params(max_tokens=32, steps=32, block_length=8, threshold=0.9), 1, None),
+    ("guidance1.5-block16", 3, Params(max_tokens=16, steps=16, block_length=16, cfg_scale=1.5), 1, None),
+    ("margin-block8", 0, Params(max_tokens=32, steps=16, block_length=8, remasking="margin"), 1, None),
+    ("entropy-block32", 1, Params(max_tokens=32, steps=32, block_length=32, remasking="entropy"), 1, None),
+    ("factor1-block16", 2, Params(max_tokens=32, steps=32, block_length=16, factor=1.0), 1, None),
+    ("temperature0.8-seed42", 3, Params(max_tokens=32, steps=32, block_length=16, temperature=0.8, seed=42), 1, None),
+    ("temperature1-topk5-topp0.9-n2", 0, Params(max_tokens=24, steps=24, block_length=8, temperature=1.0, top_k=5,
+                                                top_p=0.9, seed=3), 2, None),
+    ("infill-block16", 1, Params(max_tokens=16, steps=16, block_length=16), 1, " and they lived happily ever after."),
+]
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def golden(sampler: ReferenceSampler, tokenizer, onnx_path: str) -> dict:
+    cases = []
+    for name, prompt_index, params, n, suffix in GOLDEN_CASES:
+        prompt = PROMPTS[prompt_index]
+        prompt_ids = tokenizer.encode(prompt)
+        suffix_ids = tokenizer.encode(suffix) if suffix else []
+        seqs = [sampler.new_sequence(prompt_ids, params, suffix_ids, i) for i in range(n)]
+        sampler.generate(seqs)
+        cases.append({"name": name, "prompt": prompt, "prompt_token_ids": prompt_ids, "suffix": suffix or "",
+                      "suffix_token_ids": suffix_ids, "n": n, "params": params.to_ts(),
+                      "expected": [result(s) for s in seqs]})
+        print(f"{name}: " + " | ".join(repr(tokenizer.decode(r["token_ids"])) for r in cases[-1]["expected"]), flush=True)
+    return {"model": sampler.spec["name"], "onnx_sha256": sha256(onnx_path), "cases": cases}
+
+
+def load(model_dir: str, checkpoint: str) -> tuple[ReferenceSampler, dict]:
+    with open(os.path.join(model_dir, "dllm.json")) as f:
+        spec = json.load(f)
+    model, _ = load_checkpoint(checkpoint)
+    return ReferenceSampler(model, spec), spec
+
+
+def main(argv: list[str] | None = None) -> None:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=os.path.join(root, "models", "tiny-llada"), help="model folder (dllm.json, model.onnx)")
+    parser.add_argument("--checkpoint", default=os.path.join(root, "models", "runs", "tiny-llada", "ckpt.pt"),
+                        help="PyTorch checkpoint the folder's model.onnx was exported from")
+    parser.add_argument("--golden", help="write golden vectors (JSON) here")
+    parser.add_argument("--prompt", help="generate from this prompt and print the text")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--block-length", type=int, default=32)
+    parser.add_argument("--remasking", choices=REMASKING_RULES, default="low_confidence")
+    parser.add_argument("--threshold", type=float)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from dllm.tokenizer import Tokenizer
+
+    sampler, _ = load(args.model, args.checkpoint)
+    tokenizer = Tokenizer.load(os.path.join(args.model, "tokenizer.json"))
+    if args.golden:
+        data = golden(sampler, tokenizer, os.path.join(args.model, "model.onnx"))
+        os.makedirs(os.path.dirname(os.path.abspath(args.golden)), exist_ok=True)
+        with open(args.golden, "w") as f:
+            json.dump(data, f, indent=1)
+            f.write("\n")
+        print(f"wrote {len(data['cases'])} cases to {args.golden}")
+    if args.prompt:
+        params = Params(max_tokens=args.max_tokens, steps=args.steps, block_length=args.block_length,
+                        remasking=args.remasking, threshold=args.threshold, temperature=args.temperature, seed=args.seed)
+        seq = sampler.new_sequence(tokenizer.encode(args.prompt), params)
+        sampler.generate([seq])
+        print(json.dumps({**result(seq), "text": tokenizer.decode(result(seq)["token_ids"])}))
+
+
+if __name__ == "__main__":
+    main()
