@@ -1,0 +1,59 @@
+// In-process transport: the engine runs in this process; a bounded admission counter gives the queue limit.
+
+import { EngineError, type EngineClient, type EngineEvent, type GenerateRequest, type EngineHealth } from '../engine/types.js';
+import type { Transport, TransportStatus } from './transport.js';
+
+export class LocalTransport implements Transport {
+  readonly kind = 'local' as const;
+  private inFlight = 0;
+  private closed = false;
+
+  constructor(
+    private readonly engine: EngineClient,
+    private readonly maxBatchSize: number,
+    private readonly maxQueue: number,
+  ) {}
+
+  async *generate(request: GenerateRequest): AsyncGenerator<EngineEvent> {
+    if (this.closed) throw new EngineError('overloaded', 'server is shutting down');
+    if (this.inFlight >= this.maxBatchSize + this.maxQueue) {
+      throw new EngineError('overloaded', `queue full: ${this.inFlight} requests in flight`);
+    }
+    this.inFlight++;
+    try {
+      yield* this.engine.generate(request);
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  abort(id: string): void {
+    this.engine.abort(id);
+  }
+
+  health(): Promise<EngineHealth> {
+    return this.engine.health();
+  }
+
+  async status(): Promise<TransportStatus> {
+    try {
+      const h = await this.engine.health();
+      return {
+        ready: h.ok && !this.closed,
+        reason: h.ok ? (this.closed ? 'shutting down' : undefined) : 'engine not healthy',
+        workers: 1,
+        activeSequences: h.activeSequences,
+        queued: Math.max(0, this.inFlight - h.activeSequences),
+        maxBatchSize: this.maxBatchSize,
+      };
+    } catch {
+      return { ready: false, reason: 'engine health check failed', workers: 0, activeSequences: 0, queued: 0, maxBatchSize: this.maxBatchSize };
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const e = this.engine as EngineClient & { close?: () => Promise<void> | void };
+    if (typeof e.close === 'function') await e.close();
+  }
+}

@@ -1,0 +1,20 @@
+import type { FastifyInstance } from 'fastify';
+import { modelRouteSchema, modelsRouteSchema } from '../schemas/models.js';
+import { ApiError } from '../serving/errors.js';
+
+const STARTED = Math.floor(Date.now() / 1000);
+
+export default async function modelsRoutes(app: FastifyInstance) {
+  const card = () => ({
+    id: app.servedName,
+    object: 'model' as const,
+    created: STARTED,
+    owned_by: 'dllm-serve',
+    max_model_len: app.model.maxSequenceLength,
+  });
+  app.get('/v1/models', { schema: modelsRouteSchema }, async () => ({ object: 'list' as const, data: [card()] }));
+  app.get<{ Params: { model: string } }>('/v1/models/:model', { schema: modelRouteSchema }, async (req) => {
+    if (req.params.model !== app.servedName) throw ApiError.modelNotFound(req.params.model);
+    return card();
+  });
+}

@@ -1,0 +1,27 @@
+import type { FastifyInstance } from 'fastify';
+import { healthRouteSchema, metricsRouteSchema, readyRouteSchema } from '../schemas/health.js';
+import { ApiError } from '../serving/errors.js';
+
+export default async function operationsRoutes(app: FastifyInstance) {
+  app.get('/health', { schema: healthRouteSchema }, async () => ({ status: 'ok' as const }));
+
+  app.get('/ready', { schema: readyRouteSchema }, async () => {
+    const s = await app.transport.status();
+    if (!s.ready) throw ApiError.notReady(s.reason ?? 'unknown');
+    return {
+      ready: true,
+      model: app.servedName,
+      role: app.config.role,
+      transport: app.transport.kind,
+      workers: s.workers,
+      active_sequences: s.activeSequences,
+      queued: s.queued,
+      max_batch_size: s.maxBatchSize,
+    };
+  });
+
+  app.get('/metrics', { schema: metricsRouteSchema }, async (_req, reply) => {
+    reply.header('content-type', app.metrics.registry.contentType);
+    return app.metrics.registry.metrics();
+  });
+}

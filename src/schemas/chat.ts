@@ -1,0 +1,95 @@
+import { Type, type Static } from 'typebox';
+import { DiffusionParams, Nullable, Stop, StreamOptions, Usage, errorResponses } from './common.js';
+
+const TextPart = Type.Object({ type: Type.Literal('text'), text: Type.String() });
+
+export const ChatMessage = Type.Object({
+  role: Type.Union([Type.Literal('system'), Type.Literal('developer'), Type.Literal('user'), Type.Literal('assistant')]),
+  content: Type.Union([Type.String(), Type.Array(TextPart, { minItems: 1 })]),
+  name: Type.Optional(Type.String()),
+});
+
+export const ChatRequest = Type.Object(
+  {
+    model: Type.String(),
+    messages: Type.Array(ChatMessage, { minItems: 1 }),
+    max_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+    max_completion_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+    temperature: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 2 }))),
+    top_p: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0, maximum: 1 }))),
+    n: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 16 }))),
+    stream: Type.Optional(Nullable(Type.Boolean())),
+    stream_options: StreamOptions,
+    stop: Stop,
+    seed: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 9007199254740991 }))),
+    logprobs: Type.Optional(Nullable(Type.Boolean())),
+    top_logprobs: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 5 }))),
+    user: Type.Optional(Type.String()),
+    diffusing: Type.Optional(
+      Type.Boolean({ description: "Inception Mercury convention: each chunk's delta.content is the whole current draft (replace, not append)." }),
+    ),
+    frequency_penalty: Type.Optional(Nullable(Type.Number({ description: 'Not supported: only 0.' }))),
+    presence_penalty: Type.Optional(Nullable(Type.Number({ description: 'Not supported: only 0.' }))),
+    logit_bias: Type.Optional(Nullable(Type.Record(Type.String(), Type.Number(), { description: 'Not supported: only empty.' }))),
+    response_format: Type.Optional(Nullable(Type.Object({ type: Type.String() }, { description: "Only {type: 'text'}." }))),
+    tools: Type.Optional(Nullable(Type.Array(Type.Unknown(), { description: 'Not supported: only empty.' }))),
+    tool_choice: Type.Optional(Nullable(Type.Unknown({ description: "Not supported: only 'none'." }))),
+    parallel_tool_calls: Type.Optional(Nullable(Type.Boolean())),
+    store: Type.Optional(Nullable(Type.Boolean({ description: 'Not supported: only false.' }))),
+    service_tier: Type.Optional(Nullable(Type.String({ description: "Only 'auto' or 'default'." }))),
+    ...DiffusionParams,
+  },
+  { additionalProperties: false },
+);
+export type ChatRequest = Static<typeof ChatRequest>;
+
+const ChatLogprob = Type.Object({
+  token: Type.String(),
+  logprob: Type.Number(),
+  bytes: Nullable(Type.Array(Type.Integer())),
+  top_logprobs: Type.Array(Type.Object({ token: Type.String(), logprob: Type.Number(), bytes: Nullable(Type.Array(Type.Integer())) })),
+});
+
+export const ChatResponse = Type.Object(
+  {
+    id: Type.String(),
+    object: Type.Literal('chat.completion'),
+    created: Type.Integer(),
+    model: Type.String(),
+    system_fingerprint: Type.Optional(Type.String()),
+    choices: Type.Array(
+      Type.Object({
+        index: Type.Integer(),
+        message: Type.Object({
+          role: Type.Literal('assistant'),
+          content: Type.String(),
+          refusal: Nullable(Type.String()),
+        }),
+        logprobs: Nullable(Type.Object({ content: Nullable(Type.Array(ChatLogprob)) })),
+        finish_reason: Nullable(Type.Union([Type.Literal('stop'), Type.Literal('length')])),
+      }),
+    ),
+    usage: Usage,
+  },
+  { $id: 'ChatCompletionResponse' },
+);
+export type ChatResponse = Static<typeof ChatResponse>;
+
+export const chatRouteSchema = {
+  summary: "Create a chat completion with the model's chat template",
+  description:
+    'OpenAI chat completion. With `stream: true`: one chunk per denoising step; `delta.content` is the newly stable text ' +
+    '(or, with `diffusing: true`, the whole current draft), `choices[i].diffusion` the step; `data: [DONE]` last.',
+  tags: ['chat'],
+  body: ChatRequest,
+  response: {
+    200: {
+      description: 'A chat.completion object, or with stream=true an SSE stream of chat.completion.chunk objects',
+      content: {
+        'application/json': { schema: ChatResponse },
+        'text/event-stream': { schema: Type.String({ description: 'data: <chat.completion.chunk>\\n\\n ... data: [DONE]\\n\\n' }) },
+      },
+    },
+    ...errorResponses,
+  },
+};

@@ -1,0 +1,85 @@
+import { Type, type Static } from 'typebox';
+import { DiffusionParams, Nullable, Stop, StreamOptions, Usage, errorResponses } from './common.js';
+
+export const CompletionRequest = Type.Object(
+  {
+    model: Type.String({ description: 'A model id from GET /v1/models' }),
+    prompt: Type.Union(
+      [
+        Type.String(),
+        Type.Array(Type.String(), { minItems: 1 }),
+        Type.Array(Type.Integer({ minimum: 0 }), { minItems: 1 }),
+        Type.Array(Type.Array(Type.Integer({ minimum: 0 }), { minItems: 1 }), { minItems: 1 }),
+      ],
+      { description: 'A string, strings, token ids, or arrays of token ids. Several prompts give n choices each.' },
+    ),
+    suffix: Type.Optional(
+      Nullable(Type.String({ description: 'Infill: the masked span sits between prompt and suffix, decoded with both in view.' })),
+    ),
+    max_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+    temperature: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 2 }))),
+    top_p: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0, maximum: 1 }))),
+    n: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 16 }))),
+    stream: Type.Optional(Nullable(Type.Boolean())),
+    stream_options: StreamOptions,
+    stop: Stop,
+    seed: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 9007199254740991 }))),
+    echo: Type.Optional(Nullable(Type.Boolean())),
+    logprobs: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 5 }))),
+    user: Type.Optional(Type.String()),
+    best_of: Type.Optional(Nullable(Type.Integer({ minimum: 1, description: 'Not supported: only null, 1 or n.' }))),
+    frequency_penalty: Type.Optional(Nullable(Type.Number({ description: 'Not supported: only 0.' }))),
+    presence_penalty: Type.Optional(Nullable(Type.Number({ description: 'Not supported: only 0.' }))),
+    logit_bias: Type.Optional(Nullable(Type.Record(Type.String(), Type.Number(), { description: 'Not supported: only empty.' }))),
+    ...DiffusionParams,
+  },
+  { additionalProperties: false },
+);
+export type CompletionRequest = Static<typeof CompletionRequest>;
+
+export const CompletionLogprobs = Type.Object({
+  tokens: Type.Array(Type.String()),
+  token_logprobs: Type.Array(Nullable(Type.Number())),
+  top_logprobs: Type.Array(Nullable(Type.Record(Type.String(), Type.Number()))),
+  text_offset: Type.Array(Type.Integer()),
+});
+
+export const CompletionResponse = Type.Object(
+  {
+    id: Type.String(),
+    object: Type.Literal('text_completion'),
+    created: Type.Integer(),
+    model: Type.String(),
+    system_fingerprint: Type.Optional(Type.String()),
+    choices: Type.Array(
+      Type.Object({
+        index: Type.Integer(),
+        text: Type.String(),
+        logprobs: Nullable(CompletionLogprobs),
+        finish_reason: Nullable(Type.Union([Type.Literal('stop'), Type.Literal('length')])),
+      }),
+    ),
+    usage: Usage,
+  },
+  { $id: 'CompletionResponse' },
+);
+export type CompletionResponse = Static<typeof CompletionResponse>;
+
+export const completionsRouteSchema = {
+  summary: 'Create a completion (masked diffusion; infill with `suffix`)',
+  description:
+    'OpenAI text completion. With `stream: true` the reply is server-sent events: one chunk per denoising step ' +
+    '(`choices[i].text` = newly stable text, `choices[i].diffusion` = the step), then `data: [DONE]`.',
+  tags: ['completions'],
+  body: CompletionRequest,
+  response: {
+    200: {
+      description: 'A text_completion object, or with stream=true an SSE stream of text_completion chunks',
+      content: {
+        'application/json': { schema: CompletionResponse },
+        'text/event-stream': { schema: Type.String({ description: 'data: <text_completion chunk>\\n\\n ... data: [DONE]\\n\\n' }) },
+      },
+    },
+    ...errorResponses,
+  },
+};

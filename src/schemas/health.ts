@@ -1,0 +1,32 @@
+import { Type } from 'typebox';
+import { errorResponses } from './common.js';
+
+export const healthRouteSchema = {
+  summary: 'Liveness: the process is up',
+  tags: ['operations'],
+  response: { 200: Type.Object({ status: Type.Literal('ok') }) },
+};
+
+export const ReadyBody = Type.Object({
+  ready: Type.Boolean(),
+  model: Type.String(),
+  role: Type.String(),
+  transport: Type.String(),
+  workers: Type.Integer({ description: 'Workers seen (1 in embedded mode)' }),
+  active_sequences: Type.Integer(),
+  queued: Type.Integer(),
+  max_batch_size: Type.Integer(),
+  reason: Type.Optional(Type.String()),
+});
+
+export const readyRouteSchema = {
+  summary: 'Readiness: model loaded, Redis reachable, a worker present',
+  tags: ['operations'],
+  response: { 200: ReadyBody, 503: errorResponses[503] },
+};
+
+export const metricsRouteSchema = {
+  summary: 'Prometheus metrics',
+  tags: ['operations'],
+  response: { 200: { description: 'Prometheus text format', content: { 'text/plain': { schema: Type.String() } } } },
+};

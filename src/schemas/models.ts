@@ -1,0 +1,25 @@
+import { Type } from 'typebox';
+import { errorResponses } from './common.js';
+
+export const ModelObject = Type.Object({
+  id: Type.String(),
+  object: Type.Literal('model'),
+  created: Type.Integer(),
+  owned_by: Type.String(),
+  max_model_len: Type.Optional(Type.Integer()),
+});
+
+export const ModelList = Type.Object({ object: Type.Literal('list'), data: Type.Array(ModelObject) });
+
+export const modelsRouteSchema = {
+  summary: 'List the served models',
+  tags: ['models'],
+  response: { 200: ModelList, 401: errorResponses[401] },
+};
+
+export const modelRouteSchema = {
+  summary: 'Retrieve a model',
+  tags: ['models'],
+  params: Type.Object({ model: Type.String() }),
+  response: { 200: ModelObject, 401: errorResponses[401], 404: errorResponses[404] },
+};

@@ -1,0 +1,87 @@
+// Errors are values with the OpenAI shape: {error: {message, type, param, code}} plus an HTTP status.
+
+import { EngineError } from '../engine/types.js';
+
+export interface OpenAIErrorBody {
+  error: { message: string; type: string; param: string | null; code: string | null };
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly type: string,
+    readonly code: string | null = null,
+    readonly param: string | null = null,
+    /** Seconds, for 429/503. */
+    readonly retryAfter: number | null = null,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+
+  body(): OpenAIErrorBody {
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+  }
+
+  static invalid(message: string, param: string | null = null, code: string | null = null): ApiError {
+    return new ApiError(400, message, 'invalid_request_error', code, param);
+  }
+  static unsupported(param: string, what = 'is not supported by this server'): ApiError {
+    return new ApiError(400, `'${param}' ${what}`, 'invalid_request_error', 'unsupported_parameter', param);
+  }
+  static contextLength(message: string, param: string | null = 'messages'): ApiError {
+    return new ApiError(400, message, 'invalid_request_error', 'context_length_exceeded', param);
+  }
+  static unauthorized(message = 'Missing or invalid API key. Send it as "Authorization: Bearer <key>".'): ApiError {
+    return new ApiError(401, message, 'authentication_error', 'invalid_api_key');
+  }
+  static modelNotFound(model: string): ApiError {
+    return new ApiError(404, `The model '${model}' does not exist`, 'invalid_request_error', 'model_not_found', 'model');
+  }
+  static notFound(message: string): ApiError {
+    return new ApiError(404, message, 'invalid_request_error', 'not_found');
+  }
+  static tooLarge(limit: number): ApiError {
+    return new ApiError(413, `Request body larger than ${limit} bytes`, 'invalid_request_error', 'request_too_large');
+  }
+  static overloaded(message = 'The server is at capacity: too many requests queued. Retry later.', retryAfter = 1): ApiError {
+    return new ApiError(429, message, 'rate_limit_error', 'queue_full', null, retryAfter);
+  }
+  static rateLimited(retryAfter: number): ApiError {
+    return new ApiError(429, 'Rate limit reached for this API key. Retry later.', 'rate_limit_error', 'rate_limit_exceeded', null, retryAfter);
+  }
+  static notReady(reason: string): ApiError {
+    return new ApiError(503, `Service not ready: ${reason}`, 'service_unavailable', 'not_ready', null, 1);
+  }
+  static timeout(ms: number): ApiError {
+    return new ApiError(504, `Request exceeded the time limit of ${ms} ms`, 'timeout', 'timeout');
+  }
+  static internal(cause?: unknown): ApiError {
+    const e = new ApiError(500, 'The server had an error while processing your request.', 'server_error', 'internal_error');
+    // Logged by the error handler, never sent.
+    if (cause !== undefined) (e as { cause?: unknown }).cause = cause;
+    return e;
+  }
+}
+
+/** Maps an engine (or transport) error to its API error. Internal details never reach the client. */
+export function fromEngineError(e: unknown): ApiError {
+  if (e instanceof ApiError) return e;
+  if (e instanceof EngineError || (typeof e === 'object' && e !== null && (e as { name?: string }).name === 'EngineError')) {
+    const err = e as EngineError;
+    switch (err.code) {
+      case 'invalid_request':
+        return ApiError.invalid(err.message, err.param ?? null);
+      case 'context_length_exceeded':
+        return ApiError.contextLength(err.message, err.param ?? null);
+      case 'overloaded':
+        return ApiError.overloaded(err.message);
+      case 'cancelled':
+        return new ApiError(499, 'Request cancelled', 'cancelled', 'cancelled');
+      default:
+        return ApiError.internal(e);
+    }
+  }
+  return ApiError.internal(e);
+}
