@@ -1,0 +1,119 @@
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from conftest import TINY, run_ort
+from dllm.export import INPUT_NAMES, OUTPUT_NAMES, SamplingGraph, guided_head, write_model_folder
+from dllm.model import LLaDA, ModelConfig
+
+
+def small_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    config = dict(d_model=64, n_heads=4, n_layers=2, mlp_hidden_size=128, vocab_size=4096, max_sequence_length=64)
+    return LLaDA(ModelConfig(**(config | overrides))).eval()
+
+
+def left_padded(rows, pad=0):
+    """Token lists -> input_ids, attention_mask, left padded to the longest."""
+    length = max(map(len, rows))
+    ids = torch.full((len(rows), length), pad, dtype=torch.int64)
+    mask = torch.zeros((len(rows), length), dtype=torch.int64)
+    for i, row in enumerate(rows):
+        ids[i, length - len(row):] = torch.tensor(row)
+        mask[i, length - len(row):] = 1
+    return ids, mask
+
+
+def feeds_for(rows, span, cfg=None, uncond=None):
+    """Rows whose last `span` tokens are the positions asked for."""
+    ids, mask = left_padded(rows)
+    n, length = ids.shape
+    positions = torch.arange(length - span, length).repeat(n, 1)
+    cfg_scale = torch.tensor(cfg if cfg is not None else [0.0] * n, dtype=torch.float32)
+    uncond_row = torch.tensor(uncond if uncond is not None else list(range(n)), dtype=torch.int64)
+    return dict(input_ids=ids, attention_mask=mask, positions=positions, cfg_scale=cfg_scale, uncond_row=uncond_row)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = small_model()
+    out = tmp_path_factory.mktemp("small")
+    write_model_folder(model, str(out), os.path.join(TINY, "tokenizer.json"), k=16, name="small")
+    return model, str(out / "model.onnx")
+
+
+ROWS = [[6, 11, 300, 2, 2, 2, 2], [6, 900, 17, 44, 51, 2, 2, 2, 2, 2, 2], [6, 2, 2, 2, 2]]
+
+
+@pytest.mark.parametrize("rows", [ROWS[:1], ROWS], ids=["batch1", "batch3-left-padded"])
+def test_onnx_matches_pytorch(exported, rows):
+    model, path = exported
+    feeds = feeds_for(rows, span=4)
+    with torch.no_grad():
+        expected = SamplingGraph(model, 16)(*(feeds[n] for n in INPUT_NAMES))
+    got = run_ort(path, feeds)
+    assert np.array_equal(got["topk_ids"][..., 0], expected[1][..., 0].numpy())
+    np.testing.assert_allclose(got["topk_logits"], expected[0].numpy(), atol=1e-4)
+    np.testing.assert_allclose(got["logsumexp"], expected[2].numpy(), atol=1e-4)
+    np.testing.assert_allclose(got["entropy"], expected[3].numpy(), atol=1e-4)
+
+
+def test_padded_row_equals_row_alone(exported):
+    _, path = exported
+    together = run_ort(path, feeds_for(ROWS, span=4))
+    for i, row in enumerate(ROWS):
+        alone = run_ort(path, feeds_for([row], span=4))
+        for name in OUTPUT_NAMES:
+            np.testing.assert_allclose(together[name][i], alone[name][0], atol=1e-5, err_msg=f"row {i} {name}")
+
+
+def test_guidance_over_full_vocabulary(exported):
+    model, path = exported
+    cond, uncond = ROWS[1], [6] + [2] * (len(ROWS[1]) - 1)  # prompt replaced by masks
+    feeds = feeds_for([cond, uncond, ROWS[0]], span=4, cfg=[1.5, 0.0, 0.0], uncond=[1, 1, 2])
+    got = run_ort(path, feeds)
+    with torch.no_grad():
+        logits = model(feeds["input_ids"], feeds["attention_mask"])
+    pos = feeds["positions"]
+    c, u, plain = (logits[i, pos[i]] for i in range(3))
+    guided = u + 2.5 * (c - u)
+    np.testing.assert_allclose(got["topk_logits"][0], guided.topk(16).values.numpy(), atol=1e-4)
+    np.testing.assert_allclose(got["logsumexp"][0], guided.logsumexp(-1).numpy(), atol=1e-4)
+    np.testing.assert_allclose(got["topk_logits"][2], plain.topk(16).values.numpy(), atol=1e-4)
+    np.testing.assert_allclose(got["topk_logits"][1], u.topk(16).values.numpy(), atol=1e-4)
+
+
+def test_head_entropy_and_logsumexp_are_exact():
+    logits = torch.randn(2, 3, 50)
+    top, ids, lse, ent = guided_head(logits, torch.zeros(2), torch.arange(2), 50)
+    p = logits.softmax(-1)
+    torch.testing.assert_close(lse, logits.logsumexp(-1))
+    torch.testing.assert_close(ent, -(p * p.log()).sum(-1))
+    torch.testing.assert_close(top.exp().sum(-1), lse.exp(), rtol=1e-5, atol=1e-5)  # K = V covers all mass
+
+
+def test_k_larger_than_vocabulary_is_refused():
+    with pytest.raises(ValueError, match="vocabulary size"):
+        SamplingGraph(small_model(), 4097)
+
+
+def test_metadata_and_dynamic_axes(exported):
+    _, path = exported
+    proto = onnx.load(path)
+    assert proto.opset_import[0].version == 17
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert '"dllm-onnx/1"' in meta["format"] and meta["mask_token_id"] == "2"
+    assert [i.name for i in proto.graph.input] == INPUT_NAMES
+    assert [o.name for o in proto.graph.output] == OUTPUT_NAMES
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param for d in dims] == ["N", "L"]
+
+
+def test_committed_tiny_model_runs_in_onnxruntime():
+    feeds = feeds_for([[6, 464, 2, 2, 2]], span=3)
+    got = run_ort(os.path.join(TINY, "model.onnx"), feeds)
+    assert got["topk_ids"].shape == (1, 3, 64)
+    assert np.all(np.diff(got["topk_logits"], axis=-1) <= 0)
