@@ -32,8 +32,8 @@ if __package__ in (None, ""):  # run as a script: make `dllm` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     __package__ = "dllm"
 
-from dllm.export import SamplingGraph  # noqa: E402
-from dllm.model import LLaDA, load_checkpoint  # noqa: E402
+from dllm.export import SamplingGraph, export_onnx  # noqa: E402
+from dllm.model import LLaDA, ModelConfig, load_checkpoint  # noqa: E402
 
 REMASKING_RULES = ("low_confidence", "random", "margin", "entropy")
 
@@ -378,10 +378,57 @@ def golden(sampler: ReferenceSampler, tokenizer, onnx_path: str) -> dict:
     return {"model": sampler.spec["name"], "onnx_sha256": sha256(onnx_path), "cases": cases}
 
 
-def load(model_dir: str, checkpoint: str) -> tuple[ReferenceSampler, dict]:
+def model_from_onnx(model_dir: str, spec: dict) -> LLaDA:
+    """The PyTorch model holding exactly the weights of the folder's model.onnx.
+
+    The exporter renames and transposes weights (constant folding), so the mapping is recovered by exporting a
+    model of the same config whose parameters are consecutive integers: each initializer then names the parameter
+    it came from, and whether it was transposed.
+    """
+    import tempfile
+
+    import onnx
+    from onnx import numpy_helper
+
+    model = LLaDA(ModelConfig.from_dict(spec["model_config"])).eval()
+    params = dict(model.named_parameters())
+    start, owner = 0, []
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(torch.arange(start, start + p.numel(), dtype=torch.float32).view_as(p))
+            owner.append((start, start + p.numel(), name))
+            start += p.numel()
+    if start >= 2**24:
+        raise ValueError("model too large to recover its ONNX weight mapping with float32 integers; use --checkpoint")
+    with tempfile.TemporaryDirectory() as tmp:
+        export_onnx(model, os.path.join(tmp, "probe.onnx"), spec["topk"], {})
+        probe = {t.name: numpy_helper.to_array(t) for t in onnx.load(os.path.join(tmp, "probe.onnx")).graph.initializer}
+    real = {t.name: numpy_helper.to_array(t) for t in onnx.load(os.path.join(model_dir, spec["onnx"]["fp32"])).graph.initializer}
+    state = {}
+    for init_name, values in probe.items():
+        first = values.reshape(-1)[0] if values.size else -1.0
+        match = [(a, b, n) for a, b, n in owner if a <= first < b and float(first).is_integer()]
+        if not match or init_name not in real:
+            continue
+        a, _, name = match[0]
+        target = params[name]
+        expected = torch.arange(a, a + target.numel(), dtype=torch.float32).view_as(target).numpy()
+        if values.shape == expected.shape and np.array_equal(values, expected):
+            state[name] = torch.from_numpy(real[init_name].copy())
+        elif values.shape == expected.T.shape and np.array_equal(values, expected.T):
+            state[name] = torch.from_numpy(real[init_name].T.copy())
+    missing = sorted(set(params) - set(state))
+    if missing:
+        raise ValueError(f"{model_dir}: could not find these weights in the ONNX graph: {missing[:5]}; use --checkpoint")
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def load(model_dir: str, checkpoint: str | None = None) -> tuple[ReferenceSampler, dict]:
+    """The folder's spec and a sampler over its weights: from the ONNX file itself, or from a PyTorch checkpoint."""
     with open(os.path.join(model_dir, "dllm.json")) as f:
         spec = json.load(f)
-    model, _ = load_checkpoint(checkpoint)
+    model = load_checkpoint(checkpoint)[0] if checkpoint else model_from_onnx(model_dir, spec)
     return ReferenceSampler(model, spec), spec
 
 
@@ -389,8 +436,7 @@ def main(argv: list[str] | None = None) -> None:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=os.path.join(root, "models", "tiny-llada"), help="model folder (dllm.json, model.onnx)")
-    parser.add_argument("--checkpoint", default=os.path.join(root, "models", "runs", "tiny-llada", "ckpt.pt"),
-                        help="PyTorch checkpoint the folder's model.onnx was exported from")
+    parser.add_argument("--checkpoint", help="PyTorch checkpoint to use instead of the weights inside model.onnx")
     parser.add_argument("--golden", help="write golden vectors (JSON) here")
     parser.add_argument("--prompt", help="generate from this prompt and print the text")
     parser.add_argument("--max-tokens", type=int, default=32)

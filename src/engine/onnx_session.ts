@@ -45,10 +45,16 @@ export class OnnxSessionError extends Error {
   }
 }
 
-/** The worker script next to this file: .ts under tsx (the worker inherits --import tsx), .js when compiled. */
-function workerUrl(): URL {
-  const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
-  return new URL(`./onnx_worker${ext}`, import.meta.url);
+/**
+ * The worker running onnx_worker next to this file. Compiled, that is onnx_worker.js. From TypeScript sources (tsx),
+ * the worker must register tsx itself first: Node 20 does not carry the main thread's loader hooks into workers.
+ */
+function startWorker(init: WorkerInit): Worker {
+  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./onnx_worker.js', import.meta.url), { workerData: init });
+  const tsx = import.meta.resolve('tsx/esm/api');
+  const script = new URL('./onnx_worker.ts', import.meta.url).href;
+  const bootstrap = `import(${JSON.stringify(tsx)}).then(({ register }) => { register(); return import(${JSON.stringify(script)}); })`;
+  return new Worker(bootstrap, { eval: true, workerData: init });
 }
 
 export class OnnxGraphRunner implements GraphRunner {
@@ -78,7 +84,7 @@ export class OnnxGraphRunner implements GraphRunner {
       deviceId: options.deviceId ?? 0,
       intraOpNumThreads: options.threads ?? Math.max(1, os.availableParallelism()),
     };
-    const worker = new Worker(workerUrl(), { workerData: init });
+    const worker = startWorker(init);
     const ready = await new Promise<WorkerReply>((resolve, reject) => {
       worker.once('message', resolve);
       worker.once('error', reject);

@@ -1,0 +1,55 @@
+// Golden vectors: the engine (ONNX Runtime) must give the Python reference's tokens (PyTorch), token for token.
+// Regenerate the fixture after the model changes:
+//   python3 models/dllm/reference_generate.py --golden test/fixtures/golden/tiny-llada.json
+
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import type { DiffusionEngine } from '../../src/engine/engine.js';
+import type { ModelFolder } from '../../src/engine/model_folder.js';
+import type { SamplingParams } from '../../src/engine/types.js';
+import { collect, finishes, MODEL_DIR, openTestEngine, request, ROOT, SKIP_NO_MODEL } from './model_fixture.js';
+
+interface GoldenCase {
+  name: string;
+  prompt: string;
+  prompt_token_ids: number[];
+  suffix_token_ids: number[];
+  n: number;
+  params: SamplingParams;
+  expected: { token_ids: number[]; finish_reason: string; steps: number }[];
+}
+
+const golden = JSON.parse(readFileSync(path.join(ROOT, 'test/fixtures/golden/tiny-llada.json'), 'utf8')) as {
+  onnx_sha256: string;
+  cases: GoldenCase[];
+};
+
+let engine: DiffusionEngine;
+let model: ModelFolder;
+
+before(async () => {
+  if (SKIP_NO_MODEL) return;
+  ({ engine, model } = await openTestEngine());
+});
+after(async () => engine?.close());
+
+test('the golden vectors were made from this model.onnx', { skip: SKIP_NO_MODEL }, () => {
+  const sha = createHash('sha256').update(readFileSync(path.join(MODEL_DIR, 'model.onnx'))).digest('hex');
+  assert.equal(sha, golden.onnx_sha256, 'model.onnx changed: regenerate with python3 models/dllm/reference_generate.py --golden test/fixtures/golden/tiny-llada.json');
+});
+
+test('golden cases cover at least 10 prompt x settings combinations', () => {
+  assert.ok(golden.cases.length >= 10);
+});
+
+for (const c of golden.cases) {
+  test(`golden: ${c.name}`, { skip: SKIP_NO_MODEL }, async () => {
+    assert.deepEqual(model.tokenizer.encode(c.prompt), c.prompt_token_ids, 'TypeScript and Python tokenizers agree');
+    const events = await collect(engine.generate(request(`golden-${c.name}`, c.prompt_token_ids, c.params, { n: c.n, suffixTokenIds: c.suffix_token_ids })));
+    const got = finishes(events).map((f) => ({ token_ids: f.tokenIds, finish_reason: f.finishReason, steps: f.steps }));
+    assert.deepEqual(got, c.expected);
+  });
+}

@@ -1,0 +1,31 @@
+// The real model folder for tests that need ONNX Runtime; they skip when it is absent.
+
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { openEngine, type DiffusionEngine } from '../../src/engine/engine.js';
+import type { ModelFolder } from '../../src/engine/model_folder.js';
+import type { EngineEvent, FinishEvent, GenerateRequest } from '../../src/engine/types.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const MODEL_DIR = process.env.DLLM_TEST_MODEL ?? path.join(ROOT, 'models', 'tiny-llada');
+export const HAVE_MODEL = existsSync(path.join(MODEL_DIR, 'model.onnx'));
+export const SKIP_NO_MODEL = HAVE_MODEL ? false : `no model at ${MODEL_DIR}`;
+
+export async function openTestEngine(maxBatchSize = 16): Promise<{ engine: DiffusionEngine; model: ModelFolder }> {
+  return openEngine({ modelDir: MODEL_DIR, provider: 'cpu', threads: 2, maxBatchSize });
+}
+
+export async function collect(events: AsyncIterable<EngineEvent>): Promise<EngineEvent[]> {
+  const out: EngineEvent[] = [];
+  for await (const event of events) out.push(event);
+  return out;
+}
+
+export function finishes(events: EngineEvent[]): FinishEvent[] {
+  return events.filter((e): e is FinishEvent => e.type === 'finish').sort((a, b) => a.index - b.index);
+}
+
+export function request(id: string, promptTokenIds: number[], params: GenerateRequest['params'], extra: Partial<GenerateRequest> = {}): GenerateRequest {
+  return { id, promptTokenIds, suffixTokenIds: [], params, n: 1, includeCanvas: false, ...extra };
+}
