@@ -16,6 +16,7 @@ import os
 import shutil
 
 import onnx
+import onnx.numpy_helper
 import torch
 import torch.nn as nn
 
@@ -78,7 +79,7 @@ def example_inputs(vocab_size: int, n: int = 2, length: int = 12, p: int = 4) ->
     return input_ids, attention_mask, positions, torch.zeros(n), torch.arange(n)
 
 
-def export_onnx(model: LLaDA, path: str, k: int, metadata: dict[str, str]) -> None:
+def export_onnx(model: LLaDA, path: str, k: int, metadata: dict[str, str], external_above: int = TWO_GB) -> None:
     """Export opset 17 with dynamic N, L, P; weights beyond 2 GB go to `<path>.data` (external data)."""
     model.eval()
     graph = SamplingGraph(model, k)
@@ -99,11 +100,13 @@ def export_onnx(model: LLaDA, path: str, k: int, metadata: dict[str, str]) -> No
                           "logsumexp": {0: "N", 1: "P"}, "entropy": {0: "N", 1: "P"}},
             do_constant_folding=True, **kwargs)
     proto = onnx.load(tmp_path)  # also pulls in any external data torch wrote beside it
-    save_with_metadata(proto, path, metadata)
+    save_with_metadata(proto, path, metadata, external_above)
     shutil.rmtree(tmp)
 
 
-def save_with_metadata(proto: onnx.ModelProto, path: str, metadata: dict[str, str]) -> None:
+def save_with_metadata(proto: onnx.ModelProto, path: str, metadata: dict[str, str], external_above: int = TWO_GB) -> None:
+    """Save with metadata; weights go to one `<file>.data` external file when they exceed `external_above` bytes
+    (protobuf cannot hold a model over 2 GB)."""
     del proto.metadata_props[:]
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
@@ -111,8 +114,7 @@ def save_with_metadata(proto: onnx.ModelProto, path: str, metadata: dict[str, st
     data_path = os.path.join(os.path.dirname(os.path.abspath(path)), data_name)
     if os.path.exists(data_path):
         os.remove(data_path)
-    large = proto.ByteSize() > TWO_GB if proto.ByteSize() >= 0 else True
-    if large or sum(t.ByteSize() for t in proto.graph.initializer) > TWO_GB:
+    if sum(t.ByteSize() for t in proto.graph.initializer) > external_above:
         onnx.save_model(proto, path, save_as_external_data=True, all_tensors_to_one_file=True,
                         location=data_name, size_threshold=1024)
     else:
@@ -145,7 +147,9 @@ def to_fp16(src: str, dst: str) -> None:
             for node in graph.node:
                 node.input[:] = [cast_name if i == inp.name else i for i in node.input]
             new_nodes.append(onnx.helper.make_node("Cast", [inp.name], [cast_name], to=f16, name=cast_name))
-    graph.node[:0] = new_nodes
+    nodes = new_nodes + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
     for out in graph.output:
         if out.type.tensor_type.elem_type == f32:
             inner = out.name + "_fp16"

@@ -21,6 +21,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+PADDING_KEY_BIAS = -65504.0
+
+
 @dataclass
 class ModelConfig:
     # Field names are LLaDA's config.json names, so a checkpoint's config maps onto this one by name.
@@ -160,8 +163,9 @@ class LLaDA(nn.Module):
         c = self.config
         x = self.transformer["wte"](input_ids)  # [N, L, D]
         cos, sin = rotary_cos_sin(position_ids_from_mask(attention_mask), c.head_dim, c.rope_theta)
-        # Additive key bias [N, 1, 1, L]: padding keys get no weight. Every row has a real token, so no row is all -inf.
-        key_bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        # Additive key bias [N, 1, 1, L]: padding keys get exactly zero weight (exp underflows to 0). The constant is
+        # float16's lowest finite value so that the fp16 export (export.to_fp16) keeps it finite.
+        key_bias = torch.where(attention_mask[:, None, None, :] > 0, 0.0, PADDING_KEY_BIAS).to(x.dtype)
         for block in self.transformer["blocks"]:
             x = block(x, cos, sin, key_bias)
         return self.transformer["ln_f"](x)

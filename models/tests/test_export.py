@@ -117,3 +117,31 @@ def test_committed_tiny_model_runs_in_onnxruntime():
     got = run_ort(os.path.join(TINY, "model.onnx"), feeds)
     assert got["topk_ids"].shape == (1, 3, 64)
     assert np.all(np.diff(got["topk_logits"], axis=-1) <= 0)
+
+
+def test_external_data_above_threshold(tmp_path):
+    model = small_model()
+    path = str(tmp_path / "model.onnx")
+    from dllm.export import export_onnx
+
+    export_onnx(model, path, 16, {"format": '"dllm-onnx/1"'}, external_above=0)
+    assert os.path.getsize(tmp_path / "model.onnx.data") > 4 * model.num_parameters() * 0.9
+    assert os.path.getsize(path) < 100_000
+    feeds = feeds_for(ROWS, span=4)
+    with torch.no_grad():
+        expected = SamplingGraph(model, 16)(*(feeds[n] for n in INPUT_NAMES))
+    np.testing.assert_allclose(run_ort(path, feeds)["topk_logits"], expected[0].numpy(), atol=1e-4)
+
+
+def test_fp16_variant_keeps_the_contract(tmp_path):
+    model = small_model()
+    write_model_folder(model, str(tmp_path), os.path.join(TINY, "tokenizer.json"), k=16, name="small", fp16=True)
+    proto = onnx.load(str(tmp_path / "model.fp16.onnx"))
+    assert all(i.data_type != onnx.TensorProto.FLOAT for i in proto.graph.initializer)
+    assert [o.type.tensor_type.elem_type for o in proto.graph.output][0] == onnx.TensorProto.FLOAT
+    feeds = feeds_for(ROWS, span=4)
+    fp32 = run_ort(str(tmp_path / "model.onnx"), feeds)
+    fp16 = run_ort(str(tmp_path / "model.fp16.onnx"), feeds)
+    assert np.isfinite(fp16["topk_logits"]).all()
+    np.testing.assert_allclose(fp16["topk_logits"], fp32["topk_logits"], atol=2e-2)
+    np.testing.assert_allclose(fp16["logsumexp"], fp32["logsumexp"], atol=2e-2)
