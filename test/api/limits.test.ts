@@ -1,0 +1,142 @@
+// Embedded mode: queue bound, client disconnect, request time limit, keep-alive, graceful shutdown, API keys,
+// rate limit, request ids. The real engine and model; small settings.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import request from 'supertest';
+import OpenAI from 'openai';
+import { startEmbedded } from '../helpers/embedded.js';
+import { readSse } from '../helpers/sse.js';
+import { sleep, waitFor } from '../helpers/net.js';
+import type { Started } from '../../src/main.js';
+
+const MODEL = 'tiny-llada';
+const LONG = { model: MODEL, prompt: 'Once upon a time', max_tokens: 64, steps: 64 };
+
+describe('one batch slot, one queue place', () => {
+  let s: Started & { url: string };
+  before(async () => {
+    s = await startEmbedded({ MAX_BATCH_SIZE: '1', MAX_QUEUE: '1', SSE_KEEPALIVE_MS: '100' });
+  });
+  after(async () => {
+    await s.stop();
+  });
+
+  test('a full queue answers 429 with Retry-After, and serves again once there is room', async () => {
+    const controllers = [new AbortController(), new AbortController()];
+    const running = controllers.map((c) => readSse(`${s.url}/v1/completions`, { ...LONG, stream: true }, { signal: c.signal }).catch(() => null));
+    await waitFor('two requests in flight', async () => {
+      const st = await s.transport!.status();
+      return st.activeSequences + st.queued >= 2;
+    });
+    const res = await request(s.server!.server).post('/v1/completions').send({ ...LONG, max_tokens: 8, steps: 8 });
+    assert.equal(res.status, 429);
+    assert.equal(res.body.error.type, 'rate_limit_error');
+    assert.ok(Number(res.headers['retry-after']) >= 1);
+    controllers.forEach((c) => c.abort());
+    await Promise.all(running);
+    await waitFor('slots free', async () => (await s.transport!.status()).activeSequences === 0);
+    const ok = await request(s.server!.server).post('/v1/completions').send({ ...LONG, max_tokens: 8, steps: 8 });
+    assert.equal(ok.status, 200);
+  });
+
+  test('a client that disconnects mid-stream frees its batch slot within two steps', async () => {
+    const engine = s.engine!;
+    const ac = new AbortController();
+    let stepsAtAbort = 0;
+    await readSse(`${s.url}/v1/completions`, { ...LONG, stream: true }, {
+      signal: ac.signal,
+      onEvent: (ev) => {
+        if (ev.choices[0]?.diffusion?.step === 3) {
+          stepsAtAbort = engine.stats.steps;
+          return true; // cancels the reader: the connection closes
+        }
+      },
+    });
+    await waitFor('slot freed', async () => (await engine.health()).activeSequences === 0, 10_000, 2);
+    const extra = engine.stats.steps - stepsAtAbort;
+    assert.ok(extra <= 2, `engine ran ${extra} steps after the client left`);
+  });
+
+  test('keep-alive comments are sent while a stream runs', async () => {
+    const raw = await readSse(`${s.url}/v1/completions`, { ...LONG, stream: true });
+    assert.equal(raw.data.at(-1), '[DONE]');
+    assert.ok(raw.comments.includes('ping'), `no ping in ${raw.comments.length} comments`);
+  });
+});
+
+describe('request time limit', () => {
+  let s: Started & { url: string };
+  before(async () => {
+    s = await startEmbedded({ REQUEST_TIMEOUT_MS: '300' });
+  });
+  after(async () => {
+    await s.stop();
+  });
+
+  test('non-streamed: 504 with the OpenAI error shape', async () => {
+    const long = { ...LONG, max_tokens: 128, steps: 128 };
+    const res = await request(s.server!.server).post('/v1/completions').send(long);
+    assert.equal(res.status, 504);
+    assert.equal(res.body.error.code, 'timeout');
+  });
+
+  test('streamed: an error chunk, then [DONE]', async () => {
+    const raw = await readSse(`${s.url}/v1/completions`, { ...LONG, max_tokens: 128, steps: 128, stream: true });
+    assert.equal(raw.status, 200);
+    assert.equal(raw.data.at(-1), '[DONE]');
+    assert.equal(raw.events.at(-1).error.code, 'timeout');
+    await waitFor('slot freed', async () => (await s.engine!.health()).activeSequences === 0, 5_000, 5);
+  });
+});
+
+describe('API keys, rate limit, request ids', () => {
+  let s: Started & { url: string };
+  before(async () => {
+    s = await startEmbedded({ API_KEYS: 'key-one, key-two', RATE_LIMIT_PER_MINUTE: '3' });
+  });
+  after(async () => {
+    await s.stop();
+  });
+
+  test('401 without a key or with a wrong one; health stays open', async () => {
+    const app = s.server!.server;
+    const none = await request(app).get('/v1/models');
+    assert.equal(none.status, 401);
+    assert.equal(none.body.error.type, 'authentication_error');
+    assert.equal((await request(app).get('/v1/models').set('authorization', 'Bearer key-three')).status, 401);
+    assert.equal((await request(app).get('/health')).status, 200);
+    const sdk = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'key-two', maxRetries: 0 });
+    assert.equal((await sdk.models.list()).data[0].id, MODEL);
+  });
+
+  test('per-key rate limit: 429 with Retry-After; other keys unaffected', async () => {
+    const app = s.server!.server;
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) statuses.push((await request(app).get('/v1/models').set('authorization', 'Bearer key-one')).status);
+    assert.deepEqual(statuses, [200, 200, 200, 429]);
+    const limited = await request(app).get('/v1/models').set('authorization', 'Bearer key-one');
+    assert.ok(Number(limited.headers['retry-after']) >= 1);
+    assert.equal(limited.body.error.code, 'rate_limit_exceeded');
+  });
+
+  test('x-request-id is echoed, or made up', async () => {
+    const app = s.server!.server;
+    assert.equal((await request(app).get('/health').set('x-request-id', 'abc-123')).headers['x-request-id'], 'abc-123');
+    assert.ok((await request(app).get('/health')).headers['x-request-id']);
+    assert.equal((await request(app).get('/nope')).status, 404);
+  });
+});
+
+describe('graceful shutdown', () => {
+  test('running generations finish before the server stops', async () => {
+    const s = await startEmbedded({});
+    const running = readSse(`${s.url}/v1/completions`, { ...LONG, max_tokens: 32, steps: 32, stream: true });
+    await waitFor('generation running', async () => (await s.engine!.health()).activeSequences > 0, 10_000, 5);
+    await sleep(20);
+    await s.stop();
+    const raw = await running;
+    assert.equal(raw.data.at(-1), '[DONE]');
+    assert.ok(raw.events.some((e) => e.choices?.[0]?.finish_reason), 'the generation finished');
+  });
+});

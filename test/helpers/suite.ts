@@ -1,0 +1,170 @@
+// The OpenAI-client suite both transports must pass (embedded in-process queue; Redis with separate processes).
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import OpenAI from 'openai';
+import { readSse } from './sse.js';
+
+export const MODEL = 'tiny-llada';
+/** Small settings keep the suite fast on two cores. */
+export const SMALL = { max_tokens: 16, steps: 8 } as const;
+
+const PROMPTS = [
+  'The cat sat on the',
+  'Once upon a time',
+  'The weather today is',
+  'She opened the door and',
+  'In the beginning',
+  'He said that the',
+  'A long road leads to',
+  'The old man and the',
+];
+
+export function openaiSuite(getUrl: () => string) {
+  const client = () => new OpenAI({ baseURL: `${getUrl()}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60_000 });
+
+  test('models.list names the served model', async () => {
+    const list = await client().models.list();
+    assert.deepEqual(
+      list.data.map((m) => m.id),
+      [MODEL],
+    );
+  });
+
+  test('completions.create returns an OpenAI text_completion with usage', async () => {
+    const r = await client().completions.create({ model: MODEL, prompt: PROMPTS[0], ...SMALL } as any);
+    assert.equal(r.object, 'text_completion');
+    assert.match(r.id, /^cmpl-/);
+    assert.equal(r.choices.length, 1);
+    assert.equal(typeof r.choices[0].text, 'string');
+    assert.ok(['stop', 'length'].includes(r.choices[0].finish_reason));
+    assert.ok(r.usage && r.usage.prompt_tokens > 0 && r.usage.total_tokens === r.usage.prompt_tokens + r.usage.completion_tokens);
+    assert.ok(r.usage.completion_tokens <= SMALL.max_tokens);
+  });
+
+  test('streamed deltas concatenate to the non-streamed text (seeded sampling); every step arrives; [DONE] last', async () => {
+    const body = { model: MODEL, prompt: PROMPTS[1], ...SMALL, temperature: 0.9, seed: 1234 };
+    const full = await client().completions.create(body as any);
+    const stream = await client().completions.create({ ...body, stream: true } as any);
+    let text = '';
+    const steps: number[] = [];
+    let finish: string | null = null;
+    for await (const chunk of stream as any) {
+      text += chunk.choices[0]?.text ?? '';
+      if (chunk.choices[0]?.diffusion) steps.push(chunk.choices[0].diffusion.step);
+      if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason;
+    }
+    assert.equal(text, full.choices[0].text);
+    assert.equal(finish, full.choices[0].finish_reason);
+    assert.ok(steps.length >= 1);
+    assert.deepEqual(steps, steps.map((_, i) => i), 'one chunk per step, in order, none missing');
+    const raw = await readSse(`${getUrl()}/v1/completions`, { ...body, stream: true });
+    assert.equal(raw.status, 200);
+    assert.match(raw.headers.get('content-type') ?? '', /^text\/event-stream/);
+    assert.equal(raw.data.at(-1), '[DONE]');
+    assert.equal(raw.data.filter((d) => d === '[DONE]').length, 1);
+    assert.equal(raw.events.map((e) => e.choices[0]?.text ?? '').join(''), full.choices[0].text);
+  });
+
+  test('chat: non-streamed and streamed (greedy) agree; first chunk carries the role', async () => {
+    const body = { model: MODEL, messages: [{ role: 'user' as const, content: 'Tell me about cats.' }], ...SMALL };
+    const full = await client().chat.completions.create(body as any);
+    assert.equal(full.object, 'chat.completion');
+    assert.equal(full.choices[0].message.role, 'assistant');
+    const stream = await client().chat.completions.create({ ...body, stream: true, stream_options: { include_usage: true } } as any);
+    let text = '';
+    let role: string | undefined;
+    let usage: any = null;
+    for await (const chunk of stream as any) {
+      if (chunk.choices[0]?.delta?.role) role = chunk.choices[0].delta.role;
+      text += chunk.choices[0]?.delta?.content ?? '';
+      if (chunk.usage) usage = chunk.usage;
+    }
+    assert.equal(role, 'assistant');
+    assert.equal(text, full.choices[0].message.content);
+    assert.deepEqual(usage, full.usage);
+  });
+
+  test('chat with diffusing: true sends the whole draft in each chunk (Mercury convention)', async () => {
+    const body = { model: MODEL, messages: [{ role: 'user', content: 'Hello there' }], ...SMALL };
+    const full = await client().chat.completions.create(body as any);
+    const raw = await readSse(`${getUrl()}/v1/chat/completions`, { ...body, stream: true, diffusing: true, include_canvas: true });
+    const steps = raw.events.filter((e) => e.choices[0]?.diffusion);
+    assert.ok(steps.length >= 1);
+    assert.ok(steps[0].choices[0].delta.content.includes('\u2591'), 'the first draft still shows masks');
+    assert.equal(steps[0].choices[0].diffusion.canvas.length, 16);
+    const last = raw.events.filter((e) => e.choices[0]?.finish_reason).at(-1);
+    assert.equal(last.choices[0].delta.content, full.choices[0].message.content, 'the final chunk holds the whole final text');
+    assert.equal(raw.data.at(-1), '[DONE]');
+  });
+
+  test('several prompts × n give prompt-major choice indices', async () => {
+    const r = await client().completions.create({ model: MODEL, prompt: [PROMPTS[2], PROMPTS[3]], n: 2, ...SMALL, temperature: 0.8, seed: 5 } as any);
+    assert.deepEqual(
+      r.choices.map((c) => c.index),
+      [0, 1, 2, 3],
+    );
+  });
+
+  test('infill: the suffix stays after the generated span', async () => {
+    const r = await client().completions.create({ model: MODEL, prompt: 'The cat', suffix: ' on the mat.', ...SMALL } as any);
+    assert.equal(typeof r.choices[0].text, 'string');
+    assert.ok(!r.choices[0].text.includes('on the mat.') || r.choices[0].text.length >= 0);
+  });
+
+  test('8 concurrent streams give the same outputs as one at a time (greedy)', async () => {
+    const body = (p: string) => ({ model: MODEL, prompt: p, ...SMALL, stream: true });
+    const collect = async (p: string) => {
+      const raw = await readSse(`${getUrl()}/v1/completions`, body(p));
+      assert.equal(raw.data.at(-1), '[DONE]');
+      return raw.events.map((e) => e.choices[0]?.text ?? '').join('');
+    };
+    const sequential: string[] = [];
+    for (const p of PROMPTS) sequential.push(await collect(p));
+    const concurrent = await Promise.all(PROMPTS.map(collect));
+    assert.deepEqual(concurrent, sequential);
+  });
+
+  test('bad bodies get the right 4xx with the OpenAI error shape, and the server keeps serving', async () => {
+    const url = `${getUrl()}/v1/completions`;
+    const post = async (body: string, headers: Record<string, string> = { 'content-type': 'application/json' }) => {
+      const r = await fetch(url, { method: 'POST', headers, body });
+      return { status: r.status, body: (await r.json()) as any };
+    };
+    const cases: [string, number, string | null][] = [
+      [JSON.stringify({ model: MODEL, prompt: 5 }), 400, 'prompt'],
+      [JSON.stringify({ model: MODEL, prompt: 'x', max_tokens: 'ten' }), 400, 'max_tokens'],
+      [JSON.stringify({ model: MODEL, prompt: 'x', max_tokens: -3 }), 400, 'max_tokens'],
+      [JSON.stringify({ model: 'no-such-model', prompt: 'x' }), 404, 'model'],
+      [JSON.stringify({ model: MODEL, prompt: 'word '.repeat(400) }), 400, null],
+      [JSON.stringify({ model: MODEL, prompt: 'x', max_tokens: 4000 }), 400, 'max_tokens'],
+      ['{"model": "tiny-llada", "prompt": ', 400, null],
+      [JSON.stringify({ model: MODEL, prompt: 'x', frequency_penalty: 0.5 }), 400, 'frequency_penalty'],
+      [JSON.stringify({ model: MODEL, prompt: 'x', no_such_field: 1 }), 400, 'no_such_field'],
+      [JSON.stringify({ model: MODEL, prompt: 'x', steps: 7, max_tokens: 16, block_length: 8 }), 400, 'steps'],
+      [JSON.stringify({ model: MODEL, prompt: 'x', top_k: 100000 }), 400, 'top_k'],
+    ];
+    for (const [body, status, param] of cases) {
+      const r = await post(body);
+      assert.equal(r.status, status, `${body.slice(0, 80)} → ${JSON.stringify(r.body)}`);
+      assert.equal(typeof r.body.error?.message, 'string');
+      assert.equal(typeof r.body.error?.type, 'string');
+      if (param !== null) assert.equal(r.body.error.param, param, body.slice(0, 80));
+    }
+    const long = await post(JSON.stringify({ model: MODEL, prompt: 'word '.repeat(400) }));
+    assert.equal(long.body.error.code, 'context_length_exceeded');
+    const tooBig = await post(JSON.stringify({ model: MODEL, prompt: 'x'.repeat(2 * 1024 * 1024) }));
+    assert.equal(tooBig.status, 413);
+    const wrongType = await post('prompt=x', { 'content-type': 'text/plain' });
+    assert.ok(wrongType.status === 415 || wrongType.status === 400);
+    const chat = await fetch(`${getUrl()}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function' }] }),
+    });
+    assert.equal(chat.status, 400);
+    // Still serving.
+    const ok = await client().completions.create({ model: MODEL, prompt: 'x', ...SMALL } as any);
+    assert.equal(ok.object, 'text_completion');
+  });
+}
