@@ -26,7 +26,7 @@ export class QueueWorker {
   private readonly sub: Redis;
   private readonly worker: Worker;
   private readonly k: ReturnType<typeof keys>;
-  private readonly active = new Map<string, { cancelled: boolean }>();
+  private readonly active = new Map<string, { cancelled: boolean; stepsAtCancel: number }>();
   private beat: NodeJS.Timeout | null = null;
 
   constructor(
@@ -63,7 +63,13 @@ export class QueueWorker {
     const a = this.active.get(id);
     if (!a || a.cancelled) return;
     a.cancelled = true;
+    a.stepsAtCancel = this.engineSteps();
     this.engine.abort(id);
+  }
+
+  /** Steps the engine has run (when it counts them), to report how fast a cancellation took effect. */
+  private engineSteps(): number {
+    return (this.engine as { stats?: { steps?: number } }).stats?.steps ?? 0;
   }
 
   private async heartbeat(): Promise<void> {
@@ -86,7 +92,7 @@ export class QueueWorker {
 
   private async process(job: Job<GenerateRequest>): Promise<void> {
     const req = job.data;
-    const state = { cancelled: false };
+    const state = { cancelled: false, stepsAtCancel: 0 };
     this.active.set(req.id, state);
     const log = this.opts.log.child({ completionId: req.id, worker: this.id });
     try {
@@ -115,7 +121,7 @@ export class QueueWorker {
       this.active.delete(req.id);
       if (state.cancelled) {
         await this.conn.del(this.k.events(req.id), this.k.cancel(req.id)).catch(() => undefined);
-        log.info('job cancelled');
+        log.info({ engineStepsSinceCancel: this.engineSteps() - state.stepsAtCancel }, 'job cancelled');
       }
     }
   }

@@ -1,0 +1,141 @@
+// Redis mode with separate processes: API replicas (ROLE=api) and workers (ROLE=worker) on a private redis-server.
+// The same OpenAI client suite as the embedded mode, then cancellation, the queue bound, and a worker crash.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { openaiSuite, MODEL } from '../helpers/suite.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { startRole, urlOf, type RoleProcess } from '../helpers/procs.js';
+import { readSse } from '../helpers/sse.js';
+import { waitFor } from '../helpers/net.js';
+
+const LONG = { model: MODEL, prompt: 'Once upon a time', max_tokens: 64, steps: 64 };
+const TIMEOUT_MS = 60_000;
+
+let redis: TestRedis;
+const procs: RoleProcess[] = [];
+let apiUrl = '';
+let smallUrl = '';
+let smallWorker: RoleProcess;
+
+async function keysOf(id: string): Promise<string[]> {
+  return (await redis.client.keys('*')).filter((k) => k.includes(id));
+}
+
+before(async () => {
+  redis = await startRedis();
+  const common = { REDIS_URL: redis.url, JOB_LOCK_MS: '2000', STALLED_INTERVAL_MS: '1000', REQUEST_TIMEOUT_MS: String(TIMEOUT_MS) };
+  // Queue "main": one API, one worker with a batch of 8. Queue "small": one batch slot, one queue place.
+  const started = await Promise.all([
+    startRole({ ...common, ROLE: 'worker', QUEUE_NAME: 'main', MAX_BATCH_SIZE: '8' }, 'worker started'),
+    startRole({ ...common, ROLE: 'api', QUEUE_NAME: 'main', PORT: '0' }, 'listening'),
+    startRole({ ...common, ROLE: 'worker', QUEUE_NAME: 'small', MAX_BATCH_SIZE: '1' }, 'worker started'),
+    startRole({ ...common, ROLE: 'api', QUEUE_NAME: 'small', PORT: '0', MAX_QUEUE: '1' }, 'listening'),
+  ]);
+  procs.push(...started);
+  apiUrl = urlOf(started[1]);
+  smallUrl = urlOf(started[3]);
+  smallWorker = started[2];
+  for (const u of [apiUrl, smallUrl]) await waitFor('ready', async () => (await fetch(`${u}/ready`)).status === 200);
+});
+
+after(async () => {
+  await Promise.all(procs.map((p) => p.stop()));
+  await redis.stop();
+});
+
+describe('Redis mode (separate API and worker processes): OpenAI client suite', () => {
+  openaiSuite(() => apiUrl);
+
+  test('/ready sees the worker; /metrics answers', async () => {
+    const ready = (await (await fetch(`${apiUrl}/ready`)).json()) as any;
+    assert.equal(ready.transport, 'redis');
+    assert.equal(ready.workers, 1);
+    assert.equal(ready.max_batch_size, 8);
+    assert.equal((await fetch(`${apiUrl}/metrics`)).status, 200);
+  });
+});
+
+describe('Redis mode: cancellation, queue bound, worker crash', () => {
+  test('a client that disconnects mid-stream frees its slot within two steps and leaves no Redis keys', async () => {
+    const worker = procs[0];
+    let id = '';
+    await readSse(`${apiUrl}/v1/completions`, { ...LONG, stream: true }, {
+      onEvent: (ev) => {
+        id = ev.id;
+        return ev.choices[0]?.diffusion?.step === 3;
+      },
+    });
+    assert.match(id, /^cmpl-/);
+    const line = await waitFor('worker cancelled the job', async () =>
+      worker.logs.find((l) => l.includes(id) && l.includes('"msg":"job cancelled"')),
+      10_000,
+    );
+    const { engineStepsSinceCancel } = JSON.parse(line) as { engineStepsSinceCancel: number };
+    assert.ok(engineStepsSinceCancel <= 2, `${engineStepsSinceCancel} engine steps after the cancel arrived`);
+    await waitFor('no keys of the request left', async () => (await keysOf(id)).length === 0, 5_000);
+    await waitFor('worker idle', async () => ((await (await fetch(`${apiUrl}/ready`)).json()) as any).active_sequences === 0, 5_000);
+  });
+
+  test('a full queue answers 429 with Retry-After', async () => {
+    const acs = [new AbortController(), new AbortController()];
+    const running = acs.map((ac) => readSse(`${smallUrl}/v1/completions`, { ...LONG, stream: true }, { signal: ac.signal }).catch(() => null));
+    // One job runs on the single slot, one waits: the queue (1 place) is full.
+    await waitFor('one active, one waiting', async () => {
+      const r = (await (await fetch(`${smallUrl}/ready`)).json()) as any;
+      return r.queued >= 1;
+    }, 20_000);
+    const res = await fetch(`${smallUrl}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ ...LONG, max_tokens: 8, steps: 8 }),
+    });
+    assert.equal(res.status, 429);
+    assert.ok(Number(res.headers.get('retry-after')) >= 1);
+    assert.equal(((await res.json()) as any).error.code, 'queue_full');
+    acs.forEach((ac) => ac.abort());
+    await Promise.all(running);
+    await waitFor('queue drained', async () => {
+      const r = (await (await fetch(`${smallUrl}/ready`)).json()) as any;
+      return r.queued === 0 && r.active_sequences === 0;
+    }, 10_000);
+    assert.deepEqual((await redis.client.keys('dllm:small:ev:*')).length, 0);
+  });
+
+  test('killing the worker mid-generation: the request still ends cleanly within the time limit', async () => {
+    const body = { ...LONG, temperature: 0.8, seed: 99 };
+    const reference = (await (await fetch(`${smallUrl}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    })).json()) as any;
+    const t0 = Date.now();
+    let killed: Promise<void> | null = null;
+    let replacement: Promise<RoleProcess> | null = null;
+    const raw = await readSse(`${smallUrl}/v1/completions`, { ...body, stream: true }, {
+      onEvent: (ev) => {
+        if (ev.choices?.[0]?.diffusion?.step === 5 && !killed) {
+          killed = smallWorker.kill();
+          replacement = killed.then(() =>
+            startRole({ REDIS_URL: redis.url, JOB_LOCK_MS: '2000', STALLED_INTERVAL_MS: '1000', ROLE: 'worker', QUEUE_NAME: 'small', MAX_BATCH_SIZE: '1' }, 'worker started'),
+          );
+        }
+      },
+    });
+    const elapsed = Date.now() - t0;
+    assert.ok(killed, 'the worker was killed mid-generation');
+    procs.push(await replacement!);
+    assert.ok(elapsed < TIMEOUT_MS, `ended after ${elapsed} ms`);
+    assert.equal(raw.data.at(-1), '[DONE]');
+    const last = raw.events.at(-1);
+    if (last.error) {
+      assert.equal(typeof last.error.message, 'string');
+    } else {
+      const text = raw.events.map((e) => e.choices?.[0]?.text ?? '').join('');
+      assert.equal(text, reference.choices[0].text, 'the job taken up again gives the same answer');
+      const steps = raw.events.filter((e) => e.choices?.[0]?.diffusion).map((e) => e.choices[0].diffusion.step);
+      assert.deepEqual(steps, steps.map((_, i) => i), 'no step repeated or missing across the restart');
+    }
+    await waitFor('no keys of the request left', async () => (await keysOf(raw.events[0].id)).length === 0, 5_000);
+  });
+});
