@@ -68,7 +68,7 @@ export function validateSamplingParams(spec: ModelSpec, p: SamplingParams): void
   if (p.logprobs !== null) checkInt(p.logprobs, 'logprobs', 0, Math.min(MAX_LOGPROBS, spec.topk));
 }
 
-/** A whole request: prompt, suffix, n, parameters, and the canvas against the model's length. */
+/** A whole request: prompt, suffix, n, the canvas against the model's length (checked first), parameters. */
 export function validateRequest(spec: ModelSpec, request: GenerateRequest): void {
   if (!Array.isArray(request.promptTokenIds) || request.promptTokenIds.length === 0) {
     invalid('prompt', 'prompt must not be empty');
@@ -76,7 +76,8 @@ export function validateRequest(spec: ModelSpec, request: GenerateRequest): void
   checkTokens(request.promptTokenIds, 'prompt', spec);
   checkTokens(request.suffixTokenIds, 'suffix', spec);
   checkInt(request.n, 'n', 1, MAX_CHOICES);
-  validateSamplingParams(spec, request.params);
+  checkInt(request.params.maxTokens, 'max_tokens', 1);
+  checkInt(request.params.blockLength, 'block_length', 1);
   const p = request.params;
   const prompt = request.promptTokenIds.length + (spec.bosTokenId === null ? 0 : 1);
   const genLength = generatedLength(p.maxTokens, p.blockLength);
@@ -90,4 +91,5 @@ export function validateRequest(spec: ModelSpec, request: GenerateRequest): void
       'max_tokens',
     );
   }
+  validateSamplingParams(spec, request.params);
 }

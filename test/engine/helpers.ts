@@ -95,11 +95,14 @@ export class SyntheticRunner implements GraphRunner {
   readonly provider = 'synthetic';
   runs = 0;
   rowsSeen: number[] = [];
-  constructor(private readonly options: SyntheticOptions = {}, private readonly k = SPEC.topk) {}
+  lastFeeds: GraphFeeds | null = null;
+  constructor(readonly options: SyntheticOptions = {}, private readonly k = SPEC.topk) {}
 
   async run(f: GraphFeeds): Promise<GraphRun> {
     this.runs++;
     this.rowsSeen.push(f.rows);
+    this.lastFeeds = f;
+    await new Promise((resolve) => setImmediate(resolve));
     if (this.options.fail) throw new Error('synthetic failure');
     const slots: [number, number][][][] = [];
     for (let r = 0; r < f.rows; r++) {
