@@ -1,0 +1,96 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, writeFile, copyFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { defaultSamplingParams, loadModelFolder, ModelFolderError, parseModelSpec } from '../../src/engine/model_folder.js';
+import { validateSamplingParams } from '../../src/engine/validation.js';
+import { EngineError } from '../../src/engine/types.js';
+import { MODEL_DIR, SKIP_NO_MODEL } from './model_fixture.js';
+import { params, SPEC } from './helpers.js';
+
+const VALID = {
+  format: 'dllm-onnx/1',
+  architecture: 'llada',
+  name: 'x',
+  vocab_size: 4096,
+  mask_token_id: 2,
+  eos_token_ids: [1, 5],
+  pad_token_id: 0,
+  bos_token_id: 6,
+  max_sequence_length: 256,
+  topk: 64,
+  chat_template: null,
+  generation_defaults: { max_tokens: 64, steps: 64, block_length: 32, remasking: 'low_confidence', threshold: null, temperature: 0 },
+  onnx: { fp32: 'model.onnx', fp16: null },
+};
+
+test('parseModelSpec reads dllm.json into camelCase', () => {
+  const spec = parseModelSpec(VALID);
+  assert.equal(spec.maskTokenId, 2);
+  assert.deepEqual(spec.eosTokenIds, [1, 5]);
+  assert.equal(spec.generationDefaults.blockLength, 32);
+  assert.equal(defaultSamplingParams(spec).steps, 64);
+});
+
+test('parseModelSpec errors name the file and the field', () => {
+  const bad: [object, RegExp][] = [
+    [{ ...VALID, format: 'other/2' }, /"format"/],
+    [{ ...VALID, vocab_size: 'big' }, /"vocab_size"/],
+    [{ ...VALID, mask_token_id: 5000 }, /"mask_token_id".*vocab_size/],
+    [{ ...VALID, eos_token_ids: [] }, /"eos_token_ids"/],
+    [{ ...VALID, topk: 9999 }, /"topk"/],
+    [{ ...VALID, architecture: 'gpt' }, /"architecture"/],
+    [{ ...VALID, generation_defaults: { ...VALID.generation_defaults, remasking: 'x' } }, /"generation_defaults.remasking"/],
+    [{ ...VALID, onnx: {} }, /"onnx.fp32"/],
+    [[], /must be a JSON object/],
+  ];
+  for (const [raw, message] of bad) {
+    assert.throws(() => parseModelSpec(raw, '/m/dllm.json'), (err: unknown) => err instanceof ModelFolderError && message.test(err.message) && err.message.startsWith('/m/dllm.json'));
+  }
+});
+
+test('validateSamplingParams refuses out-of-range values with the field name', () => {
+  const bad: [object, string][] = [
+    [{ threshold: 0 }, 'threshold'],
+    [{ threshold: 1.5 }, 'threshold'],
+    [{ factor: -1 }, 'factor'],
+    [{ topP: 0 }, 'top_p'],
+    [{ cfgScale: -1 }, 'cfg_scale'],
+    [{ seed: -3 }, 'seed'],
+    [{ stop: ['a', 'b', 'c', 'd', 'e'] }, 'stop'],
+    [{ stop: [''] }, 'stop'],
+    [{ steps: 0 }, 'steps'],
+  ];
+  for (const [p, param] of bad) {
+    assert.throws(() => validateSamplingParams(SPEC, params(p)), (err: unknown) => err instanceof EngineError && err.param === param, param);
+  }
+  validateSamplingParams(SPEC, params({ threshold: 0.9, temperature: 0.7, topP: 0.9, topK: 4, seed: 1, stop: ['x'], logprobs: 4 }));
+});
+
+test('loadModelFolder: missing and malformed files are named', { skip: SKIP_NO_MODEL }, async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'dllm-folder-'));
+  try {
+    await assert.rejects(loadModelFolder(dir), /dllm\.json: cannot read \(ENOENT\)/);
+    await writeFile(path.join(dir, 'dllm.json'), '{ not json');
+    await assert.rejects(loadModelFolder(dir), /dllm\.json: not valid JSON/);
+    await writeFile(path.join(dir, 'dllm.json'), JSON.stringify(VALID));
+    await assert.rejects(loadModelFolder(dir), /tokenizer\.json: cannot read/);
+    await copyFile(path.join(MODEL_DIR, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
+    await assert.rejects(loadModelFolder(dir), /model\.onnx: missing \(named by .*"onnx\.fp32"\)/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('loadModelFolder: the real folder loads; the tokenizer round-trips text and adds no special tokens', { skip: SKIP_NO_MODEL }, async () => {
+  const folder = await loadModelFolder(MODEL_DIR);
+  const raw = JSON.parse(await readFile(path.join(MODEL_DIR, 'dllm.json'), 'utf8'));
+  assert.equal(folder.spec.name, raw.name);
+  const text = 'The quick brown fox — jumps over 13 lazy dogs.\nÉté!';
+  const ids = folder.tokenizer.encode(text);
+  assert.ok(!ids.includes(folder.spec.bosTokenId!));
+  assert.equal(folder.tokenizer.decode(ids), text);
+  assert.equal(folder.tokenizer.decode([]), '');
+  if (raw.onnx.fp16 === null) assert.throws(() => folder.onnxPath('fp16'), /fp16/);
+});
