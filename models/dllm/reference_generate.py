@@ -402,21 +402,25 @@ def model_from_onnx(model_dir: str, spec: dict) -> LLaDA:
         raise ValueError("model too large to recover its ONNX weight mapping with float32 integers; use --checkpoint")
     with tempfile.TemporaryDirectory() as tmp:
         export_onnx(model, os.path.join(tmp, "probe.onnx"), spec["topk"], {})
-        probe = {t.name: numpy_helper.to_array(t) for t in onnx.load(os.path.join(tmp, "probe.onnx")).graph.initializer}
-    real = {t.name: numpy_helper.to_array(t) for t in onnx.load(os.path.join(model_dir, spec["onnx"]["fp32"])).graph.initializer}
+        probe = [numpy_helper.to_array(t) for t in onnx.load(os.path.join(tmp, "probe.onnx")).graph.initializer]
+    path = os.path.join(model_dir, spec["onnx"]["fp32"])
+    real = [numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer]
+    # Initializer names carry exporter counters that differ between exports; their order and shapes do not.
+    if [a.shape for a in probe] != [a.shape for a in real]:
+        raise ValueError(f"{path}: initializers differ from an export of model_config; use --checkpoint")
     state = {}
-    for init_name, values in probe.items():
-        first = values.reshape(-1)[0] if values.size else -1.0
-        match = [(a, b, n) for a, b, n in owner if a <= first < b and float(first).is_integer()]
-        if not match or init_name not in real:
+    for values, weights in zip(probe, real):
+        first = float(values.reshape(-1)[0]) if values.size else -1.0
+        match = [(a, n) for a, b, n in owner if a <= first < b and first.is_integer()]
+        if not match:
             continue
-        a, _, name = match[0]
+        a, name = match[0]
         target = params[name]
         expected = torch.arange(a, a + target.numel(), dtype=torch.float32).view_as(target).numpy()
         if values.shape == expected.shape and np.array_equal(values, expected):
-            state[name] = torch.from_numpy(real[init_name].copy())
+            state[name] = torch.from_numpy(weights.copy())
         elif values.shape == expected.T.shape and np.array_equal(values, expected.T):
-            state[name] = torch.from_numpy(real[init_name].T.copy())
+            state[name] = torch.from_numpy(weights.T.copy())
     missing = sorted(set(params) - set(state))
     if missing:
         raise ValueError(f"{model_dir}: could not find these weights in the ONNX graph: {missing[:5]}; use --checkpoint")

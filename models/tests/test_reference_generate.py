@@ -1,0 +1,135 @@
+"""The Python reference sampler (dllm.reference_generate): RNG pinned to the TypeScript values, schedule and commit
+rules, end-of-text stop, infill, batching invariance, and weights recovered from an exported ONNX graph."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from dllm import reference_generate as ref
+from dllm.export import export_onnx, guided_head
+from dllm.model import LLaDA, ModelConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SPEC = {"name": "t", "mask_token_id": 2, "eos_token_ids": [1, 5], "pad_token_id": 0, "bos_token_id": 6, "topk": 8}
+
+
+def tiny_model(vocab=64) -> LLaDA:
+    torch.manual_seed(0)
+    return LLaDA(ModelConfig(d_model=32, n_heads=4, n_layers=2, mlp_hidden_size=64, vocab_size=vocab,
+                             max_sequence_length=128)).eval()
+
+
+class StubGraph:
+    """Position q (from the row's first real token) predicts token 10 + q % 20, or end-of-text from eos_at on;
+    confidence falls with q, so commits go left to right."""
+
+    def __init__(self, eos_at=None, vocab=64):
+        self.eos_at, self.vocab = eos_at, vocab
+
+    def __call__(self, input_ids, attention_mask, positions, cfg_scale, uncond_row):
+        n, p = positions.shape
+        pad = (attention_mask == 0).sum(1, keepdim=True)
+        q = positions - pad
+        logits = torch.full((n, p, self.vocab), -5.0)
+        token = torch.where(q >= (self.eos_at if self.eos_at is not None else 10**9), torch.ones_like(q), 10 + q % 20)
+        logits.scatter_(2, token.unsqueeze(-1), (5.0 - 0.05 * q.float()).unsqueeze(-1))
+        return guided_head(logits, cfg_scale, uncond_row, 8)
+
+
+def stub_sampler(eos_at=None) -> ref.ReferenceSampler:
+    sampler = ref.ReferenceSampler(tiny_model(), SPEC)
+    sampler.graph = StubGraph(eos_at)
+    return sampler
+
+
+def test_rng_matches_typescript_values():
+    # The same numbers are pinned in test/engine/rng.test.ts.
+    assert ref.CounterRng(12345).draw(5).tolist() == [0.38943238043641737, 0.4576326490778496, 0.3338784749893068,
+                                                       0.6815598506514412, 0.5461809082081363]
+    big = ref.CounterRng(2**40 + 7)
+    assert [big.next(), big.next()] == [0.25966469112474055, 0.26206631445689943]
+    u = ref.CounterRng(3).draw(10000)
+    assert u.min() > 0 and u.max() < 1 and abs(u.mean() - 0.5) < 0.02
+
+
+def test_schedule_and_commit_rules():
+    assert ref.transfer_schedule(10, 4) == [3, 3, 2, 2]
+    assert ref.transfer_schedule(4, 8) == [1, 1, 1, 1]
+    assert ref.select_commits([0.5, 0.9, 0.5, 0.1], ("fixed", 2)) == [1, 0]
+    assert ref.select_commits([0.5, 0.95, 0.92, 0.1], ("threshold", 0.9)) == [1, 2]
+    assert ref.select_commits([0.5, 0.3], ("threshold", 0.9)) == [0]
+    assert ref.select_commits([0.9, 0.76, 0.8, 0.1], ("factor", 1.0)) == [0, 2, 1]
+
+
+def test_fixed_schedule_blocks_and_length():
+    sampler = stub_sampler()
+    seq = sampler.new_sequence([20, 21], ref.Params(max_tokens=16, steps=8, block_length=8))
+    sampler.generate([seq])
+    assert seq.steps == 8 and seq.end == ("length", 16)
+    assert seq.canvas[:3] == [6, 20, 21]
+    assert seq.generated() == [10 + q % 20 for q in range(3, 19)]
+
+
+def test_end_of_text_stops_early_and_infill_keeps_suffix():
+    sampler = stub_sampler(eos_at=9)
+    seq = sampler.new_sequence([20, 21], ref.Params(max_tokens=32, steps=32, block_length=8), suffix_ids=[40, 41])
+    sampler.generate([seq])
+    assert seq.end == ("stop", 6)  # canvas index 9 = span position 6 (BOS + 2 prompt tokens)
+    assert seq.steps == 7
+    assert seq.canvas[-2:] == [40, 41]
+
+
+def test_batching_does_not_change_greedy_results():
+    sampler = ref.ReferenceSampler(tiny_model(), SPEC)
+    prompts = [[20], [21, 22, 23, 24, 25, 26, 27], [30, 31, 32]]
+    settings = [ref.Params(max_tokens=8, steps=8, block_length=4), ref.Params(max_tokens=16, steps=8, block_length=8),
+                ref.Params(max_tokens=8, steps=8, block_length=8, cfg_scale=1.0)]
+    alone = []
+    for prompt, params in zip(prompts, settings):
+        seq = sampler.new_sequence(prompt, params)
+        sampler.generate([seq])
+        alone.append(ref.result(seq)["token_ids"])
+    together = [sampler.new_sequence(p, s) for p, s in zip(prompts, settings)]
+    sampler.generate(together)
+    assert [ref.result(s)["token_ids"] for s in together] == alone
+
+
+def test_seeded_sampling_is_reproducible_and_seed_dependent():
+    sampler = ref.ReferenceSampler(tiny_model(), SPEC)
+    params = ref.Params(max_tokens=8, steps=8, block_length=8, temperature=1.0, seed=5, remasking="random")
+
+    def run(p):
+        seq = sampler.new_sequence([20, 21], p)
+        sampler.generate([seq])
+        return seq.generated()
+
+    assert run(params) == run(params)
+    assert run(params) != run(ref.Params(**{**params.__dict__, "seed": 6}))
+
+
+def test_weights_recovered_from_onnx(tmp_path):
+    model = tiny_model()
+    with torch.no_grad():  # as after training: no two norm weights equal (the exporter merges equal initializers)
+        for name, p in model.named_parameters():
+            if "norm" in name or "ln_f" in name:
+                p.add_(torch.rand_like(p))
+    export_onnx(model, str(tmp_path / "model.onnx"), 8, {})
+    spec = {**SPEC, "onnx": {"fp32": "model.onnx"}, "model_config": model.config.to_dict()}
+    recovered = ref.model_from_onnx(str(tmp_path), spec)
+    for name, p in model.state_dict().items():
+        assert torch.equal(recovered.state_dict()[name], p), name
+
+
+def test_golden_fixture_shape():
+    path = os.path.join(REPO, "test", "fixtures", "golden", "tiny-llada.json")
+    if not os.path.exists(path):
+        pytest.skip("no golden fixture")
+    with open(path) as f:
+        data = json.load(f)
+    assert len(data["cases"]) >= 10
+    for case in data["cases"]:
+        assert len(case["expected"]) == case["n"]
+        assert set(case["params"]) >= {"maxTokens", "steps", "blockLength", "remasking", "temperature", "seed"}
