@@ -9,6 +9,7 @@ import type { ServingModel } from './serving/model.js';
 import type { Run } from './serving/run.js';
 import { ApiError } from './serving/errors.js';
 import { ErrorResponse, DiffusionStep } from './schemas/common.js';
+import { ChatCompletionChunk, CompletionChunk } from './schemas/chunks.js';
 import swaggerPlugin from './plugins/swagger.js';
 import authPlugin from './plugins/auth.js';
 import rateLimitPlugin from './plugins/rate-limit.js';
@@ -74,7 +75,7 @@ export function toApiError(err: FastifyError): ApiError {
   return ApiError.internal();
 }
 
-export default fp(
+const appPlugin = fp(
   async function app(fastify: FastifyInstance, opts: AppOptions) {
     fastify.decorate('config', opts.config);
     fastify.decorate('model', opts.model);
@@ -83,6 +84,8 @@ export default fp(
     fastify.decorate('runs', new Set<Run>());
     fastify.addSchema(ErrorResponse);
     fastify.addSchema(DiffusionStep);
+    fastify.addSchema(CompletionChunk);
+    fastify.addSchema(ChatCompletionChunk);
 
     fastify.addHook('onRequest', async (req, reply) => {
       reply.header('x-request-id', req.id);
@@ -121,3 +124,26 @@ export default fp(
   },
   { name: 'dllm-app' },
 );
+export default appPlugin;
+
+/** The OpenAPI document of the app (what /docs/json serves), built without an engine. */
+export async function openapiDocument(config: Config, model: ServingModel): Promise<unknown> {
+  const { default: Fastify } = await import('fastify');
+  const unused = (): never => {
+    throw new Error('not available while generating the OpenAPI document');
+  };
+  const transport: Transport = {
+    kind: 'local',
+    generate: unused,
+    abort: unused,
+    health: unused,
+    status: unused,
+    close: async () => undefined,
+  };
+  const fastify = Fastify(serverOptions(config, false));
+  await fastify.register(appPlugin, { config, model, transport });
+  await fastify.ready();
+  const doc = fastify.swagger();
+  await fastify.close();
+  return doc;
+}

@@ -1,7 +1,7 @@
 // Configuration from the environment, validated once at start (TypeBox) with clear errors.
 // Every variable is documented in README.md ("Configuration"); keep the two in step.
 
-import { Type, type Static } from 'typebox';
+import { Type, type Static, type TSchema } from 'typebox';
 import Value from 'typebox/value';
 
 const Role = Type.Union([Type.Literal('all'), Type.Literal('api'), Type.Literal('worker')]);
@@ -77,6 +77,18 @@ export const ENV: Record<string, VarSpec> = {
   LOG_LEVEL: { key: 'logLevel', kind: 'string', def: 'info' },
 };
 
+/** What a field accepts, in words. */
+function describe(schema: TSchema): string {
+  const s = schema as { anyOf?: { const?: unknown; type?: string }[]; type?: string; minimum?: number; maximum?: number; pattern?: string };
+  if (s.anyOf && s.anyOf.every((o) => o.const !== undefined)) return `must be one of ${s.anyOf.map((o) => o.const).join(', ')}`;
+  if (s.type === 'integer') {
+    const range = [s.minimum !== undefined ? `>= ${s.minimum}` : '', s.maximum !== undefined ? `<= ${s.maximum}` : ''].filter(Boolean).join(' and ');
+    return `must be an integer${range ? ` ${range}` : ''}`;
+  }
+  if (s.pattern) return `must match ${s.pattern}`;
+  return 'is invalid';
+}
+
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
     super(`invalid configuration:\n  ${problems.join('\n  ')}`);
@@ -117,12 +129,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     }
   }
   Object.assign(raw, overrides);
-  if (!Value.Check(ConfigSchema, raw)) {
-    for (const e of Value.Errors(ConfigSchema, raw)) {
-      const field = e.instancePath.split('/')[1] ?? '';
-      const name = varOf[field] ?? field;
-      problems.push(`${name}=${JSON.stringify(raw[field])}: ${e.message}`);
-    }
+  const props = ConfigSchema.properties as Record<string, TSchema>;
+  for (const [field, schema] of Object.entries(props)) {
+    if (Value.Check(schema, raw[field])) continue;
+    const name = varOf[field] ?? field;
+    if (problems.some((p) => p.startsWith(`${name}=`))) continue;
+    problems.push(`${name}=${JSON.stringify(raw[field])}: ${describe(schema)}`);
   }
   const cfg = raw as Config;
   if (problems.length === 0 && cfg.role !== 'all' && cfg.redisUrl === null) {

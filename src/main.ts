@@ -4,7 +4,7 @@
 import { pathToFileURL } from 'node:url';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
-import app, { serverOptions } from './app.js';
+import app, { openapiDocument, serverOptions } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { openEngine, type DiffusionEngine } from './engine/engine.js';
 import { loadModelFolder, type ModelFolder } from './engine/model_folder.js';
@@ -104,6 +104,13 @@ export async function start(config: Config, log: Logger = pino({ level: config.l
 }
 
 async function main(): Promise<void> {
+  if (process.argv[2] === 'openapi') {
+    // `main openapi`: print the OpenAPI document (committed as openapi/openapi.json).
+    const config = loadConfig();
+    const doc = await openapiDocument(config, servingModel(await loadModelFolder(config.modelDir)));
+    process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+    return;
+  }
   let config: Config;
   try {
     config = loadConfig();

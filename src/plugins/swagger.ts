@@ -16,6 +16,8 @@ export const OPENAPI_INFO = {
 export default fp(
   async function swaggerPlugin(app: FastifyInstance) {
     await app.register(swagger, {
+      // Components keep their $id names (ErrorResponse, DiffusionStep, ...).
+      refResolver: { buildLocalReference: (json, _base, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
       openapi: {
         openapi: '3.1.0',
         info: OPENAPI_INFO,

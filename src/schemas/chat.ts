@@ -87,7 +87,7 @@ export const chatRouteSchema = {
       description: 'A chat.completion object, or with stream=true an SSE stream of chat.completion.chunk objects',
       content: {
         'application/json': { schema: ChatResponse },
-        'text/event-stream': { schema: Type.String({ description: 'data: <chat.completion.chunk>\\n\\n ... data: [DONE]\\n\\n' }) },
+        'text/event-stream': { schema: Type.String({ description: 'data: <ChatCompletionChunk JSON>\\n\\n per chunk, then data: [DONE]\\n\\n' }) },
       },
     },
     ...errorResponses,

@@ -77,7 +77,7 @@ export const completionsRouteSchema = {
       description: 'A text_completion object, or with stream=true an SSE stream of text_completion chunks',
       content: {
         'application/json': { schema: CompletionResponse },
-        'text/event-stream': { schema: Type.String({ description: 'data: <text_completion chunk>\\n\\n ... data: [DONE]\\n\\n' }) },
+        'text/event-stream': { schema: Type.String({ description: 'data: <CompletionChunk JSON>\\n\\n per chunk, then data: [DONE]\\n\\n' }) },
       },
     },
     ...errorResponses,
