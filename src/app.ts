@@ -18,6 +18,7 @@ import completionsRoutes from './routes/completions.js';
 import chatRoutes from './routes/chat.js';
 import modelsRoutes from './routes/models.js';
 import operationsRoutes from './routes/operations.js';
+import playgroundPlugin from './playground/plugin.js';
 
 export interface AppOptions {
   config: Config;
@@ -112,6 +113,7 @@ const appPlugin = fp(
     await fastify.register(chatRoutes);
     await fastify.register(modelsRoutes);
     await fastify.register(operationsRoutes);
+    await fastify.register(playgroundPlugin);
 
     // Graceful shutdown: let running generations finish (up to SHUTDOWN_TIMEOUT_MS), then stop the rest.
     fastify.addHook('preClose', async () => {
