@@ -428,6 +428,22 @@ def model_from_onnx(model_dir: str, spec: dict) -> LLaDA:
     return model
 
 
+def bench(sampler: ReferenceSampler, workload: dict) -> list[dict]:
+    """Times the benchmark workload of bench/engine.ts: each run generates all its prompts together."""
+    out = []
+    for run in workload["runs"]:
+        params = Params(**run["params"])
+        seqs = [sampler.new_sequence(ids, params) for ids in run["prompts"]]
+        sampler.model_ms = 0.0
+        t0 = time.perf_counter()
+        steps = sampler.generate(seqs)
+        wall = time.perf_counter() - t0
+        out.append({"name": run["name"], "wall_s": wall, "model_s": sampler.model_ms / 1000, "batched_steps": steps,
+                    "results": [result(s) for s in seqs]})
+        print(f"reference {run['name']}: {wall:.2f} s", file=sys.stderr, flush=True)
+    return out
+
+
 def load(model_dir: str, checkpoint: str | None = None) -> tuple[ReferenceSampler, dict]:
     """The folder's spec and a sampler over its weights: from the ONNX file itself, or from a PyTorch checkpoint."""
     with open(os.path.join(model_dir, "dllm.json")) as f:
@@ -443,6 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", help="PyTorch checkpoint to use instead of the weights inside model.onnx")
     parser.add_argument("--golden", help="write golden vectors (JSON) here")
     parser.add_argument("--prompt", help="generate from this prompt and print the text")
+    parser.add_argument("--bench", help="time the workload in this JSON file (written by bench/engine.ts); print JSON results")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--block-length", type=int, default=32)
@@ -457,6 +474,9 @@ def main(argv: list[str] | None = None) -> None:
 
     sampler, _ = load(args.model, args.checkpoint)
     tokenizer = Tokenizer.load(os.path.join(args.model, "tokenizer.json"))
+    if args.bench:
+        with open(args.bench) as f:
+            print(json.dumps(bench(sampler, json.load(f))))
     if args.golden:
         data = golden(sampler, tokenizer, os.path.join(args.model, "model.onnx"))
         os.makedirs(os.path.dirname(os.path.abspath(args.golden)), exist_ok=True)
