@@ -72,7 +72,6 @@ export class RedisTransport implements Transport {
     let completed = false;
     const lastStep = new Map<number, number>();
     const finished = new Set<number>();
-    let attempts = 0;
     try {
       for (;;) {
         if (this.cancelled.has(id)) throw new EngineError('cancelled', 'request cancelled');
@@ -95,7 +94,7 @@ export class RedisTransport implements Transport {
           const ev = JSON.parse(fields[1]) as WireEvent;
           switch (ev.type) {
             case 'attempt':
-              attempts++;
+              // A worker (re)started the job; after a restart the steps already passed on are skipped below.
               break;
             case 'error':
               throw new EngineError(ev.code, ev.message, ev.param);
@@ -118,13 +117,13 @@ export class RedisTransport implements Transport {
               return;
           }
         }
-        void attempts;
       }
     } finally {
       this.release(r);
+      // Leaving before the end (error, client gone, time limit): make sure the job stops too.
+      if (!completed) this.abort(id);
       this.running.delete(id);
       this.cancelled.delete(id);
-      if (!completed) this.abort(id);
       await this.conn.del(evKey).catch(() => undefined);
     }
   }

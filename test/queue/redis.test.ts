@@ -17,6 +17,7 @@ const procs: RoleProcess[] = [];
 let apiUrl = '';
 let smallUrl = '';
 let smallWorker: RoleProcess;
+let noWorkerUrl = '';
 
 async function keysOf(id: string): Promise<string[]> {
   return (await redis.client.keys('*')).filter((k) => k.includes(id));
@@ -31,11 +32,13 @@ before(async () => {
     startRole({ ...common, ROLE: 'api', QUEUE_NAME: 'main', PORT: '0' }, 'listening'),
     startRole({ ...common, ROLE: 'worker', QUEUE_NAME: 'small', MAX_BATCH_SIZE: '1' }, 'worker started'),
     startRole({ ...common, ROLE: 'api', QUEUE_NAME: 'small', PORT: '0', MAX_QUEUE: '1' }, 'listening'),
+    startRole({ ...common, ROLE: 'api', QUEUE_NAME: 'nobody', PORT: '0' }, 'listening'),
   ]);
   procs.push(...started);
   apiUrl = urlOf(started[1]);
   smallUrl = urlOf(started[3]);
   smallWorker = started[2];
+  noWorkerUrl = urlOf(started[4]);
   for (const u of [apiUrl, smallUrl]) await waitFor('ready', async () => (await fetch(`${u}/ready`)).status === 200);
 });
 
@@ -53,6 +56,13 @@ describe('Redis mode (separate API and worker processes): OpenAI client suite', 
     assert.equal(ready.workers, 1);
     assert.equal(ready.max_batch_size, 8);
     assert.equal((await fetch(`${apiUrl}/metrics`)).status, 200);
+  });
+
+  test('/ready is 503 while no worker serves the queue', async () => {
+    const res = await fetch(`${noWorkerUrl}/ready`);
+    assert.equal(res.status, 503);
+    assert.match(((await res.json()) as any).error.message, /no worker/);
+    assert.equal((await fetch(`${noWorkerUrl}/health`)).status, 200);
   });
 });
 
@@ -102,7 +112,7 @@ describe('Redis mode: cancellation, queue bound, worker crash', () => {
     assert.deepEqual((await redis.client.keys('dllm:small:ev:*')).length, 0);
   });
 
-  test('killing the worker mid-generation: the request still ends cleanly within the time limit', async () => {
+  test('killing the worker mid-generation: the request still ends cleanly within the time limit', async (t) => {
     const body = { ...LONG, temperature: 0.8, seed: 99 };
     const reference = (await (await fetch(`${smallUrl}/v1/completions`, {
       method: 'POST',
@@ -128,6 +138,7 @@ describe('Redis mode: cancellation, queue bound, worker crash', () => {
     assert.ok(elapsed < TIMEOUT_MS, `ended after ${elapsed} ms`);
     assert.equal(raw.data.at(-1), '[DONE]');
     const last = raw.events.at(-1);
+    t.diagnostic(`ended after ${elapsed} ms with ${last.error ? `an error: ${last.error.message}` : 'the full answer'}`);
     if (last.error) {
       assert.equal(typeof last.error.message, 'string');
     } else {
