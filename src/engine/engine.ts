@@ -128,7 +128,7 @@ export class DiffusionEngine implements EngineClient {
 
   async health(): Promise<EngineHealth> {
     return {
-      ok: true,
+      ok: this.runner.ok,
       model: this.spec.name,
       provider: this.runner.provider,
       activeSequences: this.scheduler.activeCount,

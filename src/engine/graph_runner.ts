@@ -13,6 +13,8 @@ export interface GraphRun {
 export interface GraphRunner {
   /** Execution provider in use: 'cpu' or 'cuda'. */
   readonly provider: string;
+  /** False once the runner can no longer run the graph (its worker died). */
+  readonly ok: boolean;
   run(feeds: GraphFeeds): Promise<GraphRun>;
   close(): Promise<void>;
 }

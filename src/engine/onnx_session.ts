@@ -59,6 +59,7 @@ function startWorker(init: WorkerInit): Worker {
 
 export class OnnxGraphRunner implements GraphRunner {
   private nextId = 0;
+  private dead: Error | null = null;
   private readonly pending = new Map<number, { resolve: (run: GraphRun) => void; reject: (err: Error) => void }>();
 
   private constructor(
@@ -72,8 +73,12 @@ export class OnnxGraphRunner implements GraphRunner {
       if (reply.type === 'result') waiter?.resolve({ head: reply.head, runMs: reply.runMs });
       else waiter?.reject(new OnnxSessionError(`session.run failed: ${reply.message}`));
     });
-    worker.on('error', (err) => this.failAll(err));
-    worker.on('exit', (code) => this.failAll(new OnnxSessionError(`ONNX worker exited (code ${code})`)));
+    worker.on('error', (err) => this.die(err));
+    worker.on('exit', (code) => this.die(new OnnxSessionError(`ONNX worker exited (code ${code})`)));
+  }
+
+  get ok(): boolean {
+    return this.dead === null;
   }
 
   /** Starts the worker and opens the session; rejects with a clear message when the model or provider cannot load. */
@@ -102,6 +107,7 @@ export class OnnxGraphRunner implements GraphRunner {
   }
 
   run(feeds: GraphFeeds): Promise<GraphRun> {
+    if (this.dead !== null) return Promise.reject(this.dead);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
@@ -109,13 +115,15 @@ export class OnnxGraphRunner implements GraphRunner {
     });
   }
 
-  private failAll(err: Error): void {
+  private die(err: Error): void {
+    this.dead ??= err;
     for (const waiter of this.pending.values()) waiter.reject(err);
     this.pending.clear();
   }
 
   async close(): Promise<void> {
     this.worker.removeAllListeners('exit');
+    this.die(new OnnxSessionError('ONNX session closed'));
     await this.worker.terminate();
   }
 }

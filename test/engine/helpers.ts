@@ -93,6 +93,7 @@ export interface SyntheticOptions {
  */
 export class SyntheticRunner implements GraphRunner {
   readonly provider = 'synthetic';
+  readonly ok = true;
   runs = 0;
   rowsSeen: number[] = [];
   lastFeeds: GraphFeeds | null = null;

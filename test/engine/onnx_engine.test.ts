@@ -78,5 +78,7 @@ test('providers: cuda without CUDA is a clear start-up error; auto falls back to
   assert.equal(warnings.length, 1);
   assert.match(warnings[0], /CUDA.*running on CPU/);
   await auto.close();
+  assert.equal(auto.ok, false);
+  await assert.rejects(auto.run({} as never), /closed/);
   await assert.rejects(OnnxGraphRunner.open({ modelPath: '/nonexistent/model.onnx', provider: 'cpu' }), /cannot open \/nonexistent\/model\.onnx/);
 });
