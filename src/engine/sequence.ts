@@ -52,7 +52,6 @@ export class Sequence {
   readonly numBlocks: number;
   readonly stepsPerBlock: number;
   readonly params: SamplingParams;
-  readonly prefixLength: number;
   block = 0;
   stepInBlock = 0;
   steps = 0;
@@ -70,7 +69,6 @@ export class Sequence {
     this.maskTokenId = init.maskTokenId;
     this.eos = new Set(init.eosTokenIds);
     this.rng = new CounterRng(init.seed);
-    this.prefixLength = init.prefix.length;
     this.genStart = init.prefix.length;
     this.genLength = generatedLength(params.maxTokens, params.blockLength);
     this.numBlocks = this.genLength / params.blockLength;
