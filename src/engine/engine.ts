@@ -156,7 +156,12 @@ export class DiffusionEngine implements EngineClient {
         this.running = false;
         return;
       }
-      await this.step(active);
+      try {
+        await this.step(active);
+      } catch (err) {
+        // A bug in batching or postprocessing: fail what was in the step, keep serving the rest.
+        for (const choice of active) this.fail(choice.owner, err);
+      }
     }
   }
 
