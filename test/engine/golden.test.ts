@@ -19,6 +19,9 @@ interface GoldenCase {
   suffix_token_ids: number[];
   n: number;
   params: SamplingParams;
+  /** The reference saw a decision closer than float32 rounding can be trusted with (see reference_generate.py). */
+  near_tie: boolean;
+  min_margin: number | null;
   expected: { token_ids: number[]; finish_reason: string; steps: number }[];
 }
 
@@ -41,12 +44,14 @@ test('the golden vectors were made from this model.onnx', { skip: SKIP_NO_MODEL 
   assert.equal(sha, golden.onnx_sha256, 'model.onnx changed: regenerate with python3 models/dllm/reference_generate.py --golden test/fixtures/golden/tiny-llada.json');
 });
 
-test('golden cases cover at least 10 prompt x settings combinations', () => {
-  assert.ok(golden.cases.length >= 10);
+test('golden cases: at least 10 prompt x settings combinations checked exactly', () => {
+  assert.ok(golden.cases.filter((c) => !c.near_tie).length >= 10, 'add cases to GOLDEN_CASES in reference_generate.py');
 });
 
 for (const c of golden.cases) {
-  test(`golden: ${c.name}`, { skip: SKIP_NO_MODEL }, async () => {
+  // A near-tie decision may flip between PyTorch and ONNX Runtime float32 results: such a case runs, but as a todo.
+  const todo = c.near_tie ? `near-tie decision in the reference (margin ${c.min_margin})` : undefined;
+  test(`golden: ${c.name}`, { skip: SKIP_NO_MODEL, todo }, async () => {
     assert.deepEqual(model.tokenizer.encode(c.prompt), c.prompt_token_ids, 'TypeScript and Python tokenizers agree');
     const events = await collect(engine.generate(request(`golden-${c.name}`, c.prompt_token_ids, c.params, { n: c.n, suffixTokenIds: c.suffix_token_ids })));
     const got = finishes(events).map((f) => ({ token_ids: f.tokenIds, finish_reason: f.finishReason, steps: f.steps }));
