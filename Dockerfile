@@ -68,6 +68,8 @@ RUN apt-get update \
  && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin dllm
 WORKDIR /opt/dllm
 COPY models/dllm ./dllm
+# Run with --user "$(id -u):$(id -g)" to write into a host folder as yourself; HOME for torch's caches either way.
+ENV HOME=/tmp
 USER dllm
 ENTRYPOINT ["python3", "-m", "dllm.convert"]
 CMD ["--help"]
@@ -84,6 +86,8 @@ WORKDIR /app
 COPY --from=deps-cpu /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./
+# Static assets tsc does not copy; src/playground/plugin.ts reads them from <package root>/src/playground/public.
+COPY src/playground/public ./src/playground/public
 COPY models/tiny-llada ./models/tiny-llada
 COPY docker/entrypoint.sh docker/healthcheck.mjs ./docker/
 # Files stay root-owned and read-only to the server; it writes nothing. The base image's `node` user (uid 1000).
@@ -117,6 +121,8 @@ RUN missing="$(ldd node_modules/onnxruntime-node/bin/napi-v6/linux/x64/libonnxru
  && if [ -n "$missing" ]; then echo "CUDA EP libraries missing from ${CUDA_IMAGE}:"; echo "$missing"; exit 1; fi
 COPY --from=build /app/dist ./dist
 COPY package.json ./
+# Static assets tsc does not copy; src/playground/plugin.ts reads them from <package root>/src/playground/public.
+COPY src/playground/public ./src/playground/public
 COPY models/tiny-llada ./models/tiny-llada
 COPY docker/entrypoint.sh docker/healthcheck.mjs ./docker/
 USER dllm
