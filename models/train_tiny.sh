@@ -9,7 +9,7 @@ PY=/usr/bin/python3
 $PY -m dllm.data --out .cache/corpus
 $PY -m dllm.tokenizer --corpus .cache/corpus/train.txt --vocab-size 4096 --out tiny-llada/tokenizer.json
 $PY -m dllm.train --corpus .cache/corpus --tokenizer tiny-llada/tokenizer.json --out runs/tiny-llada \
-  --max-steps 1300 --eval-every 130 --threads 2 "$@"
+  --max-steps 1400 --eval-every 140 --threads 2 "$@"
 $PY -m dllm.export --checkpoint runs/tiny-llada/ckpt.pt --tokenizer tiny-llada/tokenizer.json --out tiny-llada
 $PY -m dllm.card --run runs/tiny-llada --model tiny-llada --corpus .cache/corpus
 (cd .. && $PY models/dllm/reference_generate.py --golden test/fixtures/golden/tiny-llada.json)
