@@ -116,8 +116,11 @@ ENV NODE_ENV=production \
 WORKDIR /app
 COPY --from=deps-cuda /app/node_modules ./node_modules
 # Fail the build, not the first request, when this base lacks a library the CUDA EP links against. libcuda.so.1
-# comes from the host driver at run time (NVIDIA Container Toolkit) and is not in the image.
-RUN missing="$(ldd node_modules/onnxruntime-node/bin/napi-v6/linux/x64/libonnxruntime_providers_cuda.so | grep 'not found' | grep -v 'libcuda\.so' || true)" \
+# comes from the host driver at run time (NVIDIA Container Toolkit) and is not in the image; the EP's own folder is
+# on the search path as ONNX Runtime loads libonnxruntime_providers_shared.so from there first.
+RUN ep=node_modules/onnxruntime-node/bin/napi-v6/linux/x64 \
+ && test -f "$ep/libonnxruntime_providers_cuda.so" \
+ && missing="$(LD_LIBRARY_PATH="$ep${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ldd "$ep/libonnxruntime_providers_cuda.so" | grep 'not found' | grep -v 'libcuda\.so' || true)" \
  && if [ -n "$missing" ]; then echo "CUDA EP libraries missing from ${CUDA_IMAGE}:"; echo "$missing"; exit 1; fi
 COPY --from=build /app/dist ./dist
 COPY package.json ./

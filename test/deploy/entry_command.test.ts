@@ -112,6 +112,12 @@ describe('the CPU image entry command, run on the host', () => {
     assert.ok(body.usage.completion_tokens > 0 && body.usage.completion_tokens <= 8);
   });
 
+  test('the static assets ship too: GET / serves the playground page', { skip: existsSync(path.join(ROOT, 'src/playground/public/index.html')) ? false : 'no playground in this checkout' }, async () => {
+    const r = await fetch(`${base}/`);
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('content-type') ?? '', /text\/html/);
+  });
+
   test("the image's HEALTHCHECK command reports healthy", () => {
     assert.match(cpu.healthcheck ?? '', /CMD \["node", "docker\/healthcheck\.mjs"\]/);
     const r = spawnSync('node', ['docker/healthcheck.mjs'], { cwd: app, env, encoding: 'utf8' });
