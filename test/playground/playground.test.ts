@@ -1,0 +1,266 @@
+// The playground page end to end in real headless Chromium (Debian's /usr/bin/chromium driven by playwright-core,
+// no browser download): the embedded server with the real tiny model, a prompt typed on the keyboard, the canvas
+// drawn step by step from the stream, replay, API errors, API keys, and a run done with the keyboard alone.
+
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { startEmbedded } from '../helpers/embedded.js';
+import { ROOT } from '../helpers/procs.js';
+import type { Started } from '../../src/main.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const OUTPUT_DIR = path.join(ROOT, 'test-output', 'playground');
+const MODEL = 'tiny-llada';
+/** Waits in the browser are generous: CI machines here have two loaded cores. */
+const WAIT_MS = 30_000;
+
+/** What the page sends for its controls (threshold left empty = fixed schedule), as an API request. */
+interface Controls {
+  prompt: string;
+  max_tokens: number;
+  steps: number;
+  block_length: number;
+  temperature: number;
+  seed: number;
+}
+
+async function launchChromium(): Promise<Browser> {
+  // A missing browser fails the suite with the fix, rather than skipping the page's only end-to-end check.
+  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: install it with \`apt-get install -y chromium\` (.ci/run does)`);
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+/** The non-streamed completion of the same request, through the API. */
+async function apiCompletion(url: string, controls: Controls, headers: Record<string, string> = {}): Promise<string> {
+  const response = await fetch(`${url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify({ model: MODEL, ...controls, remasking: 'low_confidence', threshold: null }),
+  });
+  assert.equal(response.status, 200, await response.clone().text());
+  const body = (await response.json()) as { choices: { text: string }[] };
+  return body.choices[0].text;
+}
+
+/** Replaces a field's value by keyboard: focus it, select all, type. */
+async function typeInto(page: Page, selector: string, text: string): Promise<void> {
+  await page.focus(selector);
+  await page.keyboard.press('ControlOrMeta+A');
+  await page.keyboard.type(text);
+}
+
+async function setControls(page: Page, controls: Controls): Promise<void> {
+  await typeInto(page, '#prompt', controls.prompt);
+  await typeInto(page, '#max-tokens', String(controls.max_tokens));
+  await typeInto(page, '#steps', String(controls.steps));
+  await typeInto(page, '#block-length', String(controls.block_length));
+  await typeInto(page, '#temperature', String(controls.temperature));
+  await typeInto(page, '#seed', String(controls.seed));
+}
+
+/**
+ * Records, in the page, every state of the canvas the page draws: the step counter and how many cells are masked.
+ * Installed before a run so that the test sees the intermediate steps, however fast the run goes.
+ */
+async function recordCanvas(page: Page): Promise<void> {
+  // Inline callbacks only: tsx would wrap a named local function in a helper that does not exist in the page.
+  await page.evaluate(() => {
+    const seen: { step: string; masked: number; cells: number }[] = [];
+    (window as any).canvasStates = seen;
+    new MutationObserver(() =>
+      seen.push({
+        step: document.getElementById('step-counter')!.textContent ?? '',
+        masked: document.querySelectorAll('#canvas .cell.masked').length,
+        cells: document.querySelectorAll('#canvas .cell').length,
+      }),
+    ).observe(document.querySelector('main')!, { subtree: true, childList: true, characterData: true, attributes: true });
+  });
+}
+
+const canvasStates = (page: Page) => page.evaluate(() => (window as any).canvasStates as { step: string; masked: number; cells: number }[]);
+const textOf = async (page: Page, selector: string) => (await page.textContent(selector)) ?? '';
+const maskedCells = (page: Page) => page.locator('#canvas .cell.masked').count();
+
+async function waitForFinish(page: Page): Promise<void> {
+  await page.waitForFunction(() => /^(Finished|Failed|Stopped)/.test(document.getElementById('status')!.textContent ?? ''), null, { timeout: WAIT_MS });
+  const status = await textOf(page, '#status');
+  assert.match(status, /^Finished/, `the run did not finish: ${status} ${await textOf(page, '#error')}`);
+}
+
+const spanLength = (c: Controls) => Math.ceil(c.max_tokens / c.block_length) * c.block_length;
+
+async function openPlayground(browser: Browser, url: string): Promise<Page> {
+  const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+  page.setDefaultTimeout(WAIT_MS);
+  await page.goto(`${url}/`);
+  return page;
+}
+
+describe('playground page (embedded server, headless Chromium)', () => {
+  let server: Started & { url: string };
+  let browser: Browser;
+
+  before(async () => {
+    mkdirSync(OUTPUT_DIR, { recursive: true });
+    browser = await launchChromium();
+    server = await startEmbedded();
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  test('GET / serves the page and its assets; unknown paths keep the API 404', async () => {
+    const html = await fetch(`${server.url}/`);
+    assert.equal(html.status, 200);
+    assert.match(html.headers.get('content-type') ?? '', /text\/html/);
+    for (const [asset, type] of [['/playground.js', /javascript/], ['/playground.css', /text\/css/]] as const) {
+      const response = await fetch(`${server.url}${asset}`);
+      assert.equal(response.status, 200, asset);
+      assert.match(response.headers.get('content-type') ?? '', type, asset);
+    }
+    const missing = await fetch(`${server.url}/no-such-page`);
+    assert.equal(missing.status, 404);
+    assert.equal(((await missing.json()) as any).error.code, 'not_found');
+  });
+
+  test('a run draws every step from masks to the final text, which equals the non-streamed completion', async () => {
+    const page = await openPlayground(browser, server.url);
+    const controls: Controls = { prompt: 'Once upon a time', max_tokens: 32, steps: 16, block_length: 8, temperature: 0, seed: 7 };
+    await setControls(page, controls);
+    await recordCanvas(page);
+    await page.click('#run');
+    await waitForFinish(page);
+
+    const states = await canvasStates(page);
+    const cells = spanLength(controls);
+    assert.ok(states.some((s) => s.cells === cells && s.masked === cells), 'the whole span was drawn masked before the first step');
+    const stepsDrawn = new Set(states.map((s) => s.step).filter((s) => /^\d+$/.test(s)));
+    assert.ok(stepsDrawn.size > 1, `more than one step drawn (saw ${[...stepsDrawn].join(', ')})`);
+    assert.equal(await maskedCells(page), 0, 'no masked placeholder left');
+    assert.equal(await page.locator('#canvas .block').count(), cells / controls.block_length, 'one group per block');
+    assert.equal(await textOf(page, '#output'), await apiCompletion(server.url, controls));
+    for (const figure of ['#steps-per-second', '#tokens-per-second', '#tokens-per-step']) {
+      assert.match(await textOf(page, figure), /^\d+(\.\d+)?$/, figure);
+    }
+    await page.screenshot({ path: path.join(OUTPUT_DIR, 'final.png'), fullPage: true });
+    await page.close();
+  });
+
+  test('replay scrubs through the recorded steps with the keyboard', async () => {
+    const page = await openPlayground(browser, server.url);
+    await setControls(page, { prompt: 'The old man', max_tokens: 32, steps: 16, block_length: 8, temperature: 0, seed: 11 });
+    await page.click('#run');
+    await waitForFinish(page);
+    const steps = Number(await page.getAttribute('#replay-step', 'max'));
+    assert.ok(steps > 1);
+    await page.focus('#replay-step');
+    await page.keyboard.press('Home');
+    assert.equal(await textOf(page, '#step-counter'), '1');
+    assert.ok((await maskedCells(page)) > 0, 'the first step still shows masks');
+    assert.equal(await page.locator('#canvas .cell.fresh').count() > 0, true, 'the first step highlights what it committed');
+    await page.keyboard.press('ArrowRight');
+    assert.equal(await page.inputValue('#replay-step'), '2');
+    await page.keyboard.press('End');
+    assert.equal(await maskedCells(page), 0);
+    await page.focus('#replay-previous');
+    await page.keyboard.press('Enter');
+    assert.equal(await page.inputValue('#replay-step'), String(steps - 1));
+    await page.focus('#replay-first');
+    await page.keyboard.press('Space');
+    assert.equal(await page.inputValue('#replay-step'), '1');
+    // A mid-run picture for the README (docs/playground.png is copied from it).
+    await page.focus('#replay-step');
+    for (let i = 0; i < Math.floor(steps / 2); i++) await page.keyboard.press('ArrowRight');
+    await page.screenshot({ path: path.join(OUTPUT_DIR, 'replay.png'), fullPage: true });
+    await page.close();
+  });
+
+  test('an API error is shown readably, with the field it is about marked', async () => {
+    const page = await openPlayground(browser, server.url);
+    await setControls(page, { prompt: 'Hello', max_tokens: 32, steps: 3, block_length: 8, temperature: 0, seed: 0 }); // 4 blocks: 3 steps is no multiple
+    await page.click('#run');
+    await page.waitForSelector('#error:not([hidden])', { timeout: WAIT_MS });
+    const error = await textOf(page, '#error');
+    assert.match(error, /multiple of the number of blocks/);
+    assert.match(error, /HTTP 400/);
+    assert.match(error, /param steps/);
+    assert.equal(await page.getAttribute('#steps', 'aria-invalid'), 'true');
+    assert.match(await textOf(page, '#status'), /^Failed/);
+    await page.close();
+  });
+
+  test('keyboard only: Tab through the fields in order, Space on Run, visible focus', async () => {
+    const keyboardPage = await openPlayground(browser, server.url);
+    const order = ['prompt', 'max-tokens', 'steps', 'block-length', 'remasking', 'threshold', 'temperature', 'seed', 'api-key', 'run'];
+    const focused = () => keyboardPage.evaluate(() => document.activeElement?.id ?? '');
+    for (let presses = 0; (await focused()) !== 'prompt'; presses++) {
+      assert.ok(presses < 5, 'the prompt is among the first stops of the tab order');
+      await keyboardPage.keyboard.press('Tab');
+    }
+    const controls: Controls = { prompt: 'The little dog', max_tokens: 16, steps: 8, block_length: 8, temperature: 0.7, seed: 3 };
+    const values: Record<string, string> = {
+      prompt: controls.prompt,
+      'max-tokens': String(controls.max_tokens),
+      steps: String(controls.steps),
+      'block-length': String(controls.block_length),
+      temperature: String(controls.temperature),
+      seed: String(controls.seed),
+    };
+    for (const id of order) {
+      assert.equal(await focused(), id, 'focus order');
+      if (id in values) {
+        await keyboardPage.keyboard.press('ControlOrMeta+A');
+        await keyboardPage.keyboard.type(values[id]);
+      }
+      if (id === 'run') break;
+      await keyboardPage.keyboard.press('Tab');
+    }
+    const outline = await keyboardPage.evaluate(() => getComputedStyle(document.activeElement!).outlineStyle);
+    assert.notEqual(outline, 'none', 'the focused Run button shows its focus');
+    await keyboardPage.keyboard.press('Space');
+    await waitForFinish(keyboardPage);
+    assert.equal(await maskedCells(keyboardPage), 0);
+    assert.equal(await textOf(keyboardPage, '#output'), await apiCompletion(server.url, controls));
+    assert.equal(await focused(), 'run', 'focus stays on Run after the run');
+    await keyboardPage.close();
+  });
+});
+
+describe('playground page with API keys', () => {
+  const key = 'playground-test-key';
+  let server: Started & { url: string };
+  let browser: Browser;
+
+  before(async () => {
+    browser = await launchChromium();
+    server = await startEmbedded({ API_KEYS: key });
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  test('without the key the 401 is shown; with it the run goes through, and the key never reaches storage or the URL', async () => {
+    const page = await openPlayground(browser, server.url);
+    const controls: Controls = { prompt: 'It was', max_tokens: 8, steps: 4, block_length: 8, temperature: 0, seed: 1 };
+    await setControls(page, controls);
+    await page.click('#run');
+    await page.waitForSelector('#error:not([hidden])', { timeout: WAIT_MS });
+    assert.match(await textOf(page, '#error'), /API key[\s\S]*HTTP 401[\s\S]*invalid_api_key/);
+
+    await typeInto(page, '#api-key', key);
+    await page.keyboard.press('Enter');
+    await waitForFinish(page);
+    assert.equal(await page.isHidden('#error'), true);
+    assert.equal(await textOf(page, '#output'), await apiCompletion(server.url, controls, { authorization: `Bearer ${key}` }));
+    const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie + location.href);
+    assert.ok(!stored.includes(key), 'the key is kept in page memory only');
+  });
+});
