@@ -55,13 +55,14 @@ async function typeInto(page: Page, selector: string, text: string): Promise<voi
   await page.keyboard.type(text);
 }
 
+/** The prompt is typed key by key; the numbers are filled in at once (the keyboard-only test types them too). */
 async function setControls(page: Page, controls: Controls): Promise<void> {
   await typeInto(page, '#prompt', controls.prompt);
-  await typeInto(page, '#max-tokens', String(controls.max_tokens));
-  await typeInto(page, '#steps', String(controls.steps));
-  await typeInto(page, '#block-length', String(controls.block_length));
-  await typeInto(page, '#temperature', String(controls.temperature));
-  await typeInto(page, '#seed', String(controls.seed));
+  await page.fill('#max-tokens', String(controls.max_tokens));
+  await page.fill('#steps', String(controls.steps));
+  await page.fill('#block-length', String(controls.block_length));
+  await page.fill('#temperature', String(controls.temperature));
+  await page.fill('#seed', String(controls.seed));
 }
 
 /**
@@ -95,7 +96,16 @@ async function waitForFinish(page: Page): Promise<void> {
 
 const spanLength = (c: Controls) => Math.ceil(c.max_tokens / c.block_length) * c.block_length;
 
-async function openPlayground(browser: Browser, url: string): Promise<Page> {
+let browser: Browser;
+before(async () => {
+  mkdirSync(OUTPUT_DIR, { recursive: true });
+  browser = await launchChromium();
+});
+after(async () => {
+  await browser?.close();
+});
+
+async function openPlayground(url: string): Promise<Page> {
   const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
   page.setDefaultTimeout(WAIT_MS);
   await page.goto(`${url}/`);
@@ -104,15 +114,11 @@ async function openPlayground(browser: Browser, url: string): Promise<Page> {
 
 describe('playground page (embedded server, headless Chromium)', () => {
   let server: Started & { url: string };
-  let browser: Browser;
 
   before(async () => {
-    mkdirSync(OUTPUT_DIR, { recursive: true });
-    browser = await launchChromium();
     server = await startEmbedded();
   });
   after(async () => {
-    await browser?.close();
     await server?.stop();
   });
 
@@ -131,7 +137,7 @@ describe('playground page (embedded server, headless Chromium)', () => {
   });
 
   test('a run draws every step from masks to the final text, which equals the non-streamed completion', async () => {
-    const page = await openPlayground(browser, server.url);
+    const page = await openPlayground(server.url);
     const controls: Controls = { prompt: 'Once upon a time', max_tokens: 32, steps: 16, block_length: 8, temperature: 0, seed: 7 };
     await setControls(page, controls);
     await recordCanvas(page);
@@ -154,7 +160,7 @@ describe('playground page (embedded server, headless Chromium)', () => {
   });
 
   test('replay scrubs through the recorded steps with the keyboard', async () => {
-    const page = await openPlayground(browser, server.url);
+    const page = await openPlayground(server.url);
     await setControls(page, { prompt: 'The old man', max_tokens: 32, steps: 16, block_length: 8, temperature: 0, seed: 11 });
     await page.click('#run');
     await waitForFinish(page);
@@ -183,7 +189,7 @@ describe('playground page (embedded server, headless Chromium)', () => {
   });
 
   test('an API error is shown readably, with the field it is about marked', async () => {
-    const page = await openPlayground(browser, server.url);
+    const page = await openPlayground(server.url);
     await setControls(page, { prompt: 'Hello', max_tokens: 32, steps: 3, block_length: 8, temperature: 0, seed: 0 }); // 4 blocks: 3 steps is no multiple
     await page.click('#run');
     await page.waitForSelector('#error:not([hidden])', { timeout: WAIT_MS });
@@ -197,7 +203,7 @@ describe('playground page (embedded server, headless Chromium)', () => {
   });
 
   test('keyboard only: Tab through the fields in order, Space on Run, visible focus', async () => {
-    const keyboardPage = await openPlayground(browser, server.url);
+    const keyboardPage = await openPlayground(server.url);
     const order = ['prompt', 'max-tokens', 'steps', 'block-length', 'remasking', 'threshold', 'temperature', 'seed', 'api-key', 'run'];
     const focused = () => keyboardPage.evaluate(() => document.activeElement?.id ?? '');
     for (let presses = 0; (await focused()) !== 'prompt'; presses++) {
@@ -236,19 +242,16 @@ describe('playground page (embedded server, headless Chromium)', () => {
 describe('playground page with API keys', () => {
   const key = 'playground-test-key';
   let server: Started & { url: string };
-  let browser: Browser;
 
   before(async () => {
-    browser = await launchChromium();
     server = await startEmbedded({ API_KEYS: key });
   });
   after(async () => {
-    await browser?.close();
     await server?.stop();
   });
 
   test('without the key the 401 is shown; with it the run goes through, and the key never reaches storage or the URL', async () => {
-    const page = await openPlayground(browser, server.url);
+    const page = await openPlayground(server.url);
     const controls: Controls = { prompt: 'It was', max_tokens: 8, steps: 4, block_length: 8, temperature: 0, seed: 1 };
     await setControls(page, controls);
     await page.click('#run');
