@@ -25,7 +25,8 @@ interface GoldenCase {
   expected: { token_ids: number[]; finish_reason: string; steps: number }[];
 }
 
-const golden = JSON.parse(readFileSync(path.join(ROOT, 'test/fixtures/golden/tiny-llada.json'), 'utf8')) as {
+const GOLDEN = process.env.DLLM_GOLDEN ?? path.join(ROOT, 'test/fixtures/golden/tiny-llada.json');
+const golden = JSON.parse(readFileSync(GOLDEN, 'utf8')) as {
   onnx_sha256: string;
   cases: GoldenCase[];
 };
