@@ -2,16 +2,22 @@
 // same environment (its ENV, with only PORT changed to a free port) and the same file layout (its COPY lines,
 // assembled in a temporary /app with dist/ compiled by the toolchain the build stage runs). Then GET /health, one
 // tiny completion, the image's HEALTHCHECK command, and SIGTERM for a clean exit.
+// Second, the compose `cpu` profile on the host: an `api` and a `worker-cpu` process from the same layout, each with
+// the environment compose gives its container (image ENV < env_file docker/env.example < the service's
+// environment), a private redis-server in place of the `redis` service.
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { parse } from 'yaml';
 import { freePort, waitFor } from '../helpers/net.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { entryCommand, readDockerfile, ROOT, type Stage } from './dockerfile.js';
+import { parseEnvFile } from './envfile.js';
 
 const df = readDockerfile();
 const cpu = df.stage('cpu');
@@ -46,51 +52,108 @@ function assemble(stage: Stage, app: string): void {
   }
 }
 
-describe('the CPU image entry command, run on the host', () => {
-  const tmp = mkdtempSync(path.join(os.tmpdir(), 'dllm-entry-'));
-  const app = path.join(tmp, 'app');
-  let proc: ChildProcess;
-  let logs = '';
-  let base = '';
-  let env: Record<string, string>;
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'dllm-entry-'));
+const app = path.join(tmp, 'app');
+let built: Promise<void> | null = null;
 
-  before(async () => {
+/** Compiles and lays out the image's /app once for this file. */
+function buildLayout(): Promise<void> {
+  return (built ??= (async () => {
     // The build stage's `npm run build` is `tsc -p tsconfig.json`; the same, written to a private outDir.
     // (A real directory inside app/, not a link: Node resolves packages from a module's real path.)
     const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json', '--outDir', path.join(app, 'dist')], { cwd: ROOT, encoding: 'utf8' });
     assert.equal(tsc.status, 0, `tsc failed (the image build would too):\n${tsc.stdout}${tsc.stderr}`);
     assemble(cpu, app);
+  })());
+}
+
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+interface Container {
+  proc: ChildProcess;
+  env: Record<string, string>;
+  logs: () => string;
+  stop(): Promise<number | null>;
+}
+
+/** Runs the image's entry command in the layout with `env` (and this host's PATH). */
+function runEntry(env: Record<string, string>): Container {
+  const full = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: tmp, ...env };
+  const [cmd, ...args] = entryCommand(cpu);
+  const proc = spawn(cmd, args, { cwd: app, env: full, stdio: ['ignore', 'pipe', 'pipe'] });
+  let logs = '';
+  proc.stdout!.on('data', (d) => (logs += d));
+  proc.stderr!.on('data', (d) => (logs += d));
+  return {
+    proc,
+    env: full,
+    logs: () => logs,
+    async stop() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
+      const exit = once(proc, 'exit');
+      proc.kill('SIGTERM');
+      const [code] = (await exit) as [number | null];
+      return code;
+    },
+  };
+}
+
+async function until<T>(c: Container, what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 90_000): Promise<T> {
+  const exited = once(c.proc, 'exit').then(([code]) => {
+    throw new Error(`the entry command exited (${code}) before ${what}:\n${c.logs()}`);
+  });
+  exited.catch(() => undefined);
+  return Promise.race([
+    waitFor(what, fn, timeoutMs, 200).catch((e: Error) => {
+      throw new Error(`${e.message}\n${c.logs()}`);
+    }),
+    exited,
+  ]);
+}
+
+function healthcheck(c: Container) {
+  return spawnSync('node', ['docker/healthcheck.mjs'], { cwd: app, env: c.env, encoding: 'utf8' });
+}
+
+async function completion(base: string): Promise<any> {
+  const r = await fetch(`${base}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'tiny-llada', prompt: 'The cat', max_tokens: 8, steps: 4, temperature: 0 }),
+  });
+  const body = (await r.json()) as any;
+  assert.equal(r.status, 200, JSON.stringify(body));
+  assert.equal(body.object, 'text_completion');
+  assert.equal(typeof body.choices[0].text, 'string');
+  assert.ok(body.usage.completion_tokens > 0 && body.usage.completion_tokens <= 8);
+  return body;
+}
+
+describe('the CPU image entry command, run on the host', () => {
+  let c: Container;
+  let base = '';
+
+  before(async () => {
+    await buildLayout();
     const port = await freePort();
-    env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: tmp, ...cpu.env, PORT: String(port) };
-    const [cmd, ...args] = entryCommand(cpu);
-    proc = spawn(cmd, args, { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    proc.stdout!.on('data', (d) => (logs += d));
-    proc.stderr!.on('data', (d) => (logs += d));
+    c = runEntry({ ...cpu.env, PORT: String(port) });
     base = `http://127.0.0.1:${port}`;
-    const exited = once(proc, 'exit').then(([code]) => {
-      throw new Error(`the entry command exited (${code}) before answering:\n${logs}`);
-    });
-    const healthy = waitFor('GET /health', async () => (await fetch(`${base}/health`)).ok, 90_000, 200).catch((e: Error) => {
-      throw new Error(`${e.message}\n${logs}`);
-    });
-    await Promise.race([healthy, exited]);
-    exited.catch(() => undefined);
+    await until(c, 'GET /health', async () => (await fetch(`${base}/health`)).ok);
   });
 
   after(async () => {
-    if (proc && proc.exitCode === null && proc.signalCode === null) {
-      proc.kill('SIGKILL');
-      await once(proc, 'exit');
+    if (c && c.proc.exitCode === null && c.proc.signalCode === null) {
+      c.proc.kill('SIGKILL');
+      await once(c.proc, 'exit');
     }
-    rmSync(tmp, { recursive: true, force: true });
   });
 
-  test('the command and environment are the image\'s', () => {
+  test("the command and environment are the image's", () => {
     assert.deepEqual(entryCommand(cpu), ['sh', 'docker/entrypoint.sh', 'node', 'dist/src/main.js']);
-    assert.equal(env.ROLE, 'all');
-    assert.equal(env.EXECUTION_PROVIDER, 'cpu');
-    assert.equal(env.MODEL_DIR, 'models/tiny-llada');
-    assert.equal(env.HOST, '0.0.0.0');
+    assert.equal(c.env.ROLE, 'all');
+    assert.equal(c.env.EXECUTION_PROVIDER, 'cpu');
+    assert.equal(c.env.MODEL_DIR, 'models/tiny-llada');
+    assert.equal(c.env.HOST, '0.0.0.0');
   });
 
   test('GET /health', async () => {
@@ -100,16 +163,7 @@ describe('the CPU image entry command, run on the host', () => {
   });
 
   test('one tiny completion', async () => {
-    const r = await fetch(`${base}/v1/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'tiny-llada', prompt: 'The cat', max_tokens: 8, steps: 4, temperature: 0 }),
-    });
-    const body = (await r.json()) as any;
-    assert.equal(r.status, 200, JSON.stringify(body));
-    assert.equal(body.object, 'text_completion');
-    assert.equal(typeof body.choices[0].text, 'string');
-    assert.ok(body.usage.completion_tokens > 0 && body.usage.completion_tokens <= 8);
+    await completion(base);
   });
 
   test('the static assets ship too: GET / serves the playground page', { skip: existsSync(path.join(ROOT, 'src/playground/public/index.html')) ? false : 'no playground in this checkout' }, async () => {
@@ -120,15 +174,79 @@ describe('the CPU image entry command, run on the host', () => {
 
   test("the image's HEALTHCHECK command reports healthy", () => {
     assert.match(cpu.healthcheck ?? '', /CMD \["node", "docker\/healthcheck\.mjs"\]/);
-    const r = spawnSync('node', ['docker/healthcheck.mjs'], { cwd: app, env, encoding: 'utf8' });
+    const r = healthcheck(c);
     assert.equal(r.status, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /^healthy: /);
   });
 
   test('SIGTERM (docker stop) ends it cleanly', async () => {
-    const exit = once(proc, 'exit');
-    proc.kill('SIGTERM');
-    const [code] = (await exit) as [number | null];
-    assert.equal(code, 0, logs);
+    assert.equal(await c.stop(), 0, c.logs());
+  });
+});
+
+describe('the compose cpu profile on the host: api + worker-cpu through Redis', () => {
+  const compose = parse(readFileSync(path.join(ROOT, 'docker/compose.yaml'), 'utf8'), { merge: true }) as any;
+  const envFile = parseEnvFile(readFileSync(path.join(ROOT, 'docker/env.example'), 'utf8'));
+  let redis: TestRedis;
+  let api: Container;
+  let worker: Container;
+  let base = '';
+
+  /** What compose gives the service's container: image ENV < env_file < environment; Redis and port are ours. */
+  function serviceEnv(name: string, overrides: Record<string, string>): Record<string, string> {
+    const svc = compose.services[name];
+    assert.equal(svc.build.target, 'cpu', `${name} runs the cpu image`);
+    assert.equal(svc.env_file, '.env');
+    const environment = Object.fromEntries(Object.entries(svc.environment as Record<string, string>).map(([k, v]) => [k, String(v)]));
+    for (const k of Object.keys(environment)) if (/\$\{/.test(environment[k])) delete environment[k];
+    return { ...cpu.env, ...envFile, ...environment, ...overrides };
+  }
+
+  before(async () => {
+    await buildLayout();
+    redis = await startRedis();
+    const port = await freePort();
+    worker = runEntry(serviceEnv('worker-cpu', { REDIS_URL: redis.url, ORT_THREADS: '1' }));
+    api = runEntry(serviceEnv('api', { REDIS_URL: redis.url, PORT: String(port) }));
+    base = `http://127.0.0.1:${port}`;
+    await until(api, 'the API answers /health', async () => (await fetch(`${base}/health`)).ok);
+    await until(worker, 'a worker is ready', async () => (await fetch(`${base}/ready`)).status === 200);
+  });
+
+  after(async () => {
+    for (const c of [api, worker]) {
+      if (c && c.proc.exitCode === null && c.proc.signalCode === null) {
+        c.proc.kill('SIGKILL');
+        await once(c.proc, 'exit');
+      }
+    }
+    await redis?.stop();
+  });
+
+  test('the roles are those of the compose services', () => {
+    assert.equal(api.env.ROLE, 'api');
+    assert.equal(worker.env.ROLE, 'worker');
+    assert.equal(worker.env.EXECUTION_PROVIDER, 'cpu');
+    assert.equal(api.env.MODEL_DIR, worker.env.MODEL_DIR);
+  });
+
+  test('GET /ready counts the worker; a completion goes through Redis', async () => {
+    const ready = (await (await fetch(`${base}/ready`)).json()) as any;
+    assert.equal(ready.transport, 'redis');
+    assert.equal(ready.workers, 1);
+    await completion(base);
+  });
+
+  test('HEALTHCHECK: the API by GET /health, the worker by its heartbeat in Redis', () => {
+    for (const c of [api, worker]) {
+      const r = healthcheck(c);
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+    }
+    assert.match(healthcheck(worker).stdout, /worker heartbeat fresh/);
+  });
+
+  test('SIGTERM ends both cleanly', async () => {
+    assert.equal(await api.stop(), 0, api.logs());
+    assert.equal(await worker.stop(), 0, worker.logs());
   });
 });
