@@ -41,7 +41,7 @@ if [ -n "${GPU_LEASE_DIR:-}" ] && [ -z "${DEVICE_ID:-}" ] \
     echo "dllm-serve: every GPU ($devices) is held by another worker on this host; run at most one worker per GPU" >&2
     exit 3
   fi
-  printf '%s pid %s\n' "$(hostname)" "$$" >&9
+  printf '%s pid %s\n' "$(uname -n)" "$$" >&9
   DEVICE_ID="$leased"
   export DEVICE_ID
   echo "dllm-serve: worker pinned to GPU $leased (lock $GPU_LEASE_DIR/gpu-$leased.lock)" >&2
