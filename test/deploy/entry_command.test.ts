@@ -206,6 +206,7 @@ describe('the compose cpu profile on the host: api + worker-cpu through Redis', 
     await buildLayout();
     redis = await startRedis();
     const port = await freePort();
+    // ORT_THREADS=1: this test's only departure from compose's environment, for small CI machines.
     worker = runEntry(serviceEnv('worker-cpu', { REDIS_URL: redis.url, ORT_THREADS: '1' }));
     api = runEntry(serviceEnv('api', { REDIS_URL: redis.url, PORT: String(port) }));
     base = `http://127.0.0.1:${port}`;
