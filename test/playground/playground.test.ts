@@ -138,7 +138,7 @@ describe('playground page (embedded server, headless Chromium)', () => {
 
   test('a run draws every step from masks to the final text, which equals the non-streamed completion', async () => {
     const page = await openPlayground(server.url);
-    const controls: Controls = { prompt: 'Once upon a time', max_tokens: 32, steps: 16, block_length: 8, temperature: 0, seed: 7 };
+    const controls: Controls = { prompt: 'Once upon a time', max_tokens: 16, steps: 8, block_length: 4, temperature: 0, seed: 7 };
     await setControls(page, controls);
     await recordCanvas(page);
     await page.click('#run');
@@ -170,9 +170,10 @@ describe('playground page (embedded server, headless Chromium)', () => {
     await page.keyboard.press('Home');
     assert.equal(await textOf(page, '#step-counter'), '1');
     assert.ok((await maskedCells(page)) > 0, 'the first step still shows masks');
-    assert.equal(await page.locator('#canvas .cell.fresh').count() > 0, true, 'the first step highlights what it committed');
+    assert.ok((await page.locator('#canvas .cell.fresh').count()) > 0, 'the first step highlights what it committed');
     await page.keyboard.press('ArrowRight');
     assert.equal(await page.inputValue('#replay-step'), '2');
+    assert.equal(await textOf(page, '#step-counter'), '2');
     await page.keyboard.press('End');
     assert.equal(await maskedCells(page), 0);
     await page.focus('#replay-previous');
@@ -190,7 +191,7 @@ describe('playground page (embedded server, headless Chromium)', () => {
 
   test('an API error is shown readably, with the field it is about marked', async () => {
     const page = await openPlayground(server.url);
-    await setControls(page, { prompt: 'Hello', max_tokens: 32, steps: 3, block_length: 8, temperature: 0, seed: 0 }); // 4 blocks: 3 steps is no multiple
+    await setControls(page, { prompt: 'Hello', max_tokens: 16, steps: 3, block_length: 4, temperature: 0, seed: 0 }); // 4 blocks: 3 steps is no multiple
     await page.click('#run');
     await page.waitForSelector('#error:not([hidden])', { timeout: WAIT_MS });
     const error = await textOf(page, '#error');
