@@ -84,6 +84,13 @@ def padded_batch(short_docs: list[np.ndarray], rows: int, length: int, rng: np.r
     return torch.from_numpy(x), torch.from_numpy(maskable)
 
 
+def stratified_times(rows: int) -> torch.Tensor:
+    """t for each row of a batch, one per stratum of (0, 1] with a shared random offset: MDLM's low-discrepancy
+    sampler (Sahoo et al. 2024), which keeps every batch's mix of masking rates even and so cuts the variance of the
+    1/t-weighted loss at small batch sizes."""
+    return 1.0 - (torch.rand(1) + torch.arange(rows) / rows) % 1.0
+
+
 def masked_diffusion_loss(model: LLaDA, x: torch.Tensor, maskable: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """LLaDA's objective: mean over maskable positions of 1/p * CE at the masked ones. t: [N] in (0, 1]."""
     p = ((1 - EPS) * t + EPS)[:, None].expand_as(x)  # [N, L]
@@ -183,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
             x, maskable = padded_batch(short_docs, 2 * args.batch_size, args.padded_len, rng)
         else:
             x, maskable = stream_batch(stream, args.batch_size, args.seq_len, rng)
-        t = torch.rand(x.shape[0])
+        t = stratified_times(x.shape[0])
         loss = masked_diffusion_loss(model, x, maskable, t)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
