@@ -127,9 +127,12 @@ function layOutCanvas(spanLength, blockLength) {
   for (let start = 0; start < spanLength; start += blockLength) {
     const block = document.createElement('div');
     block.className = 'block';
+    block.setAttribute('role', 'group');
     const label = document.createElement('span');
     label.className = 'block-label';
+    label.id = `block-label-${blocks.length}`;
     label.textContent = `block ${blocks.length}`;
+    block.setAttribute('aria-labelledby', label.id);
     block.append(label);
     for (let position = start; position < Math.min(start + blockLength, spanLength); position++) {
       const cell = document.createElement('span');
@@ -254,7 +257,6 @@ function takeChunk(run, chunk) {
     }
     return;
   }
-  if (step.canvas.length !== run.cells.length) Object.assign(run, layOutCanvas(step.canvas.length, run.blockLength));
   for (const c of step.committed) run.tokens[c.position] = { text: c.text, confidence: c.confidence };
   run.committedSoFar += step.committed.length;
   run.snapshots.push({
@@ -269,7 +271,7 @@ function takeChunk(run, chunk) {
   drawStep(run, run.snapshots.length - 1);
 }
 
-async function run() {
+async function startRun() {
   clearError();
   let request;
   try {
@@ -287,7 +289,6 @@ async function run() {
   outputBox.textContent = '';
   const spanLength = Math.ceil(request.max_tokens / request.block_length) * request.block_length;
   current = {
-    blockLength: request.block_length,
     ...layOutCanvas(spanLength, request.block_length),
     tokens: [],
     snapshots: [],
@@ -333,7 +334,7 @@ async function run() {
 
 form.addEventListener('submit', (event) => {
   event.preventDefault();
-  if (!inFlight) void run();
+  if (!inFlight) void startRun();
 });
 // In the prompt, Enter makes a new line; Ctrl+Enter (Cmd+Enter) runs.
 promptBox.addEventListener('keydown', (event) => {
