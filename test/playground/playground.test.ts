@@ -203,6 +203,21 @@ describe('playground page (embedded server, headless Chromium)', () => {
     await page.close();
   });
 
+  test('Stop ends a run between steps; its steps so far can be replayed', async () => {
+    const page = await openPlayground(server.url);
+    await setControls(page, { prompt: 'A long time ago', max_tokens: 128, steps: 128, block_length: 32, temperature: 0, seed: 5 });
+    await page.focus('#run');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => /^\d+$/.test(document.getElementById('step-counter')!.textContent ?? ''));
+    await page.focus('#stop');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => /^Stopped/.test(document.getElementById('status')!.textContent ?? ''));
+    assert.ok((await maskedCells(page)) > 0, 'a stopped run leaves masks');
+    assert.equal(await page.isDisabled('#replay-step'), false, 'replay is open');
+    assert.equal(await page.evaluate(() => document.activeElement?.id), 'run', 'focus goes back to Run, not to the page');
+    await page.close();
+  });
+
   test('keyboard only: Tab through the fields in order, Space on Run, visible focus', async () => {
     const keyboardPage = await openPlayground(server.url);
     const order = ['prompt', 'max-tokens', 'steps', 'block-length', 'remasking', 'threshold', 'temperature', 'seed', 'api-key', 'run'];
