@@ -162,7 +162,8 @@ describe('playground page (embedded server, headless Chromium)', () => {
   test('replay scrubs through the recorded steps with the keyboard', async () => {
     const page = await openPlayground(server.url);
     await setControls(page, { prompt: 'The old man', max_tokens: 32, steps: 16, block_length: 8, temperature: 0, seed: 11 });
-    await page.click('#run');
+    await page.focus('#prompt');
+    await page.keyboard.press('Control+Enter'); // runs from the prompt box
     await waitForFinish(page);
     const steps = Number(await page.getAttribute('#replay-step', 'max'));
     assert.ok(steps > 1);
