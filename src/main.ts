@@ -98,7 +98,16 @@ export async function start(config: Config, log: Logger = pino({ level: config.l
       if (server) await server.close();
       if (transport) await transport.close();
       if (worker) await worker.close();
-      if (engine) await engine.close();
+      if (engine) {
+        // Cancelled sequences leave at the next step boundary: let the step in flight finish before the session goes.
+        const until = Date.now() + 5000;
+        for (;;) {
+          const h = await engine.health();
+          if ((h.activeSequences === 0 && h.waitingSequences === 0) || Date.now() > until) break;
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        await engine.close();
+      }
     })());
   return { config, server, url, engine, transport, worker, stop };
 }

@@ -51,9 +51,8 @@ export class LocalTransport implements Transport {
     }
   }
 
+  /** Stops admitting; the engine belongs to whoever created it (main.ts closes it). */
   async close(): Promise<void> {
     this.closed = true;
-    const e = this.engine as EngineClient & { close?: () => Promise<void> | void };
-    if (typeof e.close === 'function') await e.close();
   }
 }

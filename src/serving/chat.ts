@@ -8,7 +8,7 @@ import { SYSTEM_FINGERPRINT, completionId } from './ids.js';
 import { renderChat, type ServingModel } from './model.js';
 import type { ServingObserver } from './observe.js';
 import { resolveParams } from './params.js';
-import { Run, addUsage } from './run.js';
+import { Run, addUsage, admitted } from './run.js';
 import { ChoiceText } from './text.js';
 
 export interface PreparedChat {
@@ -136,6 +136,7 @@ export async function* chatChunks(p: PreparedChat, run: Run, obs: ServingObserve
     }
     return t;
   };
+  const events = await admitted(run);
   // OpenAI's first chunk of each choice carries the role.
   yield {
     ...base,
@@ -147,7 +148,7 @@ export async function* chatChunks(p: PreparedChat, run: Run, obs: ServingObserve
     })),
     ...extra,
   };
-  for await (const { event } of run.events()) {
+  for await (const { event } of events) {
     if (event.type === 'step') {
       if (first) {
         first = false;

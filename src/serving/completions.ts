@@ -7,7 +7,7 @@ import { SYSTEM_FINGERPRINT, completionId } from './ids.js';
 import type { ServingModel } from './model.js';
 import type { ServingObserver } from './observe.js';
 import { resolveParams } from './params.js';
-import { Run, addUsage } from './run.js';
+import { Run, addUsage, admitted } from './run.js';
 import { ChoiceText } from './text.js';
 
 export interface Prepared {
@@ -169,6 +169,7 @@ export async function* completionChunks(p: Prepared, run: Run, obs: ServingObser
     }
     return t;
   };
+  const events = await admitted(run);
   if (p.echo) {
     const choices = [];
     for (let part = 0; part < p.requests.length; part++) {
@@ -176,7 +177,7 @@ export async function* completionChunks(p: Prepared, run: Run, obs: ServingObser
     }
     yield { ...base, choices, ...extra };
   }
-  for await (const { part, event } of run.events()) {
+  for await (const { part, event } of events) {
     if (event.type === 'step') {
       if (first) {
         first = false;

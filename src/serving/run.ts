@@ -96,3 +96,21 @@ export function addUsage(a: Usage, b: Usage): Usage {
     totalTokens: a.totalTokens + b.totalTokens,
   };
 }
+
+/**
+ * The run's events with the first one awaited up front: the caller learns of admission errors (queue full,
+ * validation) before it sends anything, so that they become plain HTTP errors rather than stream errors.
+ */
+export async function admitted(run: Run): Promise<AsyncGenerator<TaggedEvent>> {
+  const it = run.events();
+  const head = await it.next();
+  return (async function* () {
+    try {
+      if (head.done) return;
+      yield head.value;
+      yield* it;
+    } finally {
+      await it.return(undefined);
+    }
+  })();
+}

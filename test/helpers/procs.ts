@@ -17,7 +17,7 @@ export interface RoleProcess {
 }
 
 /** Starts `node src/main.ts` with the environment given and waits for the log line `readyMsg`. */
-export async function startRole(env: Record<string, string>, readyMsg: string, timeoutMs = 60_000): Promise<RoleProcess> {
+export async function startRole(env: Record<string, string>, readyMsg: string, timeoutMs = 180_000): Promise<RoleProcess> {
   const proc = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/main.ts')], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', MODEL_DIR, LOG_LEVEL: 'info', ...env },

@@ -100,7 +100,7 @@ describe('Redis mode: cancellation, queue bound, worker crash', () => {
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ ...LONG, max_tokens: 8, steps: 8 }),
     });
-    assert.equal(res.status, 429);
+    assert.equal(res.status, 429, await res.clone().text());
     assert.ok(Number(res.headers.get('retry-after')) >= 1);
     assert.equal(((await res.json()) as any).error.code, 'queue_full');
     acs.forEach((ac) => ac.abort());
@@ -109,7 +109,7 @@ describe('Redis mode: cancellation, queue bound, worker crash', () => {
       const r = (await (await fetch(`${smallUrl}/ready`)).json()) as any;
       return r.queued === 0 && r.active_sequences === 0;
     }, 10_000);
-    assert.deepEqual((await redis.client.keys('dllm:small:ev:*')).length, 0);
+    await waitFor('no event streams left', async () => (await redis.client.keys('dllm:small:ev:*')).length === 0, 5_000);
   });
 
   test('killing the worker mid-generation: the request still ends cleanly within the time limit', async (t) => {
@@ -148,5 +148,19 @@ describe('Redis mode: cancellation, queue bound, worker crash', () => {
       assert.deepEqual(steps, steps.map((_, i) => i), 'no step repeated or missing across the restart');
     }
     await waitFor('no keys of the request left', async () => (await keysOf(raw.events[0].id)).length === 0, 5_000);
+  });
+});
+
+describe('Redis mode: logs', () => {
+  test('JSON lines with request ids, and no prompt or completion text at info level', () => {
+    const api = procs[1].logs.map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.ok(api.some((l) => typeof l.reqId === 'string' && l.msg === 'generation admitted'));
+    for (const p of procs) {
+      for (const line of p.logs) {
+        for (const secret of ['Once upon a time', 'The cat sat on the', 'Tell me about cats']) {
+          assert.ok(!line.includes(secret), `log line holds prompt text: ${line.slice(0, 200)}`);
+        }
+      }
+    }
   });
 });
