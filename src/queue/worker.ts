@@ -99,7 +99,7 @@ export class QueueWorker {
       if ((await this.conn.exists(this.k.cancel(req.id))) === 1) state.cancelled = true;
       if (state.cancelled) return;
       await this.emit(req.id, { type: 'attempt', worker: this.id });
-      log.debug({ promptTokens: req.promptTokenIds.length }, 'job started');
+      log.info({ promptTokens: req.promptTokenIds.length, attempt: job.attemptsStarted }, 'job started');
       for await (const ev of this.engine.generate(req)) {
         if (state.cancelled) break;
         await this.emit(req.id, ev);
