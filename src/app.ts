@@ -1,6 +1,7 @@
 // The application as a Fastify plugin (fastify/demo style): external plugins, the error handler, the routes.
 // main.ts builds the server around it; tests register it the same way.
 
+import { randomUUID } from 'node:crypto';
 import fp from 'fastify-plugin';
 import type { FastifyError, FastifyInstance } from 'fastify';
 import type { Config } from './config.js';
@@ -43,7 +44,12 @@ export function serverOptions(config: Config, logger: boolean | object = { level
   return {
     logger,
     bodyLimit: config.bodyLimitBytes,
-    requestIdHeader: 'x-request-id',
+    // The client's x-request-id when it is a sane token, else a fresh one (ids end up in every log line).
+    requestIdHeader: false,
+    genReqId: (req: { headers: Record<string, string | string[] | undefined> }) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && /^[A-Za-z0-9._:-]{1,128}$/.test(given) ? given : randomUUID();
+    },
     return503OnClosing: true,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false } },
   } as const;

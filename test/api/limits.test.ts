@@ -134,6 +134,8 @@ describe('API keys, rate limit, request ids', () => {
     const app = s.server!.server;
     assert.equal((await request(app).get('/health').set('x-request-id', 'abc-123')).headers['x-request-id'], 'abc-123');
     assert.ok((await request(app).get('/health')).headers['x-request-id']);
+    const odd = (await request(app).get('/health').set('x-request-id', 'x'.repeat(500))).headers['x-request-id'];
+    assert.ok(odd && odd.length < 100, 'an oversized id is replaced');
     assert.equal((await request(app).get('/nope')).status, 404);
   });
 });
