@@ -167,3 +167,20 @@ describe('Redis mode: logs', () => {
     }
   });
 });
+
+describe('Redis mode: graceful shutdown', () => {
+  test('SIGTERM: the worker finishes its running job, then both roles exit with 0', async () => {
+    const [worker, api] = [procs[0], procs[1]];
+    let stopping: Promise<number | null> | null = null;
+    const raw = await readSse(`${apiUrl}/v1/completions`, { ...LONG, stream: true }, {
+      onEvent: (ev) => {
+        if (ev.choices?.[0]?.diffusion?.step === 2 && !stopping) stopping = worker.stop();
+      },
+    });
+    assert.ok(stopping, 'the worker was asked to stop mid-generation');
+    assert.equal(raw.data.at(-1), '[DONE]');
+    assert.ok(raw.events.some((e) => e.choices?.[0]?.finish_reason), 'the running job finished');
+    assert.equal(await stopping, 0);
+    assert.equal(await api.stop(), 0);
+  });
+});
