@@ -350,8 +350,10 @@ class ReferenceSampler:
 
 
 def result(seq: Sequence) -> dict:
+    """The choice's tokens, end and steps; `canvas`: the whole generated span when it ended (None = still masked)."""
     reason, length = seq.end
-    return {"token_ids": seq.generated()[:length], "finish_reason": reason, "steps": seq.steps}
+    canvas = [None if t == seq.mask_id else t for t in seq.generated()]
+    return {"token_ids": seq.generated()[:length], "finish_reason": reason, "steps": seq.steps, "canvas": canvas}
 
 
 # --- golden vectors ---------------------------------------------------------------------------------------------
@@ -365,6 +367,8 @@ PROMPTS = [
     "The history of the city begins with",
     "He never thought that the letter would",
     "It was a dark and stormy night;",
+    "<|start_header_id|>user<|end_header_id|>\n\nTell me about the sea.<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n",
 ]
 
 # A decision closer than this (logits, probabilities, entropies) may go either way between PyTorch and ONNX Runtime
@@ -395,6 +399,8 @@ GOLDEN_CASES = [
     ("lowconf-block8-steps=len/2-b", 6, Params(max_tokens=24, steps=12, block_length=8), 1, None),
     ("random-seed99-block8", 7, Params(max_tokens=32, steps=32, block_length=8, remasking="random", seed=99), 1, None),
     ("threshold0.9-whole-span", 4, Params(max_tokens=48, steps=48, block_length=48, threshold=0.9), 1, None),
+    ("chat-lowconf-block16", 8, Params(max_tokens=32, steps=32, block_length=16), 1, None),
+    ("chat-threshold0.9-block32", 8, Params(max_tokens=32, steps=32, block_length=32, threshold=0.9), 1, None),
     ("temperature0.5-seed7-random", 5, Params(max_tokens=32, steps=16, block_length=16, temperature=0.5, seed=7,
                                               remasking="random"), 1, None),
 ]

@@ -22,7 +22,7 @@ interface GoldenCase {
   /** The reference saw a decision closer than float32 rounding can be trusted with (see reference_generate.py). */
   near_tie: boolean;
   min_margin: number | null;
-  expected: { token_ids: number[]; finish_reason: string; steps: number }[];
+  expected: { token_ids: number[]; finish_reason: string; steps: number; canvas: (number | null)[] }[];
 }
 
 const GOLDEN = process.env.DLLM_GOLDEN ?? path.join(ROOT, 'test/fixtures/golden/tiny-llada.json');
@@ -54,8 +54,13 @@ for (const c of golden.cases) {
   const todo = c.near_tie ? `near-tie decision in the reference (margin ${c.min_margin})` : undefined;
   test(`golden: ${c.name}`, { skip: SKIP_NO_MODEL, todo }, async () => {
     assert.deepEqual(model.tokenizer.encode(c.prompt), c.prompt_token_ids, 'TypeScript and Python tokenizers agree');
-    const events = await collect(engine.generate(request(`golden-${c.name}`, c.prompt_token_ids, c.params, { n: c.n, suffixTokenIds: c.suffix_token_ids })));
-    const got = finishes(events).map((f) => ({ token_ids: f.tokenIds, finish_reason: f.finishReason, steps: f.steps }));
+    const events = await collect(
+      engine.generate(request(`golden-${c.name}`, c.prompt_token_ids, c.params, { n: c.n, suffixTokenIds: c.suffix_token_ids, includeCanvas: true })),
+    );
+    // The last step event of each choice carries its whole span, also what was committed after an end-of-text.
+    const canvas = new Map<number, (number | null)[]>();
+    for (const e of events) if (e.type === 'step') canvas.set(e.index, e.canvas!);
+    const got = finishes(events).map((f) => ({ token_ids: f.tokenIds, finish_reason: f.finishReason, steps: f.steps, canvas: canvas.get(f.index) }));
     assert.deepEqual(got, c.expected);
   });
 }
