@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { Template } from '@huggingface/jinja';
 import { openEngine, type DiffusionEngine, type EngineStats } from '../src/engine/engine.js';
 import { defaultSamplingParams } from '../src/engine/model_folder.js';
 import type { FinishEvent, SamplingParams } from '../src/engine/types.js';
@@ -28,23 +29,26 @@ const { values: args } = parseArgs({
   },
 });
 
-const PROMPTS = [
+// Half plain continuations, half chat turns rendered with the model's chat template.
+const PLAIN = [
   'The old man looked at the sea and said',
   'Once upon a time, there was a little girl who',
   'The committee announced on Tuesday that',
-  'Q: What is the capital of France?\nA:',
   'She opened the door and',
   'In the morning the village was quiet, and',
   'He never thought that the letter would',
   'The history of the city begins with',
-  'A good friend is someone who',
-  'After the war, the family moved to',
-  'The scientist looked at the results and',
-  'It is a truth universally acknowledged that',
   'When the rain finally stopped,',
-  'The president said in a statement that',
-  'My favourite food is',
-  'The train left the station at',
+];
+const CHAT = [
+  'Tell me about the sea.',
+  'What is the capital of France?',
+  'Write a short poem about the rain.',
+  'Who was the first president of the United States?',
+  'Give me three reasons to read books.',
+  'What do you do on a Sunday morning?',
+  'Describe a busy city street.',
+  'Why is the sky blue?',
 ];
 
 interface RunResult {
@@ -86,6 +90,10 @@ async function runBatch(engine: DiffusionEngine, prompts: number[][], params: Sa
 }
 
 const { engine, model } = await openEngine({ modelDir: args.model, provider: 'cpu', threads, maxBatchSize: Math.max(...batches) });
+const template = model.spec.chatTemplate === null ? null : new Template(model.spec.chatTemplate);
+const chat = (content: string) =>
+  template === null ? content : template.render({ messages: [{ role: 'user', content }], add_generation_prompt: true, bos_token: '', eos_token: '' });
+const PROMPTS = [...PLAIN, ...CHAT.map(chat)];
 const encoded = PROMPTS.map((p) => model.tokenizer.encode(p));
 const base = { ...defaultSamplingParams(model.spec), maxTokens, blockLength, temperature: 0, remasking: 'low_confidence' as const };
 const modes = {
@@ -195,7 +203,7 @@ const md = [
     `Node ${machine.node}, onnxruntime-node ${machine.onnxruntime_node} (CPU, ${threads} threads), torch ${machine.torch} (${threads} threads) · ` +
     `load average at the end ${machine.load_average.join(' ')}`,
   '',
-  `Workload: ${PROMPTS.length} prompts cycled to fill each batch, greedy, low_confidence, max_tokens ${maxTokens}, block_length ${blockLength}; ` +
+  `Workload: ${PROMPTS.length} prompts (${PLAIN.length} plain continuations, ${CHAT.length} chat turns in the model's template) cycled to fill each batch, greedy, low_confidence, max_tokens ${maxTokens}, block_length ${blockLength}; ` +
     `(a) fixed schedule, steps = ${maxTokens}; (b) threshold 0.9. All requests of a batch start together; end-of-text ends a sequence early. ` +
     'Tokens = tokens committed. ORT = time inside session.run (measured in the worker thread); hand-off = worker messaging; JS = the rest of the step (batching, sampler, events).',
   '',
