@@ -181,7 +181,7 @@ def dllm_json(model: LLaDA, k: int, name: str, fp16: bool, chat_template: str | 
         "max_sequence_length": model.config.max_sequence_length,
         "topk": k,
         "chat_template": chat_template,
-        "generation_defaults": {"max_tokens": 64, "steps": 64, "block_length": 32, "remasking": "low_confidence",
+        "generation_defaults": {"max_tokens": 64, "steps": 64, "block_length": 8, "remasking": "low_confidence",
                                 "threshold": None, "temperature": 0.0},
         "onnx": {"fp32": "model.onnx", "fp16": "model.fp16.onnx" if fp16 else None},
         "model_config": model.config.to_dict(),

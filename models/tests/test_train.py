@@ -12,7 +12,7 @@ def test_loss_falls_and_training_resumes(corpus_dir, tmp_path):
     train.main(args + ["--max-steps", "40"])  # resumes from the step-20 checkpoint
     records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
     valid = [r["valid"]["mean"] for r in records if "valid" in r]
-    steps = [r["step"] for r in records if "loss" in r]
+    steps = [r["step"] for r in records if "window_loss" in r]
     assert steps == list(range(10, 41, 10))  # no step repeated or skipped across the resume
     assert len(valid) == 2 and valid[1] < valid[0] < 8.5
     assert os.path.exists(tmp_path / "ckpt.pt")
