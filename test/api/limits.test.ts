@@ -8,10 +8,19 @@ import OpenAI from 'openai';
 import { startEmbedded } from '../helpers/embedded.js';
 import { readSse } from '../helpers/sse.js';
 import { sleep, waitFor } from '../helpers/net.js';
+import { findLongRequest } from '../helpers/long.js';
 import type { Started } from '../../src/main.js';
 
 const MODEL = 'tiny-llada';
-const LONG = { model: MODEL, prompt: 'Once upon a time', max_tokens: 64, steps: 64 };
+const SHORT = { model: MODEL, prompt: 'Once upon a time', max_tokens: 8, steps: 8 };
+/** A seeded request that runs many steps on this model (see helpers/long.ts). */
+let LONG: Record<string, unknown>;
+
+before(async () => {
+  const probe = await startEmbedded({});
+  LONG = (await findLongRequest(probe.url)).body;
+  await probe.stop();
+});
 
 describe('one batch slot, one queue place', () => {
   let s: Started & { url: string };
@@ -29,7 +38,7 @@ describe('one batch slot, one queue place', () => {
       const st = await s.transport!.status();
       return st.activeSequences + st.queued >= 2;
     });
-    const res = await request(s.server!.server).post('/v1/completions').send({ ...LONG, max_tokens: 8, steps: 8 });
+    const res = await request(s.server!.server).post('/v1/completions').send(SHORT);
     assert.equal(res.status, 429);
     assert.equal(res.body.error.type, 'rate_limit_error');
     assert.ok(Number(res.headers['retry-after']) >= 1);
@@ -40,7 +49,7 @@ describe('one batch slot, one queue place', () => {
     controllers.forEach((c) => c.abort());
     await Promise.all(running);
     await waitFor('slots free', async () => (await s.transport!.status()).activeSequences === 0);
-    const ok = await request(s.server!.server).post('/v1/completions').send({ ...LONG, max_tokens: 8, steps: 8 });
+    const ok = await request(s.server!.server).post('/v1/completions').send(SHORT);
     assert.equal(ok.status, 200);
   });
 
@@ -72,21 +81,20 @@ describe('one batch slot, one queue place', () => {
 describe('request time limit', () => {
   let s: Started & { url: string };
   before(async () => {
-    s = await startEmbedded({ REQUEST_TIMEOUT_MS: '1000' });
+    s = await startEmbedded({ REQUEST_TIMEOUT_MS: '100' });
   });
   after(async () => {
     await s.stop();
   });
-  const long = { ...LONG, max_tokens: 256 - 8, block_length: 8, steps: 248 };
 
   test('non-streamed: 504 with the OpenAI error shape', async () => {
-    const res = await request(s.server!.server).post('/v1/completions').send({ ...long, prompt: 'Once' });
+    const res = await request(s.server!.server).post('/v1/completions').send(LONG);
     assert.equal(res.status, 504);
     assert.equal(res.body.error.code, 'timeout');
   });
 
   test('streamed: an error chunk, then [DONE]', async (t) => {
-    const raw = await readSse(`${s.url}/v1/completions`, { ...long, prompt: 'Once', stream: true });
+    const raw = await readSse(`${s.url}/v1/completions`, { ...LONG, stream: true });
     if (raw.status === 504) {
       // A machine so slow that not even the first step came within the limit: a plain error, before any chunk.
       t.diagnostic('the first step did not come within the time limit');
@@ -94,7 +102,6 @@ describe('request time limit', () => {
       assert.equal(raw.status, 200);
       assert.equal(raw.data.at(-1), '[DONE]');
       assert.equal(raw.events.at(-1).error.code, 'timeout');
-      assert.ok(raw.events.length > 1, 'steps streamed before the error');
     }
     await waitFor('slot freed', async () => (await s.engine!.health()).activeSequences === 0, 5_000, 5);
   });
@@ -143,12 +150,28 @@ describe('API keys, rate limit, request ids', () => {
 describe('graceful shutdown', () => {
   test('running generations finish before the server stops', async () => {
     const s = await startEmbedded({});
-    const running = readSse(`${s.url}/v1/completions`, { ...LONG, max_tokens: 32, steps: 32, stream: true });
+    const running = readSse(`${s.url}/v1/completions`, { ...LONG, stream: true });
     await waitFor('generation running', async () => (await s.engine!.health()).activeSequences > 0, 10_000, 5);
     await sleep(20);
     await s.stop();
     const raw = await running;
     assert.equal(raw.data.at(-1), '[DONE]');
     assert.ok(raw.events.some((e) => e.choices?.[0]?.finish_reason), 'the generation finished');
+  });
+
+  test('past SHUTDOWN_TIMEOUT_MS a running stream ends with an error chunk, then [DONE]', async () => {
+    const s = await startEmbedded({ SHUTDOWN_TIMEOUT_MS: '0' });
+    let stopping: Promise<void> | null = null;
+    const raw = await readSse(`${s.url}/v1/completions`, { ...LONG, stream: true }, {
+      onEvent: (ev) => {
+        if (ev.choices?.[0]?.diffusion?.step === 1 && !stopping) stopping = s.stop();
+      },
+    });
+    await stopping;
+    assert.equal(raw.status, 200);
+    assert.equal(raw.data.at(-1), '[DONE]');
+    const last = raw.events.at(-1);
+    assert.equal(last.error.code, 'not_ready', JSON.stringify(last));
+    assert.ok(raw.events.length > 1, 'steps came before the error');
   });
 });

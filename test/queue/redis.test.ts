@@ -8,8 +8,11 @@ import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startRole, urlOf, type RoleProcess } from '../helpers/procs.js';
 import { readSse } from '../helpers/sse.js';
 import { waitFor } from '../helpers/net.js';
+import { findLongRequest } from '../helpers/long.js';
 
-const LONG = { model: MODEL, prompt: 'Once upon a time', max_tokens: 64, steps: 64 };
+const SHORT = { model: MODEL, prompt: 'Once upon a time', max_tokens: 8, steps: 8 };
+/** A seeded request that runs many steps on this model (see helpers/long.ts). */
+let LONG: Record<string, unknown>;
 const TIMEOUT_MS = 60_000;
 
 let redis: TestRedis;
@@ -40,6 +43,7 @@ before(async () => {
   smallWorker = started[2];
   noWorkerUrl = urlOf(started[4]);
   for (const u of [apiUrl, smallUrl]) await waitFor('ready', async () => (await fetch(`${u}/ready`)).status === 200);
+  LONG = (await findLongRequest(apiUrl)).body;
 });
 
 after(async () => {
@@ -98,7 +102,7 @@ describe('Redis mode: cancellation, queue bound, worker crash', () => {
     const res = await fetch(`${smallUrl}/v1/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ ...LONG, max_tokens: 8, steps: 8 }),
+      body: JSON.stringify(SHORT),
     });
     assert.equal(res.status, 429, await res.clone().text());
     assert.ok(Number(res.headers.get('retry-after')) >= 1);
@@ -117,7 +121,7 @@ describe('Redis mode: cancellation, queue bound, worker crash', () => {
     const second = await startRole({ REDIS_URL: redis.url, JOB_LOCK_MS: '2000', STALLED_INTERVAL_MS: '1000', ROLE: 'worker', QUEUE_NAME: 'small', MAX_BATCH_SIZE: '1' }, 'worker started');
     procs.push(second);
     const workers = [smallWorker, second];
-    const body = { ...LONG, temperature: 0.8, seed: 99 };
+    const body = LONG;
     const reference = (await (await fetch(`${smallUrl}/v1/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
