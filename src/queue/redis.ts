@@ -11,6 +11,7 @@ import {
   type EngineHealth,
   type GenerateRequest,
 } from '../engine/types.js';
+import { ApiError } from '../serving/errors.js';
 import { keys, WORKER_STALE_MS, type WireEvent } from './keys.js';
 import type { Transport, TransportStatus } from './transport.js';
 
@@ -37,7 +38,7 @@ export class RedisTransport implements Transport {
   constructor(private readonly opts: RedisTransportOptions) {
     this.conn = new Redis(opts.redisUrl, { maxRetriesPerRequest: 3, enableOfflineQueue: true, lazyConnect: false });
     this.conn.on('error', () => undefined); // readiness reports it
-    this.queue = new Queue(opts.queueName, { connection: this.conn.duplicate({ maxRetriesPerRequest: null }) });
+    this.queue = new Queue(opts.queueName, { connection: this.conn.duplicate({ maxRetriesPerRequest: 1 }) });
     this.queue.on('error', () => undefined);
     this.k = keys(opts.queueName);
   }
@@ -62,10 +63,17 @@ export class RedisTransport implements Transport {
     if (this.closed) throw new EngineError('overloaded', 'server is shutting down');
     const id = request.id;
     const evKey = this.k.events(id);
-    const waiting = await this.queue.getWaitingCount();
+    let waiting: number;
+    try {
+      waiting = await this.queue.getWaitingCount();
+      if (waiting < this.opts.maxQueue) {
+        await this.conn.del(evKey);
+        await this.queue.add('generate', request, { jobId: id, removeOnComplete: true, removeOnFail: true, attempts: 1 });
+      }
+    } catch {
+      throw ApiError.notReady('the queue (Redis) is unreachable');
+    }
     if (waiting >= this.opts.maxQueue) throw new EngineError('overloaded', `queue full: ${waiting} requests waiting`);
-    await this.conn.del(evKey);
-    await this.queue.add('generate', request, { jobId: id, removeOnComplete: true, removeOnFail: true, attempts: 1 });
     this.running.add(id);
     const r = this.reader();
     let lastId = '0-0';

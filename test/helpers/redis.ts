@@ -27,7 +27,7 @@ export async function startRedis(): Promise<TestRedis> {
     client,
     async stop() {
       client.disconnect();
-      if (proc.exitCode === null) {
+      if (proc.exitCode === null && proc.signalCode === null) {
         const exited = new Promise((r) => proc.once('exit', r));
         proc.kill('SIGTERM');
         await exited;

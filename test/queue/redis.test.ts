@@ -188,3 +188,21 @@ describe('Redis mode: graceful shutdown', () => {
     assert.equal(await api.stop(), 0);
   });
 });
+
+describe('Redis mode: Redis gone', () => {
+  test('requests get 503 quickly (not a hang), and /ready says so', async () => {
+    await redis.stop();
+    const t0 = Date.now();
+    const res = await fetch(`${smallUrl}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(SHORT),
+    });
+    assert.equal(res.status, 503);
+    assert.equal(((await res.json()) as any).error.code, 'not_ready');
+    assert.ok(Date.now() - t0 < 10_000);
+    assert.equal((await fetch(`${smallUrl}/ready`)).status, 503);
+    // Without Redis there is nothing to shut down gracefully: end the processes here.
+    await Promise.all(procs.map((p) => p.kill()));
+  });
+});
