@@ -5,8 +5,9 @@
 //
 //   npm run bench:engine [-- --batches 1,4,16,32 --threads 2 --max-tokens 64 --no-reference]
 
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -102,34 +103,71 @@ const modes = {
 };
 const promptsFor = (batch: number) => Array.from({ length: batch }, (_, i) => encoded[i % encoded.length]);
 
+interface ReferenceRun {
+  name: string;
+  wall_s: number;
+  model_s: number;
+  batched_steps: number;
+  results: { token_ids: number[]; steps: number }[];
+}
+
+/** The PyTorch reference as a child process answering one run per line, so each of its runs follows the engine's. */
+class Reference {
+  private readonly child: ChildProcessWithoutNullStreams;
+  private readonly lines: AsyncIterator<string>;
+  private stderrTail = '';
+
+  constructor() {
+    this.child = spawn(args.python, [path.join(ROOT, 'models/dllm/reference_generate.py'), '--model', args.model, '--threads', String(threads), '--bench']);
+    this.child.stderr.on('data', (chunk: Buffer) => (this.stderrTail = (this.stderrTail + chunk.toString()).slice(-2000)));
+    this.lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
+  }
+
+  private async line(): Promise<unknown> {
+    const next = await this.lines.next();
+    if (next.done) throw new Error(`the reference process ended:\n${this.stderrTail}`);
+    return JSON.parse(next.value);
+  }
+
+  ready(): Promise<unknown> {
+    return this.line();
+  }
+
+  async run(name: string, params: SamplingParams, prompts: number[][]): Promise<ReferenceRun> {
+    const snake = {
+      max_tokens: params.maxTokens, steps: params.steps, block_length: params.blockLength, remasking: params.remasking,
+      threshold: params.threshold, temperature: params.temperature,
+    };
+    this.child.stdin.write(JSON.stringify({ name, params: snake, prompts }) + '\n');
+    return (await this.line()) as ReferenceRun;
+  }
+
+  close(): void {
+    this.child.stdin.end();
+  }
+}
+
+const referenceProcess = args['no-reference'] ? null : new Reference();
+await referenceProcess?.ready();
 await runBatch(engine, promptsFor(2), modes.fixed, 'warmup');
 const runs: RunResult[] = [];
+const references: ReferenceRun[] = [];
 for (const mode of ['fixed', 'threshold'] as const) {
   for (const batch of batches) {
     const r = await runBatch(engine, promptsFor(batch), modes[mode], `${mode}-b${batch}`);
     runs.push({ ...r, mode, batch });
-    console.error(`engine ${r.name}: ${r.wallS.toFixed(2)} s, ${(r.tokens / r.wallS).toFixed(1)} tok/s`);
+    let line = `engine ${r.name}: ${r.wallS.toFixed(2)} s, ${(r.tokens / r.wallS).toFixed(1)} tok/s`;
+    if (referenceProcess !== null) {
+      const ref = await referenceProcess.run(r.name, modes[mode], promptsFor(batch));
+      references.push(ref);
+      line += `; reference ${ref.wall_s.toFixed(2)} s`;
+    }
+    console.error(line);
   }
 }
 await engine.close();
-
-// The PyTorch reference on the same workload.
-let reference: { name: string; wall_s: number; model_s: number; batched_steps: number; results: { token_ids: number[]; steps: number }[] }[] | null = null;
-if (!args['no-reference']) {
-  const snake = (p: SamplingParams) => ({
-    max_tokens: p.maxTokens, steps: p.steps, block_length: p.blockLength, remasking: p.remasking, threshold: p.threshold,
-    temperature: p.temperature,
-  });
-  const workload = { runs: runs.map((r) => ({ name: r.name, params: snake(modes[r.mode]), prompts: promptsFor(r.batch) })) };
-  const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'dllm-bench-')), 'workload.json');
-  writeFileSync(file, JSON.stringify(workload));
-  const out = execFileSync(
-    args.python,
-    [path.join(ROOT, 'models/dllm/reference_generate.py'), '--model', args.model, '--threads', String(threads), '--bench', file],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 28 },
-  );
-  reference = JSON.parse(out.trim().split('\n').at(-1)!);
-}
+referenceProcess?.close();
+const reference = referenceProcess === null ? null : references;
 
 // Threshold 0.9 against steps = length on the same prompts (largest batch that covers every prompt once).
 const agreeBatch = batches.find((b) => b >= PROMPTS.length) ?? Math.max(...batches);

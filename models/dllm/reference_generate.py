@@ -512,7 +512,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", help="PyTorch checkpoint to use instead of the weights inside model.onnx")
     parser.add_argument("--golden", help="write golden vectors (JSON) here")
     parser.add_argument("--prompt", help="generate from this prompt and print the text")
-    parser.add_argument("--bench", help="time the workload in this JSON file (written by bench/engine.ts); print JSON results")
+    parser.add_argument("--bench", action="store_true",
+                        help="benchmark server for bench/engine.ts: read one run (JSON) per stdin line, answer one line")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--block-length", type=int, default=32)
@@ -528,8 +529,9 @@ def main(argv: list[str] | None = None) -> None:
     sampler, _ = load(args.model, args.checkpoint)
     tokenizer = Tokenizer.load(os.path.join(args.model, "tokenizer.json"))
     if args.bench:
-        with open(args.bench) as f:
-            print(json.dumps(bench(sampler, json.load(f))))
+        print(json.dumps({"ready": True}), flush=True)
+        for line in sys.stdin:
+            print(json.dumps(bench(sampler, {"runs": [json.loads(line)]})[0]), flush=True)
     if args.golden:
         data = golden(sampler, tokenizer, os.path.join(args.model, "model.onnx"))
         os.makedirs(os.path.dirname(os.path.abspath(args.golden)), exist_ok=True)
