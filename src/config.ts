@@ -6,6 +6,7 @@ import Value from 'typebox/value';
 
 const Role = Type.Union([Type.Literal('all'), Type.Literal('api'), Type.Literal('worker')]);
 const Provider = Type.Union([Type.Literal('cpu'), Type.Literal('cuda'), Type.Literal('auto')]);
+const Precision = Type.Union([Type.Literal('auto'), Type.Literal('fp32'), Type.Literal('fp16')]);
 const LogLevel = Type.Union(
   ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
 );
@@ -18,6 +19,8 @@ export const ConfigSchema = Type.Object({
   /** Name served in /v1/models and accepted in `model`; null = the model folder's name. */
   modelName: Type.Union([Type.String({ minLength: 1 }), Type.Null()]),
   executionProvider: Provider,
+  /** Which graph of the model folder to run; auto = fp16 on CUDA when the folder has one, else fp32. */
+  precision: Precision,
   deviceId: Type.Integer({ minimum: 0 }),
   /** ONNX Runtime intra-op threads; 0 = the engine's default. */
   threads: Type.Integer({ minimum: 0 }),
@@ -58,6 +61,7 @@ export const ENV: Record<string, VarSpec> = {
   MODEL_DIR: { key: 'modelDir', kind: 'string', def: 'models/tiny-llada' },
   MODEL_NAME: { key: 'modelName', kind: 'nullable', def: null },
   EXECUTION_PROVIDER: { key: 'executionProvider', kind: 'string', def: 'cpu' },
+  MODEL_PRECISION: { key: 'precision', kind: 'string', def: 'auto' },
   DEVICE_ID: { key: 'deviceId', kind: 'int', def: '0' },
   ORT_THREADS: { key: 'threads', kind: 'int', def: '0' },
   MAX_BATCH_SIZE: { key: 'maxBatchSize', kind: 'int', def: '16' },

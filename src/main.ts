@@ -45,6 +45,7 @@ export async function start(config: Config, log: Logger = pino({ level: config.l
     const opened = await openEngine({
       modelDir: config.modelDir,
       provider: config.executionProvider,
+      precision: config.precision,
       deviceId: config.deviceId,
       threads: config.threads === 0 ? undefined : config.threads,
       maxBatchSize: config.maxBatchSize,
@@ -52,6 +53,8 @@ export async function start(config: Config, log: Logger = pino({ level: config.l
     });
     engine = opened.engine;
     folder = opened.model;
+    const health = await engine.health();
+    log.info({ provider: health.provider, precision: health.precision, deviceId: config.deviceId, modelFile: opened.modelPath }, 'engine ready');
   } else {
     folder = await loadModelFolder(config.modelDir);
   }

@@ -22,6 +22,8 @@ import {
 import { validateRequest } from './validation.js';
 
 export interface EngineOptions {
+  /** The graph's precision, reported by health(). */
+  precision?: 'fp32' | 'fp16';
   /** Most graph rows per step (a guided sequence takes two). */
   maxBatchSize?: number;
   /** Rows of very different lengths run as separate graph runs when one run would pad more than this ratio. */
@@ -75,6 +77,7 @@ export class DiffusionEngine implements EngineClient {
   private readonly scheduler: Scheduler<Choice>;
   private readonly requests = new Map<string, ActiveRequest>();
   private readonly maxPaddedRatio: number;
+  private readonly precision: 'fp32' | 'fp16';
   private running = false;
   readonly stats: EngineStats = { steps: 0, graphRuns: 0, tokens: 0, stepMs: 0, graphMs: 0, graphWaitMs: 0 };
 
@@ -86,6 +89,7 @@ export class DiffusionEngine implements EngineClient {
   ) {
     this.scheduler = new Scheduler<Choice>(options.maxBatchSize ?? 16);
     this.maxPaddedRatio = options.maxPaddedRatio ?? 1.5;
+    this.precision = options.precision ?? 'fp32';
   }
 
   async *generate(request: GenerateRequest): AsyncIterable<EngineEvent> {
@@ -131,6 +135,7 @@ export class DiffusionEngine implements EngineClient {
       ok: this.runner.ok,
       model: this.spec.name,
       provider: this.runner.provider,
+      precision: this.precision,
       activeSequences: this.scheduler.activeCount,
       waitingSequences: this.scheduler.waitingCount,
       maxBatchSize: this.scheduler.maxRows,
@@ -266,24 +271,34 @@ export class DiffusionEngine implements EngineClient {
   }
 }
 
-export interface OpenEngineOptions extends EngineOptions {
+export type PrecisionChoice = 'auto' | 'fp32' | 'fp16';
+
+export interface OpenEngineOptions extends Omit<EngineOptions, 'precision'> {
   modelDir: string;
   provider?: ProviderChoice;
   deviceId?: number;
   threads?: number;
-  precision?: 'fp32' | 'fp16';
+  /** auto: the fp16 graph on CUDA when the folder has one, else fp32 (also for provider auto, which may fall back to CPU). */
+  precision?: PrecisionChoice;
   warn?: (line: string) => void;
 }
 
+export function resolvePrecision(choice: PrecisionChoice, provider: ProviderChoice, hasFp16: boolean): 'fp32' | 'fp16' {
+  if (choice !== 'auto') return choice;
+  return provider === 'cuda' && hasFp16 ? 'fp16' : 'fp32';
+}
+
 /** Loads a model folder and opens its graph in a worker thread. */
-export async function openEngine(options: OpenEngineOptions): Promise<{ engine: DiffusionEngine; model: ModelFolder }> {
+export async function openEngine(options: OpenEngineOptions): Promise<{ engine: DiffusionEngine; model: ModelFolder; modelPath: string }> {
   const model = await loadModelFolder(options.modelDir);
+  const precision = resolvePrecision(options.precision ?? 'auto', options.provider ?? 'cpu', model.spec.onnx.fp16 !== null);
+  const modelPath = model.onnxPath(precision);
   const runner = await OnnxGraphRunner.open({
-    modelPath: model.onnxPath(options.precision ?? 'fp32'),
+    modelPath,
     provider: options.provider ?? 'cpu',
     deviceId: options.deviceId,
     threads: options.threads,
     warn: options.warn,
   });
-  return { engine: new DiffusionEngine(model.spec, model.tokenizer, runner, options), model };
+  return { engine: new DiffusionEngine(model.spec, model.tokenizer, runner, { ...options, precision }), model, modelPath };
 }

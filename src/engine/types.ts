@@ -114,6 +114,8 @@ export interface EngineHealth {
   model: string;
   /** Execution provider in use: 'cpu' or 'cuda'. */
   provider: string;
+  /** Which graph of the model folder runs: 'fp32' (model.onnx) or 'fp16' (model.fp16.onnx). */
+  precision: 'fp32' | 'fp16';
   activeSequences: number;
   waitingSequences: number;
   maxBatchSize: number;

@@ -1,7 +1,7 @@
 // In-process transport: the engine runs in this process; a bounded admission counter gives the queue limit.
 
 import { EngineError, type EngineClient, type EngineEvent, type GenerateRequest, type EngineHealth } from '../engine/types.js';
-import type { Transport, TransportStatus } from './transport.js';
+import { countProviders, type Transport, type TransportStatus } from './transport.js';
 
 export class LocalTransport implements Transport {
   readonly kind = 'local' as const;
@@ -45,9 +45,10 @@ export class LocalTransport implements Transport {
         activeSequences: h.activeSequences,
         queued: Math.max(0, this.inFlight - h.activeSequences),
         maxBatchSize: this.maxBatchSize,
+        providers: countProviders([h]),
       };
     } catch {
-      return { ready: false, reason: 'engine health check failed', workers: 0, activeSequences: 0, queued: 0, maxBatchSize: this.maxBatchSize };
+      return { ready: false, reason: 'engine health check failed', workers: 0, activeSequences: 0, queued: 0, maxBatchSize: this.maxBatchSize, providers: {} };
     }
   }
 

@@ -13,7 +13,7 @@ import {
 } from '../engine/types.js';
 import { ApiError } from '../serving/errors.js';
 import { keys, WORKER_STALE_MS, type WireEvent } from './keys.js';
-import type { Transport, TransportStatus } from './transport.js';
+import { countProviders, type Transport, type TransportStatus } from './transport.js';
 
 export interface RedisTransportOptions {
   redisUrl: string;
@@ -170,6 +170,7 @@ export class RedisTransport implements Transport {
       ok: ws.length > 0,
       model: this.opts.modelName,
       provider: ws[0]?.provider ?? 'none',
+      precision: ws[0]?.precision ?? 'fp32',
       activeSequences: ws.reduce((a, w) => a + w.activeSequences, 0),
       waitingSequences: await this.queue.getWaitingCount(),
       maxBatchSize: ws.reduce((a, w) => a + w.maxBatchSize, 0),
@@ -180,7 +181,7 @@ export class RedisTransport implements Transport {
     try {
       await this.conn.ping();
     } catch {
-      return { ready: false, reason: 'Redis unreachable', workers: 0, activeSequences: 0, queued: 0, maxBatchSize: 0 };
+      return { ready: false, reason: 'Redis unreachable', workers: 0, activeSequences: 0, queued: 0, maxBatchSize: 0, providers: {} };
     }
     try {
       const ws = await this.workers();
@@ -190,12 +191,13 @@ export class RedisTransport implements Transport {
         activeSequences: ws.reduce((a, w) => a + w.activeSequences, 0),
         queued,
         maxBatchSize: ws.reduce((a, w) => a + w.maxBatchSize, 0),
+        providers: countProviders(ws),
       };
       if (this.closed) return { ready: false, reason: 'shutting down', ...base };
       if (ws.length === 0) return { ready: false, reason: 'no worker present', ...base };
       return { ready: true, ...base };
     } catch {
-      return { ready: false, reason: 'Redis error', workers: 0, activeSequences: 0, queued: 0, maxBatchSize: 0 };
+      return { ready: false, reason: 'Redis error', workers: 0, activeSequences: 0, queued: 0, maxBatchSize: 0, providers: {} };
     }
   }
 

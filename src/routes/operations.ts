@@ -17,6 +17,7 @@ export default async function operationsRoutes(app: FastifyInstance) {
       active_sequences: s.activeSequences,
       queued: s.queued,
       max_batch_size: s.maxBatchSize,
+      providers: s.providers,
     };
   });
 

@@ -16,6 +16,9 @@ export const ReadyBody = Type.Object({
   active_sequences: Type.Integer(),
   queued: Type.Integer(),
   max_batch_size: Type.Integer(),
+  providers: Type.Record(Type.String(), Type.Integer(), {
+    description: 'Engines by execution provider and precision, e.g. {"cuda/fp16": 2}',
+  }),
   reason: Type.Optional(Type.String()),
 });
 

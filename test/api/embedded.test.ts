@@ -22,6 +22,7 @@ describe('embedded mode: OpenAI client suite', () => {
     const ready = (await (await fetch(`${s.url}/ready`)).json()) as any;
     assert.equal(ready.ready, true);
     assert.equal(ready.transport, 'local');
+    assert.deepEqual(ready.providers, { 'cpu/fp32': 1 }); // the tiny model has no fp16 graph, and the provider is cpu
     const metrics = await (await fetch(`${s.url}/metrics`)).text();
     for (const name of ['dllm_queue_depth', 'dllm_batch_size', 'dllm_steps_total', 'dllm_generated_tokens_total', 'dllm_time_to_first_step_seconds', 'dllm_generation_seconds', 'dllm_http_requests_total']) {
       assert.ok(metrics.includes(name), name);

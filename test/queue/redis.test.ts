@@ -59,6 +59,7 @@ describe('Redis mode (separate API and worker processes): OpenAI client suite', 
     assert.equal(ready.transport, 'redis');
     assert.equal(ready.workers, 1);
     assert.equal(ready.max_batch_size, 8);
+    assert.deepEqual(ready.providers, { 'cpu/fp32': 1 }); // from the worker's heartbeat
     assert.equal((await fetch(`${apiUrl}/metrics`)).status, 200);
   });
 
