@@ -3,8 +3,8 @@
 //   ROLE=all|api  GET /health on this container's PORT answers {"status":"ok"}.
 //   ROLE=worker   (no HTTP server) this worker's heartbeat in Redis is fresh: the sorted set dllm:<QUEUE_NAME>:workers
 //                 that QueueWorker refreshes every 500 ms (src/queue/keys.ts; test/deploy checks the names agree).
-//                 Worker ids that contain this container's hostname are this container's; while ids carry no
-//                 hostname (src/queue/worker.ts names them w-<random>), any fresh worker counts.
+//                 Worker ids carry the host name (src/queue/worker.ts names them w-<hostname>-<random>), so the
+//                 ids that contain this container's hostname are this container's; with none, any fresh one counts.
 // Readiness (a worker present, the queue reachable) is GET /ready, for load balancers and `docker compose ps`.
 
 import os from 'node:os';

@@ -3,6 +3,7 @@
 // (XADD MAXLEN + EXPIRE); cancellation arrives by pub/sub (and a key, for jobs that start after it was sent).
 
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -21,7 +22,8 @@ export interface QueueWorkerOptions {
 }
 
 export class QueueWorker {
-  readonly id = `w-${randomBytes(6).toString('hex')}`;
+  /** Carries the host name so that a container's healthcheck (docker/healthcheck.mjs) finds its own heartbeat. */
+  readonly id = `w-${hostname()}-${randomBytes(4).toString('hex')}`;
   private readonly conn: Redis;
   private readonly sub: Redis;
   private readonly worker: Worker;
