@@ -44,6 +44,8 @@ export function serverOptions(config: Config, logger: boolean | object = { level
   return {
     logger,
     bodyLimit: config.bodyLimitBytes,
+    // Behind the compose gateway the peer is nginx: without this, logs and the keyless rate limit see one client.
+    trustProxy: config.trustProxy.length > 0 ? [...config.trustProxy] : false,
     // The client's x-request-id when it is a sane token, else a fresh one (ids end up in every log line).
     requestIdHeader: false,
     genReqId: (req: { headers: Record<string, string | string[] | undefined> }) => {

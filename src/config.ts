@@ -32,6 +32,8 @@ export const ConfigSchema = Type.Object({
   apiKeys: Type.Array(Type.String({ minLength: 1 })),
   /** Requests per minute per API key (or per client address without keys); 0 = off. */
   rateLimitPerMinute: Type.Integer({ minimum: 0 }),
+  /** Proxies whose X-Forwarded-For is believed (addresses, CIDRs or proxy-addr's names such as uniquelocal); empty = none. */
+  trustProxy: Type.Array(Type.String({ minLength: 1 })),
   bodyLimitBytes: Type.Integer({ minimum: 1024 }),
   requestTimeoutMs: Type.Integer({ minimum: 100 }),
   keepAliveMs: Type.Integer({ minimum: 100 }),
@@ -70,6 +72,7 @@ export const ENV: Record<string, VarSpec> = {
   QUEUE_NAME: { key: 'queueName', kind: 'string', def: 'dllm' },
   API_KEYS: { key: 'apiKeys', kind: 'list', def: '' },
   RATE_LIMIT_PER_MINUTE: { key: 'rateLimitPerMinute', kind: 'int', def: '0' },
+  TRUST_PROXY: { key: 'trustProxy', kind: 'list', def: '' },
   BODY_LIMIT_BYTES: { key: 'bodyLimitBytes', kind: 'int', def: '1048576' },
   REQUEST_TIMEOUT_MS: { key: 'requestTimeoutMs', kind: 'int', def: '120000' },
   SSE_KEEPALIVE_MS: { key: 'keepAliveMs', kind: 'int', def: '15000' },
