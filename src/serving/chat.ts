@@ -8,7 +8,7 @@ import { SYSTEM_FINGERPRINT, completionId } from './ids.js';
 import { renderChat, type ServingModel } from './model.js';
 import type { ServingObserver } from './observe.js';
 import { resolveParams } from './params.js';
-import { Run, addUsage, admitted } from './run.js';
+import { Run, addUsage, admitted, collectChoices } from './run.js';
 import { ChoiceText } from './text.js';
 
 export interface PreparedChat {
@@ -86,29 +86,12 @@ function chatLogprobs(lp: TokenLogprobs | undefined) {
 }
 
 export async function chatResponse(p: PreparedChat, run: Run, obs: ServingObserver): Promise<ChatResponse> {
-  const t0 = performance.now();
-  let first = true;
-  const choices: ChatResponse['choices'] = [];
-  let usage: Usage = { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
-  for await (const { event } of run.events()) {
-    if (event.type === 'step') {
-      if (first) {
-        first = false;
-        obs.firstStep('chat', (performance.now() - t0) / 1000);
-      }
-      obs.step('chat');
-    } else if (event.type === 'finish') {
-      choices.push({
-        index: event.index,
-        message: { role: 'assistant', content: event.text, refusal: null },
-        logprobs: p.logprobs ? chatLogprobs(event.logprobs) : null,
-        finish_reason: event.finishReason,
-      });
-    } else {
-      usage = addUsage(usage, event.usage);
-    }
-  }
-  choices.sort((a, b) => a.index - b.index);
+  const { choices, usage } = await collectChoices(run, obs, 'chat', (_part, event): ChatResponse['choices'][number] => ({
+    index: event.index,
+    message: { role: 'assistant', content: event.text, refusal: null },
+    logprobs: p.logprobs ? chatLogprobs(event.logprobs) : null,
+    finish_reason: event.finishReason,
+  }));
   return {
     id: p.id,
     object: 'chat.completion',

@@ -7,7 +7,7 @@ import { SYSTEM_FINGERPRINT, completionId } from './ids.js';
 import type { ServingModel } from './model.js';
 import type { ServingObserver } from './observe.js';
 import { resolveParams } from './params.js';
-import { Run, addUsage, admitted } from './run.js';
+import { Run, addUsage, admitted, collectChoices } from './run.js';
 import { ChoiceText } from './text.js';
 
 export interface Prepared {
@@ -118,30 +118,15 @@ function logprobsBody(lp: TokenLogprobs | undefined, offset: number) {
 }
 
 export async function completionResponse(p: Prepared, run: Run, obs: ServingObserver): Promise<CompletionResponse> {
-  const t0 = performance.now();
-  let first = true;
-  const choices: CompletionResponse['choices'] = [];
-  let usage: Usage = { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
-  for await (const { part, event } of run.events()) {
-    if (event.type === 'step') {
-      if (first) {
-        first = false;
-        obs.firstStep('completions', (performance.now() - t0) / 1000);
-      }
-      obs.step('completions');
-    } else if (event.type === 'finish') {
-      const prefix = p.echo ? p.echo[part] : '';
-      choices.push({
-        index: part * p.n + event.index,
-        text: prefix + event.text,
-        logprobs: logprobsBody(event.logprobs, prefix.length),
-        finish_reason: event.finishReason,
-      });
-    } else {
-      usage = addUsage(usage, event.usage);
-    }
-  }
-  choices.sort((a, b) => a.index - b.index);
+  const { choices, usage } = await collectChoices(run, obs, 'completions', (part, event): CompletionResponse['choices'][number] => {
+    const prefix = p.echo ? p.echo[part] : '';
+    return {
+      index: part * p.n + event.index,
+      text: prefix + event.text,
+      logprobs: logprobsBody(event.logprobs, prefix.length),
+      finish_reason: event.finishReason,
+    };
+  });
   return {
     id: p.id,
     object: 'text_completion',

@@ -2,18 +2,9 @@
 // The API tokenizes and validates before it enqueues (design.md §6), so it loads the model folder without ONNX.
 
 import { Template } from '@huggingface/jinja';
-import type { GenerateRequest, RemaskingRule } from '../engine/types.js';
-import type { ModelFolder } from '../engine/model_folder.js';
+import type { GenerateRequest } from '../engine/types.js';
+import type { GenerationDefaults, ModelFolder } from '../engine/model_folder.js';
 import { validateRequest } from '../engine/validation.js';
-
-export interface GenerationDefaults {
-  maxTokens: number;
-  steps: number;
-  blockLength: number;
-  remasking: RemaskingRule;
-  threshold: number | null;
-  temperature: number;
-}
 
 export interface ServingModel {
   name: string;

@@ -1,7 +1,8 @@
 // Runs one API request as one or more engine generations (one per prompt), merged into a single event sequence,
 // with the request time limit and cancellation (client gone) applied.
 
-import type { EngineClient, EngineEvent, GenerateRequest, Usage } from '../engine/types.js';
+import type { EngineClient, EngineEvent, FinishEvent, GenerateRequest, Usage } from '../engine/types.js';
+import type { ServingObserver } from './observe.js';
 import { ApiError, fromEngineError } from './errors.js';
 
 export interface TaggedEvent {
@@ -113,4 +114,35 @@ export async function admitted(run: Run): Promise<AsyncGenerator<TaggedEvent>> {
       await it.return(undefined);
     }
   })();
+}
+
+/**
+ * Drains a non-streamed run: reports steps to the metrics, turns each finished choice into the endpoint's choice
+ * object, sums the usage of every generation. Choices come back in index order.
+ */
+export async function collectChoices<C extends { index: number }>(
+  run: Run,
+  obs: ServingObserver,
+  endpoint: string,
+  toChoice: (part: number, event: FinishEvent) => C,
+): Promise<{ choices: C[]; usage: Usage }> {
+  const t0 = performance.now();
+  let first = true;
+  const choices: C[] = [];
+  let usage: Usage = { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
+  for await (const { part, event } of run.events()) {
+    if (event.type === 'step') {
+      if (first) {
+        first = false;
+        obs.firstStep(endpoint, (performance.now() - t0) / 1000);
+      }
+      obs.step(endpoint);
+    } else if (event.type === 'finish') {
+      choices.push(toChoice(part, event));
+    } else {
+      usage = addUsage(usage, event.usage);
+    }
+  }
+  choices.sort((a, b) => a.index - b.index);
+  return { choices, usage };
 }
