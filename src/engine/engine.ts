@@ -79,6 +79,8 @@ export class DiffusionEngine implements EngineClient {
   private readonly maxPaddedRatio: number;
   private readonly precision: 'fp32' | 'fp16';
   private running = false;
+  /** The step loop in progress (resolved when idle): close() waits for it before it closes the session. */
+  private loopDone: Promise<void> = Promise.resolve();
   readonly stats: EngineStats = { steps: 0, graphRuns: 0, tokens: 0, stepMs: 0, graphMs: 0, graphWaitMs: 0 };
 
   constructor(
@@ -144,13 +146,16 @@ export class DiffusionEngine implements EngineClient {
 
   async close(): Promise<void> {
     for (const id of [...this.requests.keys()]) this.abort(id);
+    // Terminating the worker thread while it is inside session.run can abort the process (seen once in the tests):
+    // the aborted sequences leave at the step boundary, so the loop ends after the graph run in flight.
+    await this.loopDone;
     await this.runner.close();
   }
 
   private kick(): void {
     if (this.running) return;
     this.running = true;
-    void this.loop();
+    this.loopDone = this.loop();
   }
 
   /** Runs steps while any sequence is active or waiting; cancelled and finished ones leave at step boundaries. */
