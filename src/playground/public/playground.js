@@ -310,7 +310,11 @@ async function startRun() {
       signal: controller.signal,
     });
     if (!response.ok) throw await failedResponse(response);
-    for await (const chunk of sseData(response)) takeChunk(run, chunk);
+    for await (const chunk of sseData(response)) {
+      // Chunks already received when Stop was pressed are still parsed out of the buffer: drop them.
+      controller.signal.throwIfAborted();
+      takeChunk(run, chunk);
+    }
     const seconds = ((performance.now() - run.startedAt) / 1000).toFixed(2);
     statusLine.textContent =
       `Finished (${run.finishReason ?? 'no finish reason'}): ${run.snapshots.length} steps, ` +
