@@ -94,7 +94,9 @@ describe('Redis mode: cancellation, queue bound, worker crash', () => {
 
   test('a full queue answers 429 with Retry-After', async () => {
     const acs = [new AbortController(), new AbortController()];
-    const running = acs.map((ac) => readSse(`${smallUrl}/v1/completions`, { ...LONG, stream: true }, { signal: ac.signal }).catch(() => null));
+    // Requests of 60+ steps keep the single slot busy long enough to see the second one waiting.
+    const longer = (await findLongRequest(apiUrl, 60, 'queue-full')).body;
+    const running = acs.map((ac) => readSse(`${smallUrl}/v1/completions`, { ...longer, stream: true }, { signal: ac.signal }).catch(() => null));
     // One job runs on the single slot, one waits: the queue (1 place) is full.
     await waitFor('one active, one waiting', async () => {
       const r = (await (await fetch(`${smallUrl}/ready`)).json()) as any;
