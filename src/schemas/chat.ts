@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox';
-import { DiffusionParams, Nullable, Stop, StreamOptions, Usage, errorResponses } from './common.js';
+import { DiffusionParams, FinishReason, Nullable, Stop, StreamOptions, Usage, completionObject, errorResponses } from './common.js';
 
 const TextPart = Type.Object({ type: Type.Literal('text'), text: Type.String() });
 
@@ -50,27 +50,19 @@ const ChatLogprob = Type.Object({
   top_logprobs: Type.Array(Type.Object({ token: Type.String(), logprob: Type.Number(), bytes: Nullable(Type.Array(Type.Integer())) })),
 });
 
-export const ChatResponse = Type.Object(
-  {
-    id: Type.String(),
-    object: Type.Literal('chat.completion'),
-    created: Type.Integer(),
-    model: Type.String(),
-    system_fingerprint: Type.Optional(Type.String()),
-    choices: Type.Array(
-      Type.Object({
-        index: Type.Integer(),
-        message: Type.Object({
-          role: Type.Literal('assistant'),
-          content: Type.String(),
-          refusal: Nullable(Type.String()),
-        }),
-        logprobs: Nullable(Type.Object({ content: Nullable(Type.Array(ChatLogprob)) })),
-        finish_reason: Nullable(Type.Union([Type.Literal('stop'), Type.Literal('length')])),
-      }),
-    ),
-    usage: Usage,
-  },
+export const ChatResponse = completionObject(
+  'chat.completion',
+  Type.Object({
+    index: Type.Integer(),
+    message: Type.Object({
+      role: Type.Literal('assistant'),
+      content: Type.String(),
+      refusal: Nullable(Type.String()),
+    }),
+    logprobs: Nullable(Type.Object({ content: Nullable(Type.Array(ChatLogprob)) })),
+    finish_reason: FinishReason,
+  }),
+  Usage,
   { $id: 'ChatCompletionResponse' },
 );
 export type ChatResponse = Static<typeof ChatResponse>;

@@ -34,6 +34,32 @@ export const Usage = Type.Object({
 
 export const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 
+export const FinishReason = Nullable(Type.Union([Type.Literal('stop'), Type.Literal('length')]));
+
+/**
+ * The fields every OpenAI completion object and stream chunk shares (`text_completion`, `chat.completion`,
+ * `chat.completion.chunk`); the choice and usage schemas are what tells them apart.
+ */
+export function completionObject<O extends string, C extends TSchema, U extends TSchema>(
+  object: O,
+  choice: C,
+  usage: U,
+  options: { $id: string; description?: string },
+) {
+  return Type.Object(
+    {
+      id: Type.String(),
+      object: Type.Literal(object),
+      created: Type.Integer(),
+      model: Type.String(),
+      system_fingerprint: Type.Optional(Type.String()),
+      choices: Type.Array(choice),
+      usage,
+    },
+    options,
+  );
+}
+
 /** Diffusion parameters, at top level like vLLM's extra sampling parameters. */
 export const DiffusionParams = {
   steps: Type.Optional(

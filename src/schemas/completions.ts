@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox';
-import { DiffusionParams, Nullable, Stop, StreamOptions, Usage, errorResponses } from './common.js';
+import { DiffusionParams, FinishReason, Nullable, Stop, StreamOptions, Usage, completionObject, errorResponses } from './common.js';
 
 export const CompletionRequest = Type.Object(
   {
@@ -44,23 +44,15 @@ export const CompletionLogprobs = Type.Object({
   text_offset: Type.Array(Type.Integer()),
 });
 
-export const CompletionResponse = Type.Object(
-  {
-    id: Type.String(),
-    object: Type.Literal('text_completion'),
-    created: Type.Integer(),
-    model: Type.String(),
-    system_fingerprint: Type.Optional(Type.String()),
-    choices: Type.Array(
-      Type.Object({
-        index: Type.Integer(),
-        text: Type.String(),
-        logprobs: Nullable(CompletionLogprobs),
-        finish_reason: Nullable(Type.Union([Type.Literal('stop'), Type.Literal('length')])),
-      }),
-    ),
-    usage: Usage,
-  },
+export const CompletionResponse = completionObject(
+  'text_completion',
+  Type.Object({
+    index: Type.Integer(),
+    text: Type.String(),
+    logprobs: Nullable(CompletionLogprobs),
+    finish_reason: FinishReason,
+  }),
+  Usage,
   { $id: 'CompletionResponse' },
 );
 export type CompletionResponse = Static<typeof CompletionResponse>;
