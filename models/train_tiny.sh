@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Rebuilds models/tiny-llada from nothing: corpus, tokenizer, training (resumable), ONNX export, model card.
-# Needs Debian's python3-torch, python3-onnx, python3-numpy, python3-regex, python3-matplotlib and
-# libopenblas0-pthread, and `npm ci` done (onnxruntime-node and @huggingface/tokenizers are used by the tests).
-# About 80 minutes on 2 CPU cores. Pass extra train.py flags after the script name, e.g. --max-steps 200.
+# Rebuilds models/tiny-llada from nothing: corpus, tokenizer, training (resumable), ONNX export, quality
+# evaluation, model card, golden vectors. Needs Debian's python3-torch, python3-onnx, python3-numpy, python3-regex,
+# python3-matplotlib and libopenblas0-pthread, Debian's package lists (apt-get update: the corpus downloads pinned
+# .debs), and `npm ci` done (onnxruntime-node and @huggingface/tokenizers are used by the tests).
+# About 2 hours on 2 CPU cores. Pass extra train.py flags after the script name, e.g. --max-steps 200.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=/usr/bin/python3
 $PY -m dllm.data --out .cache/corpus
-$PY -m dllm.tokenizer --corpus .cache/corpus/train.txt --vocab-size 4096 --out tiny-llada/tokenizer.json
+# The tokenizer of the first tiny-llada, refitted to the same documents: byte-identical to the committed one.
+$PY -m dllm.tokenizer --corpus .cache/corpus/tokenizer.txt --vocab-size 4096 --out tiny-llada/tokenizer.json
 $PY -m dllm.train --corpus .cache/corpus --tokenizer tiny-llada/tokenizer.json --out runs/tiny-llada \
-  --max-steps 1400 --eval-every 140 --threads 2 "$@"
-# Phase 2: fewer end-of-text-padded batches (1 in 10), so the model commits end-of-text less eagerly.
-$PY -m dllm.train --corpus .cache/corpus --tokenizer tiny-llada/tokenizer.json --out runs/tiny-llada \
-  --max-steps 1700 --padded-every 10 --eval-every 150 --threads 2 "$@"
+  --d-model 256 --n-heads 8 --n-layers 6 --mlp-hidden 768 --max-steps 3400 --eval-every 200 --valid-windows 64 \
+  --threads 2 "$@"
 $PY -m dllm.export --checkpoint runs/tiny-llada/ckpt.pt --tokenizer tiny-llada/tokenizer.json --out tiny-llada
 $PY -m dllm.card --run runs/tiny-llada --model tiny-llada --corpus .cache/corpus
 (cd .. && $PY models/dllm/reference_generate.py --golden test/fixtures/golden/tiny-llada.json)

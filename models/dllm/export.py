@@ -40,17 +40,26 @@ LLADA_CHAT_TEMPLATE = (
 
 
 def guided_head(logits: torch.Tensor, cfg_scale: torch.Tensor, uncond_row: torch.Tensor, k: int):
-    """The sampling head on gathered logits [N, P, V] -> (topk_logits [N,P,K], topk_ids [N,P,K], logsumexp [N,P], entropy [N,P]).
+    """The sampling head on gathered logits [N, P, V] -> (topk_logits [N,P,K] float32, topk_ids [N,P,K],
+    logsumexp [N,P] float64, entropy [N,P] float64).
 
     Guidance (LLaDA paper, Appendix B.3 / Ho & Salimans 2022): logits_i = u + (s_i + 1)(c_i - u) with u the
     logits of row uncond_row[i]; uncond_row[i] = i gives c_i exactly, so guided and plain rows share a batch.
+
+    The normaliser and the entropy are computed (and returned) in float64, max-shifted: LLaDA's sampler takes the
+    softmax of the logits in float64, and a float32 sum of exp(l - max) over the vocabulary drops the mass of
+    thousands of tiny terms (each below half an ulp of 1), which inflates confidences near 1 by up to ~1e-5 and
+    reorders near-ties. Returned as float32, log Z would still lose ~5e-7 at |log Z| ~ 10, hence float64 outputs.
     """
     logits = logits.float()
     u = logits.index_select(0, uncond_row)
     logits = u + (cfg_scale[:, None, None] + 1.0) * (logits - u)
     topk_logits, topk_ids = logits.topk(k, dim=-1)
-    logsumexp = logits.logsumexp(-1)
-    log_probs = logits - logsumexp.unsqueeze(-1)
+    wide = logits.double()
+    top = topk_logits[..., :1].double()  # the max, shared with topk: [N, P, 1]
+    sum_exp = (wide - top).exp().sum(-1)  # >= 1 (the max contributes exactly 1): [N, P]
+    logsumexp = top.squeeze(-1) + sum_exp.log()
+    log_probs = wide - logsumexp.unsqueeze(-1)
     entropy = -(log_probs.exp() * log_probs).sum(-1)
     return topk_logits, topk_ids, logsumexp, entropy
 

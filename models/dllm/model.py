@@ -110,24 +110,27 @@ class LLaDALlamaBlock(nn.Module):
         self.up_proj = nn.Linear(config.d_model, config.mlp_hidden_size, bias=bias)
         self.ff_out = nn.Linear(config.mlp_hidden_size, config.d_model, bias=bias)  # down
 
-    def attention(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+    def attention(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
         n, l, _ = x.shape
         c = self.config
         q = self.q_proj(x).view(n, l, c.n_heads, c.head_dim).transpose(1, 2)  # [N, H, L, Dh]
         k = self.k_proj(x).view(n, l, c.effective_n_kv_heads, c.head_dim).transpose(1, 2)  # [N, Hk, L, Dh]
         v = self.v_proj(x).view(n, l, c.effective_n_kv_heads, c.head_dim).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
+        # The 1/sqrt(Dh) scale goes on q ([N, H, L, Dh]) rather than on the scores ([N, H, L, L]): fewer products.
+        q = (q * cos + rotate_half(q) * sin) * (1.0 / math.sqrt(c.head_dim))
         k = k * cos + rotate_half(k) * sin
         if c.effective_n_kv_heads != c.n_heads:  # grouped-query attention
             repeat = c.n_heads // c.effective_n_kv_heads
             k = k.repeat_interleave(repeat, dim=1)
             v = v.repeat_interleave(repeat, dim=1)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(c.head_dim) + key_bias  # [N, H, L, L]
+        scores = q @ k.transpose(-1, -2)  # [N, H, L, L]
+        if key_bias is not None:
+            scores = scores + key_bias
         weights = scores.float().softmax(-1).to(v.dtype)
         out = (weights @ v).transpose(1, 2).reshape(n, l, c.d_model)  # [N, L, D]
         return self.attn_out(out)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
         x = x + self.attention(self.attn_norm(x), cos, sin, key_bias)
         h = self.ff_norm(x)
         return x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
@@ -158,14 +161,22 @@ class LLaDA(nn.Module):
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """input_ids, attention_mask: [N, L] int64 -> final normed hidden states [N, L, D]."""
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids, attention_mask: [N, L] int64 -> final normed hidden states [N, L, D].
+
+        Without attention_mask (training on packed windows) no position is padding: positions are 0..L-1 and no
+        key bias is added."""
         c = self.config
         x = self.transformer["wte"](input_ids)  # [N, L, D]
-        cos, sin = rotary_cos_sin(position_ids_from_mask(attention_mask), c.head_dim, c.rope_theta)
-        # Additive key bias [N, 1, 1, L]: padding keys get exactly zero weight (exp underflows to 0). The constant is
-        # float16's lowest finite value so that the fp16 export (export.to_fp16) keeps it finite.
-        key_bias = torch.where(attention_mask[:, None, None, :] > 0, 0.0, PADDING_KEY_BIAS).to(x.dtype)
+        if attention_mask is None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]  # [1, L]
+            key_bias = None
+        else:
+            positions = position_ids_from_mask(attention_mask)
+            # Additive key bias [N, 1, 1, L]: padding keys get exactly zero weight (exp underflows to 0). The constant
+            # is float16's lowest finite value so that the fp16 export (export.to_fp16) keeps it finite.
+            key_bias = torch.where(attention_mask[:, None, None, :] > 0, 0.0, PADDING_KEY_BIAS).to(x.dtype)
+        cos, sin = rotary_cos_sin(positions, c.head_dim, c.rope_theta)
         for block in self.transformer["blocks"]:
             x = block(x, cos, sin, key_bias)
         return self.transformer["ln_f"](x)
@@ -180,8 +191,6 @@ class LLaDA(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """[N, L] -> logits [N, L, V]."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
         return self.project(self.hidden_states(input_ids, attention_mask))
 
     def num_parameters(self) -> int:

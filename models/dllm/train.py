@@ -2,11 +2,15 @@
 
 For each sequence draw t ~ U(0, 1], mask every token independently with probability p = (1 - eps) t + eps,
 and minimise the cross-entropy on the masked positions weighted by 1/p (an upper bound on the negative
-log-likelihood). Two kinds of batch alternate:
-- stream: windows of `seq_len` tokens cut from the concatenated corpus (<|startoftext|> doc <|endoftext|> ...);
-- padded: one short document followed by <|endoftext|> up to `padded_len`, as LLaDA's SFT pads answers, so
-  the model learns to fill the rest of a canvas with end-of-text and stop. Half of these keep a random prefix
-  unmasked as a prompt (SFT's prompt is never masked), which is how the server uses the model.
+log-likelihood). The data is packed as LLaDA pretrains (its section 2.2): every document becomes
+<|startoftext|> doc <|endoftext|>, the documents are concatenated into one stream, and each row of a batch is a
+window of `seq_len` tokens cut from it at a random offset; no padding anywhere, every position is maskable. A
+`random_length_share` of batches (LLaDA: 1%) is cut to a random length in [1, seq_len], so the model also sees
+short canvases.
+
+Speed on CPU: matrix products run in bfloat16 under autocast (master weights, optimiser, norms, softmax and the
+loss stay float32), which oneDNN runs on AVX512-BF16 at about twice the float32 rate; `bench/train.sh` measures it
+against the previous trainer, and `--no-bf16` turns it off.
 
     python3 -m dllm.train --out models/runs/tiny-llada            # resumes from out/ckpt.pt when present
 """
@@ -42,10 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-heads", type=int, default=8)
     p.add_argument("--n-layers", type=int, default=6)
     p.add_argument("--mlp-hidden", type=int, default=768)
-    p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--padded-len", type=int, default=128)
+    p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--padded-every", type=int, default=3, help="every k-th step is a padded batch (2x rows, padded_len)")
+    p.add_argument("--random-length-share", type=float, default=0.01, help="share of batches cut to a random length")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bfloat16 autocast of matmuls")
     p.add_argument("--max-steps", type=int, default=1400)
     p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--min-lr-ratio", type=float, default=0.1)
@@ -54,9 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--ckpt-every", type=int, default=50)
     p.add_argument("--valid-windows", type=int, default=32)
+    p.add_argument("--valid-seq-len", type=int, default=256, help="validation window (<= every compared model's context)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--time-limit-min", type=float, default=0, help="stop (with a checkpoint) after this many minutes; 0 = none")
+    p.add_argument("--init-from", default="", help="start from this checkpoint's weights (a fresh optimiser and schedule)")
     p.add_argument("--max-docs", type=int, default=0, help="use only the first N training documents (tests)")
     return p.parse_args(argv)
 
@@ -65,23 +71,10 @@ def encode_corpus(tokenizer: Tokenizer, docs: list[str]) -> list[np.ndarray]:
     return [np.asarray([BOS, *tokenizer.encode(d), EOS], dtype=np.int64) for d in docs]
 
 
-def stream_batch(stream: np.ndarray, rows: int, length: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> tokens [rows, length], maskable [rows, length] (all True)."""
+def stream_batch(stream: np.ndarray, rows: int, length: int, rng: np.random.Generator) -> torch.Tensor:
+    """-> tokens [rows, length]: windows of the packed stream at random offsets."""
     starts = rng.integers(0, len(stream) - length, size=rows)
-    x = torch.from_numpy(np.stack([stream[s:s + length] for s in starts]))
-    return x, torch.ones_like(x, dtype=torch.bool)
-
-
-def padded_batch(short_docs: list[np.ndarray], rows: int, length: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One document per row, end-of-text padding to `length`; half the rows keep a prompt prefix unmasked."""
-    x = np.full((rows, length), EOS, dtype=np.int64)
-    maskable = np.ones((rows, length), dtype=bool)
-    for r, i in enumerate(rng.integers(0, len(short_docs), size=rows)):
-        doc = short_docs[i]
-        x[r, :len(doc)] = doc
-        prompt = 1 + (int(rng.integers(0, len(doc) // 2)) if rng.random() < 0.5 and len(doc) > 4 else 0)
-        maskable[r, :prompt] = False  # <|startoftext|> (and the prompt) stay visible
-    return torch.from_numpy(x), torch.from_numpy(maskable)
+    return torch.from_numpy(np.stack([stream[s:s + length] for s in starts]))
 
 
 def stratified_times(rows: int) -> torch.Tensor:
@@ -91,15 +84,24 @@ def stratified_times(rows: int) -> torch.Tensor:
     return 1.0 - (torch.rand(1) + torch.arange(rows) / rows) % 1.0
 
 
-def masked_diffusion_loss(model: LLaDA, x: torch.Tensor, maskable: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """LLaDA's objective: mean over maskable positions of 1/p * CE at the masked ones. t: [N] in (0, 1]."""
+def masked_diffusion_loss(model: LLaDA, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """LLaDA's objective: mean over all positions of 1/p * CE at the masked ones. x: [N, L]; t: [N] in (0, 1]."""
     p = ((1 - EPS) * t + EPS)[:, None].expand_as(x)  # [N, L]
-    masked = (torch.rand(x.shape) < p) & maskable
+    masked = torch.rand(x.shape) < p
     noisy = torch.where(masked, torch.full_like(x, MASK), x)
-    h = model.hidden_states(noisy, torch.ones_like(x))  # [N, L, D]
+    h = model.hidden_states(noisy)  # [N, L, D]; no padding in a packed window
     logits = model.project(h[masked])  # only masked positions reach the head: [M, V]
     ce = F.cross_entropy(logits.float(), x[masked], reduction="none")  # [M]
-    return (ce / p[masked]).sum() / maskable.sum().clamp(min=1)
+    return (ce / p[masked]).sum() / x.numel()
+
+
+def validation_windows(tokenizer: Tokenizer, path: str, count: int, length: int) -> torch.Tensor:
+    """[count, length] windows at evenly spaced offsets of the packed validation split (the same for every model
+    that shares the tokenizer, so their losses compare)."""
+    stream = np.concatenate(encode_corpus(tokenizer, read_documents(path)))
+    count = min(count, len(stream) // length)
+    starts = np.linspace(0, len(stream) - length, count).astype(np.int64)
+    return torch.from_numpy(np.stack([stream[s:s + length] for s in starts]))
 
 
 @torch.no_grad()
@@ -111,7 +113,7 @@ def validation_losses(model: LLaDA, windows: torch.Tensor, seed: int) -> dict[st
     for t in VALID_T_GRID:
         masked = torch.rand(windows.shape, generator=g) < t
         noisy = torch.where(masked, torch.full_like(windows, MASK), windows)
-        logits = model.project(model.hidden_states(noisy, torch.ones_like(windows))[masked])
+        logits = model.project(model.hidden_states(noisy)[masked])
         out[f"t={t}"] = F.cross_entropy(logits, windows[masked]).item()
     out["mean"] = sum(out.values()) / len(VALID_T_GRID)
     model.train()
@@ -143,11 +145,8 @@ def main(argv: list[str] | None = None) -> None:
         train_docs = train_docs[: args.max_docs]
     train = encode_corpus(tokenizer, train_docs)
     stream = np.concatenate(train)
-    short_docs = [d for d in train if len(d) <= args.padded_len]
-    valid_stream = np.concatenate(encode_corpus(tokenizer, read_documents(os.path.join(args.corpus, "valid.txt"))))
-    n_valid = min(args.valid_windows, len(valid_stream) // args.seq_len)
-    valid = torch.from_numpy(valid_stream[: n_valid * args.seq_len].reshape(n_valid, args.seq_len))
-    print(f"corpus: {len(stream):,} train tokens, {len(short_docs):,} short documents, {valid.numel():,} validation tokens", flush=True)
+    valid = validation_windows(tokenizer, os.path.join(args.corpus, "valid.txt"), args.valid_windows, args.valid_seq_len)
+    print(f"corpus: {len(stream):,} train tokens, {valid.numel():,} validation tokens", flush=True)
 
     if os.path.exists(ckpt_path):
         model, ckpt = load_checkpoint(ckpt_path)
@@ -158,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
         model = LLaDA(ModelConfig(d_model=args.d_model, n_heads=args.n_heads, n_layers=args.n_layers,
                                   mlp_hidden_size=args.mlp_hidden, vocab_size=tokenizer.vocab_size,
                                   max_sequence_length=args.seq_len, mask_token_id=MASK))
+        if args.init_from:
+            model.load_state_dict(load_checkpoint(args.init_from)[0].state_dict())
         ckpt, state = None, {"step": 0, "tokens": 0, "seconds": 0.0}
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -179,21 +180,19 @@ def main(argv: list[str] | None = None) -> None:
         with open(log_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    started, window_tokens, window_start = time.time() - state["seconds"], 0, time.time()
-    window_losses: dict[str, list[float]] = {"stream": [], "padded": []}
+    started, window_tokens, window_start, window_losses = time.time() - state["seconds"], 0, time.time(), []
     session_start = time.time()
     while state["step"] < args.max_steps:
         step = state["step"]
         lr = lr_at(step, args)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        padded = step % args.padded_every == args.padded_every - 1
-        if padded:
-            x, maskable = padded_batch(short_docs, 2 * args.batch_size, args.padded_len, rng)
-        else:
-            x, maskable = stream_batch(stream, args.batch_size, args.seq_len, rng)
-        t = stratified_times(x.shape[0])
-        loss = masked_diffusion_loss(model, x, maskable, t)
+        length = args.seq_len
+        if rng.random() < args.random_length_share:
+            length = int(rng.integers(1, args.seq_len + 1))
+        x = stream_batch(stream, args.batch_size, length, rng)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            loss = masked_diffusion_loss(model, x, stratified_times(x.shape[0]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -202,16 +201,15 @@ def main(argv: list[str] | None = None) -> None:
         state["step"] += 1
         state["tokens"] += x.numel()
         window_tokens += x.numel()
-        window_losses["padded" if padded else "stream"].append(loss.item())
+        window_losses.append(loss.item())
         state["seconds"] = time.time() - started
         if state["step"] % 10 == 0 or state["step"] == args.max_steps:
             tok_s = window_tokens / (time.time() - window_start)
-            # Window means, stream and padded batches apart: their losses differ by a factor of ~4 (padding is easy).
-            means = {k: sum(v) / len(v) for k, v in window_losses.items() if v}
-            print(progress_line(state["step"], args.max_steps, means.get("stream", loss.item()), lr, tok_s), flush=True)
-            log({"step": state["step"], "window_loss": means, "lr": lr, "tokens": state["tokens"],
+            mean = sum(window_losses) / len(window_losses)
+            print(progress_line(state["step"], args.max_steps, mean, lr, tok_s), flush=True)
+            log({"step": state["step"], "window_loss": mean, "lr": lr, "tokens": state["tokens"],
                  "seconds": round(state["seconds"], 1), "tok_s": round(tok_s, 1)})
-            window_tokens, window_start, window_losses = 0, time.time(), {"stream": [], "padded": []}
+            window_tokens, window_start, window_losses = 0, time.time(), []
         if state["step"] % args.eval_every == 0 or state["step"] == args.max_steps:
             v = validation_losses(model, valid, args.seed)
             print(f"validation masked-token loss {json.dumps({k: round(x, 4) for k, x in v.items()})}", flush=True)

@@ -89,10 +89,12 @@ def test_guidance_over_full_vocabulary(exported):
 def test_head_entropy_and_logsumexp_are_exact():
     logits = torch.randn(2, 3, 50)
     top, ids, lse, ent = guided_head(logits, torch.zeros(2), torch.arange(2), 50)
-    p = logits.softmax(-1)
-    torch.testing.assert_close(lse, logits.logsumexp(-1))
-    torch.testing.assert_close(ent, -(p * p.log()).sum(-1))
-    torch.testing.assert_close(top.exp().sum(-1), lse.exp(), rtol=1e-5, atol=1e-5)  # K = V covers all mass
+    wide = logits.double()
+    p = wide.softmax(-1)
+    assert lse.dtype == ent.dtype == torch.float64
+    torch.testing.assert_close(lse, wide.logsumexp(-1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(ent, -(p * p.log()).sum(-1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(top.double().exp().sum(-1), lse.exp(), rtol=1e-12, atol=0)  # K = V covers all mass
 
 
 def test_k_larger_than_vocabulary_is_refused():
@@ -145,3 +147,51 @@ def test_fp16_variant_keeps_the_contract(tmp_path):
     assert np.isfinite(fp16["topk_logits"]).all()
     np.testing.assert_allclose(fp16["topk_logits"], fp32["topk_logits"], atol=2e-2)
     np.testing.assert_allclose(fp16["logsumexp"], fp32["logsumexp"], atol=2e-2)
+
+
+class HeadOnly(torch.nn.Module):
+    """The sampling head alone, fed logits directly, so a crafted logit vector can go through ONNX Runtime."""
+
+    def forward(self, logits, cfg_scale, uncond_row):
+        return guided_head(logits, cfg_scale, uncond_row, 4)
+
+
+def test_exact_head_on_crafted_logits(tmp_path):
+    """One near-certain position among 4096 logits: the mass of the 4095 small ones (each far below half an ulp of
+    1 in float32) must reach the confidence. float64 reference: p = 1 / (1 + 4095 e^-20), i.e. 1 - 8.4e-6."""
+    vocab = 4096
+    logits = torch.zeros(1, 3, vocab)
+    logits[0, 0, 7] = 20.0  # near certain
+    logits[0, 1, :] = torch.linspace(-30.0, 5.0, vocab)  # a spread
+    logits[0, 2, 100], logits[0, 2, 200] = 12.0, 12.0 - 1e-3  # a near-tie among near-certain tokens
+    path = str(tmp_path / "head.onnx")
+    torch.onnx.export(HeadOnly(), (logits, torch.zeros(1), torch.zeros(1, dtype=torch.int64)), path, opset_version=17,
+                      input_names=["logits", "cfg_scale", "uncond_row"],
+                      output_names=["topk_logits", "topk_ids", "logsumexp", "entropy"])
+    got = run_ort(path, {"logits": logits, "cfg_scale": torch.zeros(1), "uncond_row": torch.zeros(1, dtype=torch.int64)})
+
+    wide = logits.double().numpy()[0]
+    lse = np.log(np.exp(wide - wide.max(-1, keepdims=True)).sum(-1)) + wide.max(-1)
+    probs = np.exp(wide - lse[:, None])
+    entropy = -(probs * np.log(probs)).sum(-1)
+    confidence = np.exp(got["topk_logits"][0].astype(np.float64) - got["logsumexp"][0][:, None])
+    expected = np.take_along_axis(probs, got["topk_ids"][0].astype(np.int64), -1)
+    assert abs(confidence[0, 0] - 1 / (1 + 4095 * np.exp(-20.0))) < 1e-9
+    np.testing.assert_allclose(confidence, expected, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(got["logsumexp"][0], lse, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got["entropy"][0], entropy, rtol=0, atol=1e-9)
+
+
+class Float32Normaliser(torch.nn.Module):
+    def forward(self, logits):
+        return logits.logsumexp(-1)
+
+
+def test_float32_normaliser_in_onnx_runtime_is_inexact(tmp_path):
+    """Why the head is float64: ONNX Runtime's float32 ReduceLogSumExp (the earlier head) loses the small mass."""
+    logits = torch.zeros(1, 1, 4096)
+    logits[0, 0, 7] = 20.0
+    path = str(tmp_path / "lse32.onnx")
+    torch.onnx.export(Float32Normaliser(), (logits,), path, opset_version=17, input_names=["logits"], output_names=["lse"])
+    error = abs(run_ort(path, {"logits": logits})["lse"][0, 0] - (20.0 + np.log1p(4095 * np.exp(-20.0))))
+    assert error > 1e-6

@@ -9,10 +9,11 @@ export interface HeadOutputs {
   topkLogits: Float32Array;
   /** [rows, positions, k] token ids of topkLogits. */
   topkIds: Int32Array;
-  /** [rows, positions]: log of the full-vocabulary softmax normaliser. */
-  logsumexp: Float32Array;
+  /** [rows, positions]: log of the full-vocabulary softmax normaliser (float64 graphs give it exactly; float32
+   * graphs of older folders are widened). */
+  logsumexp: Float64Array;
   /** [rows, positions]: entropy of the full-vocabulary softmax. */
-  entropy: Float32Array;
+  entropy: Float64Array;
 }
 
 /** The head's outputs at one (row, position): logits/ids start at `offset` (k entries), scalars at `index`. */

@@ -55,8 +55,9 @@ function toHead(out: ort.InferenceSession.OnnxValueMapType): HeadOutputs {
     k,
     topkLogits: Float32Array.from(logits.data as Float32Array),
     topkIds,
-    logsumexp: Float32Array.from(out.logsumexp.data as Float32Array),
-    entropy: Float32Array.from(out.entropy.data as Float32Array),
+    // float64 in graphs with the exact head (docs/models.md), float32 in earlier exports.
+    logsumexp: Float64Array.from(out.logsumexp.data as Float64Array | Float32Array),
+    entropy: Float64Array.from(out.entropy.data as Float64Array | Float32Array),
   };
 }
 

@@ -59,8 +59,8 @@ export function headFrom(slots: [number, number][][][], extraMass = 0): HeadOutp
     k,
     topkLogits: new Float32Array(rows * positions * k),
     topkIds: new Int32Array(rows * positions * k),
-    logsumexp: new Float32Array(rows * positions),
-    entropy: new Float32Array(rows * positions),
+    logsumexp: new Float64Array(rows * positions),
+    entropy: new Float64Array(rows * positions),
   };
   slots.forEach((row, r) =>
     row.forEach((cands, p) => {

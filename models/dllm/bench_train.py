@@ -1,0 +1,116 @@
+"""Trainer throughput: the previous trainer (git revision BASELINE_REV) against today's, on the same machine and
+data, plus the accuracy of bfloat16 autocast against float32 on one batch (loss and gradient agreement).
+
+    cd models && python3 -m dllm.bench_train          # writes ../bench/train.md and ../bench/train.json
+
+Each trainer runs as its own process (`--max-steps` warm-up + measured steps, its own log), one after the other;
+tokens/s is read from the trainer's own log over the measured steps. Run it on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+BASELINE_REV = "68de858"  # the trainer of the first tiny-llada (fp32, 256-token windows + padded batches)
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS = os.path.dirname(HERE)
+REPO = os.path.dirname(MODELS)
+
+
+def baseline_package(tmp: str) -> str:
+    """The previous revision's dllm package, extracted from git into tmp/dllm."""
+    pkg = os.path.join(tmp, "dllm")
+    os.makedirs(pkg)
+    for name in ("__init__.py", "model.py", "train.py", "tokenizer.py", "data.py"):
+        blob = subprocess.run(["git", "show", f"{BASELINE_REV}:models/dllm/{name}"], cwd=REPO, check=True,
+                              capture_output=True).stdout
+        with open(os.path.join(pkg, name), "wb") as f:
+            f.write(blob)
+    return tmp
+
+
+def run_trainer(pythonpath: str, out: str, flags: list[str], warmup: int, steps: int) -> float:
+    """Runs `python3 -m dllm.train` for warmup + steps steps; -> tokens/s over the measured steps."""
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    common = ["--corpus", os.path.join(MODELS, ".cache", "corpus"), "--tokenizer", os.path.join(MODELS, "tiny-llada", "tokenizer.json"),
+              "--out", out, "--threads", "2", "--eval-every", "100000", "--ckpt-every", "100000", "--valid-windows", "2"]
+    subprocess.run([sys.executable, "-m", "dllm.train", *common, *flags, "--max-steps", str(warmup + steps), "--warmup", "1"],
+                   env=env, check=True, capture_output=True)
+    records = [json.loads(line) for line in open(os.path.join(out, "log.jsonl")) if "tok_s" in line]
+    first = next(r for r in records if r["step"] >= warmup)
+    last = records[-1]
+    return (last["tokens"] - first["tokens"]) / (last["seconds"] - first["seconds"])
+
+
+def bf16_agreement(seed: int = 0) -> dict[str, float]:
+    """Loss and gradients of one 8 x 512 batch under bf16 autocast vs float32, same weights, masks and t."""
+    sys.path.insert(0, MODELS)
+    from dllm.model import LLaDA, ModelConfig
+    from dllm.train import masked_diffusion_loss
+
+    torch.manual_seed(seed)
+    model = LLaDA(ModelConfig(max_sequence_length=512))
+    x = torch.randint(7, 4096, (8, 512))
+    t = torch.linspace(0.1, 1.0, 8)
+    grads, losses = [], []
+    for bf16 in (False, True):
+        torch.manual_seed(seed + 1)  # the same masks
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = masked_diffusion_loss(model, x, t)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    cosine = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0).item()
+    return {"loss_fp32": losses[0], "loss_bf16": losses[1], "loss_rel_diff": abs(losses[1] - losses[0]) / losses[0],
+            "grad_cosine": cosine, "grad_norm_ratio": (grads[1].norm() / grads[0].norm()).item()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=int, default=20)
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    size = ["--d-model", "256", "--n-heads", "8", "--n-layers", "6", "--mlp-hidden", "768"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = baseline_package(os.path.join(tmp, "baseline"))
+        rows.append({"trainer": f"previous ({BASELINE_REV}): fp32, 256-token windows, every 3rd batch padded",
+                     "tok_s": run_trainer(base, os.path.join(tmp, "a"), size + ["--seq-len", "256"], args.warmup, args.steps)})
+        rows.append({"trainer": "today: packed 512-token windows, fp32 (--no-bf16)",
+                     "tok_s": run_trainer(MODELS, os.path.join(tmp, "b"), size + ["--no-bf16"], args.warmup, args.steps)})
+        rows.append({"trainer": "today: packed 512-token windows, bf16 autocast (default)",
+                     "tok_s": run_trainer(MODELS, os.path.join(tmp, "c"), size, args.warmup, args.steps)})
+    agreement = bf16_agreement()
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine,
+              "load_average": os.getloadavg(), "model": "d_model 256, 6 layers, MLP 768 (6.2M parameters), batch 8",
+              "steps": args.steps, "rows": rows, "bf16_agreement": agreement}
+    lines = [f"# Trainer throughput", "", f"`cd models && python3 -m dllm.bench_train` · {result['date']} · {machine} · "
+             f"load average {' '.join(f'{x:.2f}' for x in result['load_average'])} · {result['model']} · {args.steps} measured steps", "",
+             "| trainer | tokens/s | vs previous |", "| --- | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['trainer']} | {r['tok_s']:,.0f} | {r['tok_s'] / rows[0]['tok_s']:.2f}x |")
+    lines += ["", "bf16 autocast vs float32 on one 8 x 512 batch (same weights, masks and t): "
+              f"loss {agreement['loss_fp32']:.5f} vs {agreement['loss_bf16']:.5f} (relative difference {agreement['loss_rel_diff']:.2e}), "
+              f"gradient cosine {agreement['grad_cosine']:.5f}, gradient norm ratio {agreement['grad_norm_ratio']:.4f}.", ""]
+    os.makedirs(os.path.join(REPO, "bench"), exist_ok=True)
+    with open(os.path.join(REPO, "bench", "train.md"), "w") as f:
+        f.write("\n".join(lines))
+    with open(os.path.join(REPO, "bench", "train.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
