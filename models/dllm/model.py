@@ -135,6 +135,40 @@ class LLaDALlamaBlock(nn.Module):
         h = self.ff_norm(x)
         return x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
 
+    def attention_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past_k: torch.Tensor,
+                         past_v: torch.Tensor, key_bias: torch.Tensor):
+        """Attention of Q query tokens over [past keys/values, their own]; also returns their keys (rotated) and
+        values, [N, Hk, Q, Dh] each, as they go into a cache (docs/models.md, the cached graph contract).
+
+        x [N, Q, D]; cos/sin [N, 1, Q, Dh] of the queries' absolute positions; past_k/past_v [N, Hk, Lp, Dh], keys
+        already rotated by their own absolute positions; key_bias [N, 1, 1, Lp + Q]. The arithmetic is attention()'s,
+        with the key axis split into the cached part and the fresh part.
+        """
+        n, q_len, _ = x.shape
+        c = self.config
+        q = self.q_proj(x).view(n, q_len, c.n_heads, c.head_dim).transpose(1, 2)  # [N, H, Q, Dh]
+        k = self.k_proj(x).view(n, q_len, c.effective_n_kv_heads, c.head_dim).transpose(1, 2)  # [N, Hk, Q, Dh]
+        v = self.v_proj(x).view(n, q_len, c.effective_n_kv_heads, c.head_dim).transpose(1, 2)
+        q = (q * cos + rotate_half(q) * sin) * (1.0 / math.sqrt(c.head_dim))
+        k = k * cos + rotate_half(k) * sin
+        keys = torch.cat((past_k, k), dim=2)  # [N, Hk, Lp + Q, Dh]
+        values = torch.cat((past_v, v), dim=2)
+        if c.effective_n_kv_heads != c.n_heads:
+            repeat = c.n_heads // c.effective_n_kv_heads
+            keys = keys.repeat_interleave(repeat, dim=1)
+            values = values.repeat_interleave(repeat, dim=1)
+        scores = q @ keys.transpose(-1, -2) + key_bias  # [N, H, Q, Lp + Q]
+        weights = scores.float().softmax(-1).to(values.dtype)
+        out = (weights @ values).transpose(1, 2).reshape(n, q_len, c.d_model)
+        return self.attn_out(out), k, v
+
+    def forward_cached(self, x, cos, sin, past_k, past_v, key_bias):
+        """forward() for query tokens over a cache: (x, their keys, their values)."""
+        a, k, v = self.attention_cached(self.attn_norm(x), cos, sin, past_k, past_v, key_bias)
+        x = x + a
+        h = self.ff_norm(x)
+        return x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h)), k, v
+
 
 class LLaDA(nn.Module):
     def __init__(self, config: ModelConfig):
@@ -180,6 +214,25 @@ class LLaDA(nn.Module):
         for block in self.transformer["blocks"]:
             x = block(x, cos, sin, key_bias)
         return self.transformer["ln_f"](x)
+
+    def hidden_states_cached(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
+                             past_kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The query tokens' final normed hidden states over a key/value cache, and their own keys/values.
+
+        input_ids, position_ids [N, Q] (absolute positions: the row's first real token is 0); attention_mask
+        [N, Lp + Q] (1 = a real key: past positions first, then the queries); past_kv [layers, 2, N, Hk, Lp, Dh]
+        (keys rotated by their positions). Returns hidden [N, Q, D] and present_kv [layers, 2, N, Hk, Q, Dh].
+        With Lp = 0 and position ids from the mask this is hidden_states() of the whole row.
+        """
+        c = self.config
+        x = self.transformer["wte"](input_ids)
+        key_bias = torch.where(attention_mask[:, None, None, :] > 0, 0.0, PADDING_KEY_BIAS).to(x.dtype)
+        cos, sin = rotary_cos_sin(position_ids, c.head_dim, c.rope_theta)
+        presents = []
+        for i, block in enumerate(self.transformer["blocks"]):
+            x, k, v = block.forward_cached(x, cos, sin, past_kv[i, 0], past_kv[i, 1], key_bias)
+            presents.append(torch.stack((k, v)))
+        return self.transformer["ln_f"](x), torch.stack(presents)
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
         """[..., D] -> logits [..., V], dropping embedding rows beyond vocab_size."""

@@ -32,10 +32,11 @@ if __package__ in (None, ""):  # run as a script: make `dllm` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     __package__ = "dllm"
 
-from dllm.export import SamplingGraph, export_onnx  # noqa: E402
+from dllm.export import CachedSamplingGraph, SamplingGraph, export_onnx  # noqa: E402
 from dllm.model import LLaDA, ModelConfig, load_checkpoint  # noqa: E402
 
 REMASKING_RULES = ("low_confidence", "random", "margin", "entropy")
+CACHE_MODES = ("none", "prefix", "dual")
 
 # --- RNG (src/engine/rng.ts) -------------------------------------------------------------------------------
 
@@ -91,13 +92,14 @@ class Params:
     top_k: int = 0
     cfg_scale: float = 0.0
     seed: int | None = None
+    cache: str = "none"  # key/value cache mode (Fast-dLLM): none | prefix | dual
 
     def to_ts(self) -> dict:
         """The SamplingParams object of the TypeScript engine."""
         return {"maxTokens": self.max_tokens, "steps": self.steps, "blockLength": self.block_length,
                 "remasking": self.remasking, "threshold": self.threshold, "factor": self.factor,
                 "temperature": self.temperature, "topP": self.top_p, "topK": self.top_k, "cfgScale": self.cfg_scale,
-                "seed": self.seed, "stop": [], "logprobs": None}
+                "seed": self.seed, "stop": [], "logprobs": None, "cache": self.cache}
 
 
 @dataclass
@@ -225,6 +227,20 @@ class Sequence:
         self.end: tuple[str, int] | None = None
         self.min_margin = math.inf  # smallest decision margin seen (see choose_token)
         self.schedule = transfer_schedule(params.block_length, self.steps_per_block)
+        # Per graph row (conditional, unconditional): keys/values [layers, 2, Hk, length, Dh] of the last refresh.
+        self.kv: list[torch.Tensor] | None = None
+        self.refreshes = self.cached_steps = 0
+
+    def pass_kind(self) -> str:
+        """How this step runs (src/engine/sequence.ts passKind): `full` (the whole canvas; with a cache mode it also
+        refreshes the cache) at every block start, `cached` for the later steps of a block."""
+        if self.params.cache == "none" or self.step_in_block == 0 or self.kv is None:
+            return "full"
+        return "cached"
+
+    def block_range(self) -> tuple[int, int]:
+        start = self.gen_start + self.block * self.params.block_length
+        return start, start + self.params.block_length
 
     @property
     def row_count(self) -> int:
@@ -315,11 +331,90 @@ def build_batch(entries: list[tuple[Sequence, list[int]]], pad_id: int):
     return (input_ids, attention_mask, positions, cfg_scale, uncond_row), row_of
 
 
+def cached_feeds(feeds):
+    """A full pass as cached-graph feeds: the whole canvas is the query, positions from the mask, nothing cached."""
+    input_ids, attention_mask, positions, cfg_scale, uncond_row = feeds
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    return input_ids, position_ids, attention_mask, None, positions, cfg_scale, uncond_row
+
+
+def step_rows(seq: Sequence, positions: list[int]):
+    """The graph rows of a cached step (src/engine/kv_cache.ts stepRows): per row (canvas, cache), the query span,
+    the cached positions it sees, and which of them are masked out.
+
+    Fast-dLLM's two modes (Wu et al. 2025, NVlabs/Fast-dLLM llada/generate.py generate_with_prefix_cache,
+    generate_with_dual_cache): `prefix` queries the block and everything after it (later blocks, suffix) over the
+    cached keys/values before the block; `dual` queries the block alone over the cached keys/values of every other
+    position (before and after it) from the block start. In dual mode the cached entries of the block itself are
+    masked out and its fresh keys/values come from the query, which equals Fast-dLLM's replace_position update.
+    """
+    start, end = seq.block_range()
+    canvases = [seq.canvas] + ([seq.unconditional_canvas()] if seq.params.cfg_scale > 0 else [])
+    rows = []
+    for canvas, kv in zip(canvases, seq.kv):
+        if seq.params.cache == "prefix":
+            q_lo, q_hi, past_len, hidden = start, len(canvas), start, (start, start)
+        else:
+            q_lo, q_hi, past_len, hidden = start, end, len(canvas), (start, end)
+        rows.append({"query": canvas[q_lo:q_hi], "q_lo": q_lo, "past": kv[..., :past_len, :], "hidden": hidden,
+                     "positions": [p - q_lo for p in positions], "cfg": seq.params.cfg_scale if len(rows) == 0 else 0.0})
+    return rows
+
+
+def build_step_batch(entries: list[tuple[Sequence, list[int]]], pad_id: int):
+    """Cached-step feeds, left-padded like build_batch: row r's cached positions end at Lp and its query at Q, with the
+    attention mask 0 on padding (and on the hidden cached positions)."""
+    rows, row_of = [], []
+    for seq, positions in entries:
+        row_of.append(len(rows))
+        for i, row in enumerate(step_rows(seq, positions)):
+            row["partner"] = row_of[-1] + (1 if seq.params.cfg_scale > 0 else 0)
+            rows.append(row)
+    n = len(rows)
+    lp = max(r["past"].shape[-2] for r in rows)
+    q = max(len(r["query"]) for r in rows)
+    p = max(1, max(len(r["positions"]) for r in rows))
+    layers, _, hk, _, dh = rows[0]["past"].shape
+    past_kv = torch.zeros((layers, 2, n, hk, lp, dh), dtype=torch.float32)
+    attention_mask = torch.zeros((n, lp + q), dtype=torch.int64)
+    input_ids = torch.full((n, q), pad_id, dtype=torch.int64)
+    position_ids = torch.zeros((n, q), dtype=torch.int64)
+    positions = torch.zeros((n, p), dtype=torch.int64)
+    for r, row in enumerate(rows):
+        past_len, q_len = row["past"].shape[-2], len(row["query"])
+        past_pad, q_pad = lp - past_len, q - q_len
+        past_kv[:, :, r, :, past_pad:, :] = row["past"]
+        attention_mask[r, past_pad:lp] = 1
+        lo, hi = row["hidden"]
+        attention_mask[r, past_pad + lo:past_pad + hi] = 0
+        attention_mask[r, lp + q_pad:] = 1
+        input_ids[r, q_pad:] = torch.tensor(row["query"])
+        position_ids[r, q_pad:] = torch.arange(row["q_lo"], row["q_lo"] + q_len)
+        pos = row["positions"]
+        positions[r] = torch.tensor([q_pad + pos[min(j, len(pos) - 1)] for j in range(p)])
+    cfg_scale = torch.tensor([r["cfg"] for r in rows], dtype=torch.float32)
+    uncond_row = torch.tensor([r["partner"] for r in rows], dtype=torch.int64)
+    return (input_ids, position_ids, attention_mask, past_kv, positions, cfg_scale, uncond_row), row_of
+
+
 class ReferenceSampler:
     def __init__(self, model: LLaDA, spec: dict):
         self.graph = SamplingGraph(model.eval(), spec["topk"])
+        self.cached_graph = CachedSamplingGraph(model.eval(), spec["topk"])
         self.spec = spec
         self.model_ms = 0.0
+
+    def run_cached(self, feeds) -> tuple[Head, torch.Tensor]:
+        """The cached graph (export.CachedSamplingGraph); feeds with past_kv None run with nothing cached."""
+        input_ids, position_ids, attention_mask, past_kv, *rest = feeds
+        if past_kv is None:
+            c = self.cached_graph.model.config
+            past_kv = torch.zeros((c.n_layers, 2, input_ids.shape[0], c.effective_n_kv_heads, 0, c.head_dim))
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = self.cached_graph(input_ids, position_ids, attention_mask, past_kv, *rest)
+        self.model_ms += (time.perf_counter() - t0) * 1000
+        return Head(*(t.numpy() for t in out[:4])), out[4]
 
     def run(self, feeds) -> Head:
         t0 = time.perf_counter()
@@ -335,17 +430,45 @@ class ReferenceSampler:
         return Sequence(prefix, list(suffix_ids), params, self.spec["mask_token_id"], self.spec["eos_token_ids"], seed)
 
     def generate(self, sequences: list[Sequence]) -> int:
-        """Steps every sequence to its end, all unfinished ones in one batch per step. Returns the batched steps."""
+        """Steps every sequence to its end, all unfinished ones batched per step. Returns the batched steps.
+
+        Without a cache mode every sequence runs in one full batch (SamplingGraph, the graph of model.onnx). With
+        one, a step has up to three graph runs, as in the engine: full passes without a cache, full passes that
+        refresh the cache (block starts, through the cached graph), and cached steps."""
         steps = 0
         while True:
             active = [s for s in sequences if s.end is None]
             if not active:
                 return steps
-            entries = [(s, s.wanted_positions()) for s in active]
-            feeds, row_of = build_batch(entries, self.spec["pad_token_id"])
-            head = self.run(feeds)
-            for (seq, positions), row in zip(entries, row_of):
-                seq.apply_step(head, row, positions)
+            groups = {"none": [], "refresh": [], "cached": []}
+            for s in active:
+                kind = s.pass_kind()
+                groups["none" if s.params.cache == "none" else "refresh" if kind == "full" else "cached"].append(s)
+            for kind, group in groups.items():
+                if not group:
+                    continue
+                entries = [(s, s.wanted_positions()) for s in group]
+                if kind == "cached":
+                    feeds, row_of = build_step_batch(entries, self.spec["pad_token_id"])
+                    head, _ = self.run_cached(feeds)
+                    for seq, _ in entries:
+                        seq.cached_steps += 1
+                else:
+                    feeds, row_of = build_batch(entries, self.spec["pad_token_id"])
+                    if kind == "none":
+                        head = self.run(feeds)
+                    else:
+                        head, present = self.run_cached(cached_feeds(feeds))
+                        mask = feeds[1]
+                        for (seq, _), row in zip(entries, row_of):
+                            # Each graph row's keys/values over its real (unpadded) positions.
+                            seq.kv = [present[:, :, r, :, int((mask[r] == 0).sum()):, :].clone()
+                                      for r in range(row, row + seq.row_count)]
+                            if seq.params.cache == "prefix":  # only the part before the block is ever read
+                                seq.kv = [kv[..., :seq.block_range()[0], :] for kv in seq.kv]
+                            seq.refreshes += 1
+                for (seq, positions), row in zip(entries, row_of):
+                    seq.apply_step(head, row, positions)
             steps += 1
 
 
@@ -404,17 +527,44 @@ GOLDEN_CASES = [
     ("temperature0.5-seed7-random", 5, Params(max_tokens=32, steps=16, block_length=16, temperature=0.5, seed=7,
                                               remasking="random"), 1, None),
 ]
+# The key/value cache modes (Fast-dLLM prefix and dual cache): the same sampler over the cached graph, whose cached
+# steps differ from `none` (an approximation), so each mode has its own expected tokens. The node test runs them
+# alone and all of a mode at once (batched), when the model folder has a cached graph (format 2).
+for _mode in ("prefix", "dual"):
+    GOLDEN_CASES += [
+        (f"{_mode}-lowconf-block8-steps=len", 0, Params(max_tokens=32, steps=32, block_length=8, cache=_mode), 1, None),
+        (f"{_mode}-lowconf-block16-steps=len/2", 1, Params(max_tokens=48, steps=24, block_length=16, cache=_mode), 1, None),
+        (f"{_mode}-threshold0.9-block32", 6, Params(max_tokens=64, steps=64, block_length=32, threshold=0.9,
+                                                    cache=_mode), 1, None),
+        (f"{_mode}-margin-block8", 7, Params(max_tokens=32, steps=16, block_length=8, remasking="margin",
+                                             cache=_mode), 1, None),
+        (f"{_mode}-guidance1.5-block8", 3, Params(max_tokens=16, steps=16, block_length=8, cfg_scale=1.5,
+                                                  cache=_mode), 1, None),
+        (f"{_mode}-temperature0.8-n2", 2, Params(max_tokens=24, steps=24, block_length=8, temperature=0.8, seed=11,
+                                                 cache=_mode), 2, None),
+        (f"{_mode}-infill-block8", 1, Params(max_tokens=16, steps=16, block_length=8, cache=_mode), 1,
+         " and they lived happily ever after."),
+        (f"{_mode}-chat-block16", 8, Params(max_tokens=32, steps=32, block_length=16, cache=_mode), 1, None),
+    ]
 
 
-def sha256(path: str) -> str:
+def sha256(path: str, *more: str) -> str:
+    """sha256 of the files' bytes one after the other."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for name in (path, *more):
+        with open(name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
 
 
-def golden(sampler: ReferenceSampler, tokenizer, onnx_path: str) -> dict:
+def model_sha256(model_dir: str, spec: dict) -> str:
+    """sha256 of model.onnx followed by its weights file (format 2 keeps the weights outside the graph)."""
+    weights = (spec.get("weights") or {}).get("fp32")
+    return sha256(os.path.join(model_dir, spec["onnx"]["fp32"]), *([os.path.join(model_dir, weights)] if weights else []))
+
+
+def golden(sampler: ReferenceSampler, tokenizer, model_dir: str) -> dict:
     cases = []
     for name, prompt_index, params, n, suffix in GOLDEN_CASES:
         prompt = PROMPTS[prompt_index]
@@ -428,7 +578,8 @@ def golden(sampler: ReferenceSampler, tokenizer, onnx_path: str) -> dict:
                       "min_margin": margin if math.isfinite(margin) else None,
                       "near_tie": margin < NEAR_TIE, "expected": [result(s) for s in seqs]})
         print(f"{name}: " + " | ".join(repr(tokenizer.decode(r["token_ids"])) for r in cases[-1]["expected"]), flush=True)
-    return {"model": sampler.spec["name"], "onnx_sha256": sha256(onnx_path), "cases": cases}
+    # onnx_sha256: of model.onnx and, in format 2, its weights file after it (model_sha256).
+    return {"model": sampler.spec["name"], "onnx_sha256": model_sha256(model_dir, sampler.spec), "cases": cases}
 
 
 def model_from_onnx(model_dir: str, spec: dict) -> LLaDA:
@@ -533,7 +684,7 @@ def main(argv: list[str] | None = None) -> None:
         for line in sys.stdin:
             print(json.dumps(bench(sampler, {"runs": [json.loads(line)]})[0]), flush=True)
     if args.golden:
-        data = golden(sampler, tokenizer, os.path.join(args.model, "model.onnx"))
+        data = golden(sampler, tokenizer, args.model)
         os.makedirs(os.path.dirname(os.path.abspath(args.golden)), exist_ok=True)
         with open(args.golden, "w") as f:
             json.dump(data, f, indent=1)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from conftest import TINY, run_ort
-from dllm.export import INPUT_NAMES, OUTPUT_NAMES, SamplingGraph, guided_head, write_model_folder
+from dllm.export import (CACHED_INPUT_NAMES, CACHED_OUTPUT_NAMES, INPUT_NAMES, OUTPUT_NAMES, CachedSamplingGraph,
+                         SamplingGraph, guided_head, write_model_folder)
 from dllm.model import LLaDA, ModelConfig
 
 
@@ -107,7 +108,7 @@ def test_metadata_and_dynamic_axes(exported):
     proto = onnx.load(path)
     assert proto.opset_import[0].version == 17
     meta = {p.key: p.value for p in proto.metadata_props}
-    assert '"dllm-onnx/1"' in meta["format"] and meta["mask_token_id"] == "2"
+    assert '"dllm-onnx/2"' in meta["format"] and meta["mask_token_id"] == "2"
     assert [i.name for i in proto.graph.input] == INPUT_NAMES
     assert [o.name for o in proto.graph.output] == OUTPUT_NAMES
     dims = proto.graph.input[0].type.tensor_type.shape.dim
@@ -195,3 +196,87 @@ def test_float32_normaliser_in_onnx_runtime_is_inexact(tmp_path):
     torch.onnx.export(Float32Normaliser(), (logits,), path, opset_version=17, input_names=["logits"], output_names=["lse"])
     error = abs(run_ort(path, {"logits": logits})["lse"][0, 0] - (20.0 + np.log1p(4095 * np.exp(-20.0))))
     assert error > 1e-6
+
+
+# --- the cached graph (format 2, docs/models.md) ---------------------------------------------------------------
+
+def cached_full_feeds(rows, span):
+    """A full pass as cached-graph feeds: the whole left-padded canvas is the query, nothing cached."""
+    f = feeds_for(rows, span)
+    n = f["input_ids"].shape[0]
+    return dict(input_ids=f["input_ids"], position_ids=(f["attention_mask"].cumsum(-1) - 1).clamp(min=0),
+                attention_mask=f["attention_mask"], past_kv=torch.zeros(2, 2, n, 4, 0, 16), positions=f["positions"],
+                cfg_scale=f["cfg_scale"], uncond_row=f["uncond_row"])
+
+
+def test_folder_holds_each_weight_once(exported, tmp_path):
+    model, path = exported
+    folder = os.path.dirname(path)
+    names = sorted(os.listdir(folder))
+    assert {"model.onnx", "model.kv.onnx", "weights.data", "dllm.json"} <= set(names)
+    data = os.path.getsize(os.path.join(folder, "weights.data"))
+    single = tmp_path / "single.onnx"
+    from dllm.export import export_onnx
+    export_onnx(model, str(single), 16, {})
+    assert data <= os.path.getsize(single) + 64 * 32, "the two graphs share one copy of the weights"
+    for graph in ("model.onnx", "model.kv.onnx"):
+        assert os.path.getsize(os.path.join(folder, graph)) < 200_000
+        proto = onnx.load(os.path.join(folder, graph), load_external_data=False)
+        external = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        assert external and all(e.value == "weights.data" for t in external for e in t.external_data if e.key == "location")
+    proto = onnx.load(os.path.join(folder, "model.kv.onnx"), load_external_data=False)
+    assert [i.name for i in proto.graph.input] == CACHED_INPUT_NAMES
+    assert [o.name for o in proto.graph.output] == CACHED_OUTPUT_NAMES
+    import json
+    spec = json.load(open(os.path.join(folder, "dllm.json")))
+    assert spec["cached"] == {"fp32": "model.kv.onnx", "fp16": None, "layers": 2, "kv_heads": 4, "head_dim": 16}
+
+
+def test_cached_graph_full_pass_equals_full_graph(exported):
+    model, path = exported
+    kv_path = os.path.join(os.path.dirname(path), "model.kv.onnx")
+    got = run_ort(kv_path, cached_full_feeds(ROWS, span=4))
+    full = run_ort(path, feeds_for(ROWS, span=4))
+    for name in OUTPUT_NAMES:
+        np.testing.assert_allclose(got[name], full[name], atol=1e-5, err_msg=name)
+    f = cached_full_feeds(ROWS, span=4)
+    with torch.no_grad():
+        expected = CachedSamplingGraph(model, 16)(*(f[n] for n in CACHED_INPUT_NAMES))
+    assert got["present_kv"].shape == (2, 2, 3, 4, 11, 16)
+    np.testing.assert_allclose(got["present_kv"], expected[4].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["prefix", "dual"])
+def test_cached_step_over_its_own_refresh_is_exact(exported, mode):
+    """A step over keys/values cached from the same canvas computes the full pass (RoPE: keys cached rotated by their
+    absolute positions; dual: the block's cached entries masked, its fresh ones from the query)."""
+    _, path = exported
+    kv_path = os.path.join(os.path.dirname(path), "model.kv.onnx")
+    row = [6, 900, 17, 44, 51, 2, 2, 2, 2, 30, 31]  # prompt 5, block [5, 9), suffix 2
+    start, end, length = 5, 9, len(row)
+    present = torch.tensor(run_ort(kv_path, cached_full_feeds([row], span=4))["present_kv"], dtype=torch.float32)
+    if mode == "prefix":
+        query, past, mask_past = row[start:], present[..., :start, :], [1] * start
+    else:
+        query, past, mask_past = row[start:end], present, [1] * start + [0] * (end - start) + [1] * (length - end)
+    q = len(query)
+    feeds = dict(input_ids=torch.tensor([query]), position_ids=torch.arange(start, start + q)[None],
+                 attention_mask=torch.tensor([mask_past + [1] * q]), past_kv=past.contiguous(),
+                 positions=torch.arange(0, 4)[None], cfg_scale=torch.zeros(1), uncond_row=torch.zeros(1, dtype=torch.int64))
+    step = run_ort(kv_path, feeds)
+    full = run_ort(path, dict(input_ids=torch.tensor([row]), attention_mask=torch.ones(1, length, dtype=torch.int64),
+                              positions=torch.arange(start, end)[None], cfg_scale=torch.zeros(1),
+                              uncond_row=torch.zeros(1, dtype=torch.int64)))
+    for name in OUTPUT_NAMES:
+        np.testing.assert_allclose(step[name], full[name], atol=1e-5, err_msg=name)
+
+
+def test_fp16_cached_graph(tmp_path):
+    model = small_model()
+    write_model_folder(model, str(tmp_path), os.path.join(TINY, "tokenizer.json"), k=16, name="small", fp16=True)
+    assert os.path.getsize(tmp_path / "weights.fp16.data") < 0.6 * os.path.getsize(tmp_path / "weights.data")
+    f = cached_full_feeds(ROWS, span=4)
+    fp32 = run_ort(str(tmp_path / "model.kv.onnx"), f)
+    fp16 = run_ort(str(tmp_path / "model.kv.fp16.onnx"), f)
+    np.testing.assert_allclose(fp16["topk_logits"], fp32["topk_logits"], atol=2e-2)
+    np.testing.assert_allclose(fp16["present_kv"], fp32["present_kv"], atol=2e-2)

@@ -133,3 +133,60 @@ def test_golden_fixture_shape():
     for case in data["cases"]:
         assert len(case["expected"]) == case["n"]
         assert set(case["params"]) >= {"maxTokens", "steps", "blockLength", "remasking", "temperature", "seed"}
+
+
+@pytest.mark.parametrize("mode", ["prefix", "dual"])
+def test_cache_modes_batched_equal_alone_and_refresh_at_block_starts(mode):
+    """Fast-dLLM's prefix / dual cache in the reference: a full pass at each block start, cached steps after it;
+    left padding of cached steps (past and query) changes nothing."""
+    sampler = ref.ReferenceSampler(tiny_model(), SPEC)
+    prompts = [[20], [21, 22, 23, 24, 25, 26, 27], [30, 31, 32]]
+    settings = [ref.Params(max_tokens=8, steps=8, block_length=4, cache=mode),
+                ref.Params(max_tokens=16, steps=8, block_length=8, cache=mode),
+                ref.Params(max_tokens=8, steps=8, block_length=8, cfg_scale=1.0, cache=mode)]
+    alone = []
+    for prompt, params in zip(prompts, settings):
+        seq = sampler.new_sequence(prompt, params, suffix_ids=[40, 41] if len(prompt) == 1 else [])
+        sampler.generate([seq])
+        alone.append(ref.result(seq)["token_ids"])
+        blocks = seq.num_blocks
+        assert seq.refreshes + seq.cached_steps == seq.steps and seq.refreshes <= blocks and seq.cached_steps > 0
+    together = [sampler.new_sequence(p, s, suffix_ids=[40, 41] if len(p) == 1 else []) for p, s in zip(prompts, settings)]
+    sampler.generate(together)
+    assert [ref.result(s)["token_ids"] for s in together] == alone
+
+
+def test_cached_steps_over_an_unchanged_canvas_equal_the_full_pass():
+    """Where nothing changed since the refresh, a cached step is exact: the head outputs of prefix and dual steps
+    equal those of the full graph (keys cached after RoPE with absolute positions)."""
+    model = tiny_model()
+    sampler = ref.ReferenceSampler(model, SPEC)
+    for mode in ("prefix", "dual"):
+        seqs = [sampler.new_sequence(p, ref.Params(max_tokens=8, steps=8, block_length=4, cache=mode)) for p in ([20, 21], [22])]
+        entries = [(s, s.wanted_positions()) for s in seqs]
+        feeds, row_of = ref.build_batch(entries, 0)
+        full = sampler.run(feeds)
+        _, present = sampler.run_cached(ref.cached_feeds(feeds))
+        for s, row in zip(seqs, row_of):
+            pad = int((feeds[1][row] == 0).sum())
+            s.kv = [present[:, :, row, :, pad:, :]]
+            if mode == "prefix":
+                s.kv = [s.kv[0][..., :s.block_range()[0], :]]
+        step, _ = sampler.run_cached(ref.build_step_batch(entries, 0)[0])
+        np.testing.assert_allclose(step.topk_logits, full.topk_logits, atol=1e-5)
+        np.testing.assert_allclose(step.logsumexp, full.logsumexp, atol=1e-5)
+
+
+def test_weights_recovered_from_a_format_2_folder(tmp_path):
+    from dllm.export import write_model_folder
+
+    model = tiny_model()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or "ln_f" in name:
+                p.add_(torch.rand_like(p))
+    spec = write_model_folder(model, str(tmp_path), os.path.join(REPO, "models", "tiny-llada", "tokenizer.json"), 8, "t")
+    recovered = ref.model_from_onnx(str(tmp_path), spec)
+    for name, p in model.state_dict().items():
+        assert torch.equal(recovered.state_dict()[name], p), name
+    assert ref.model_sha256(str(tmp_path), spec) != ref.sha256(str(tmp_path / "model.onnx")), "the hash covers the weights"

@@ -3,16 +3,39 @@
 
 import type { Sequence } from './sequence.js';
 
+/** The key/value geometry of a cached graph: past_kv / present_kv are [layers, 2, N, kvHeads, length, headDim]. */
+export interface KvGeometry {
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+}
+
+/** The extra inputs of a cached graph (format 2, docs/models.md); `length` is then the query length Q. */
+export interface CachedFeeds {
+  geometry: KvGeometry;
+  /** [rows, Q]: absolute position of each query token (RoPE); 0 on padding. */
+  positionIds: BigInt64Array;
+  /** [layers, 2, rows, kvHeads, pastLength, headDim], left-padded per row; empty when pastLength is 0. */
+  past: Float32Array;
+  pastLength: number;
+  /** Ask for present_kv (the query tokens' keys/values), to fill caches. */
+  wantPresent: boolean;
+}
+
 export interface GraphFeeds {
   rows: number;
+  /** L: tokens per row (the query length Q for a cached graph). */
   length: number;
   /** P: wanted positions per row (rows with fewer repeat their last one). */
   positionsPerRow: number;
   inputIds: BigInt64Array;
+  /** [rows, L]; for a cached graph [rows, pastLength + Q]: the cached positions first, then the queries. */
   attentionMask: BigInt64Array;
   positions: BigInt64Array;
   cfgScale: Float32Array;
   uncondRow: BigInt64Array;
+  /** Present when the runner's graph is a cached graph. */
+  cached?: CachedFeeds;
 }
 
 export interface BatchEntry {

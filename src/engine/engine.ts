@@ -1,17 +1,20 @@
 // The engine: owns the step loop (nano-vllm's shape: schedule -> run the graph -> postprocess) and implements the
 // EngineClient interface of types.ts for the serving layer.
 
-import { buildBatch, groupByLength } from './batch.js';
+import { buildBatch, groupByLength, type Batch, type KvGeometry } from './batch.js';
 import { CompletionText } from './completion_text.js';
 import { EventChannel } from './event_channel.js';
 import type { GraphRunner } from './graph_runner.js';
+import type { HeadOutputs } from './head.js';
 import { loadModelFolder, type ModelFolder, type ModelSpec, type TextTokenizer } from './model_folder.js';
 import { OnnxGraphRunner, type ProviderChoice } from './onnx_session.js';
 import { MAX_SEED, randomSeed } from './rng.js';
 import { Scheduler, type Schedulable } from './scheduler.js';
 import { Sequence, type Commit } from './sequence.js';
+import { buildStepBatch, cacheReservation, extractRowCache, fullPassFeeds, keptLength, passKind, stepLength, type RowCache } from './kv_cache.js';
 import {
   EngineError,
+  type CacheMode,
   type EngineClient,
   type EngineEvent,
   type EngineHealth,
@@ -28,7 +31,15 @@ export interface EngineOptions {
   maxBatchSize?: number;
   /** Rows of very different lengths run as separate graph runs when one run would pad more than this ratio. */
   maxPaddedRatio?: number;
+  /** The runner runs the folder's cached graph (format 2): key/value caches are available. */
+  cachedGraph?: boolean;
+  /** Cache mode of requests that do not set one ('none' without a cached graph). */
+  defaultCache?: CacheMode;
+  /** Bound on the key/value cache bytes that admitted sequences may hold (default 2 GiB). */
+  maxCacheBytes?: number;
 }
+
+export const DEFAULT_MAX_CACHE_BYTES = 2 * 1024 ** 3;
 
 /** Cumulative timings, for the benchmark and metrics. */
 export interface EngineStats {
@@ -42,6 +53,10 @@ export interface EngineStats {
   graphMs: number;
   /** Time awaiting graph runs on the main thread (graphMs + thread hand-off). */
   graphWaitMs: number;
+  /** Sequence steps run from a key/value cache. */
+  cacheHits: number;
+  /** Sequence steps that (re)filled a key/value cache with a full pass. */
+  cacheRefreshes: number;
 }
 
 class ActiveRequest {
@@ -57,11 +72,15 @@ class ActiveRequest {
 class Choice implements Schedulable {
   stoppedText: string | null = null;
   finished = false;
+  /** The key/value caches of the sequence's graph rows, from its last full pass; null when it has none. */
+  kv: RowCache[] | null = null;
   constructor(
     readonly owner: ActiveRequest,
     readonly index: number,
     readonly sequence: Sequence,
     readonly text: CompletionText,
+    /** Cache bytes reserved while active (the scheduler's cost). */
+    readonly cost: number,
   ) {}
 
   get rowCount(): number {
@@ -78,10 +97,15 @@ export class DiffusionEngine implements EngineClient {
   private readonly requests = new Map<string, ActiveRequest>();
   private readonly maxPaddedRatio: number;
   private readonly precision: 'fp32' | 'fp16';
+  private readonly geometry: KvGeometry | null;
+  private readonly defaultCache: CacheMode;
+  private readonly maxCacheBytes: number;
+  /** Cache bytes held now. */
+  private kvBytes = 0;
   private running = false;
   /** The step loop in progress (resolved when idle): close() waits for it before it closes the session. */
   private loopDone: Promise<void> = Promise.resolve();
-  readonly stats: EngineStats = { steps: 0, graphRuns: 0, tokens: 0, stepMs: 0, graphMs: 0, graphWaitMs: 0 };
+  readonly stats: EngineStats = { steps: 0, graphRuns: 0, tokens: 0, stepMs: 0, graphMs: 0, graphWaitMs: 0, cacheHits: 0, cacheRefreshes: 0 };
 
   constructor(
     readonly spec: ModelSpec,
@@ -89,13 +113,19 @@ export class DiffusionEngine implements EngineClient {
     private readonly runner: GraphRunner,
     options: EngineOptions = {},
   ) {
-    this.scheduler = new Scheduler<Choice>(options.maxBatchSize ?? 16);
+    this.geometry = options.cachedGraph && spec.cached !== null ? spec.cached : null;
+    this.defaultCache = this.geometry === null ? 'none' : (options.defaultCache ?? 'none');
+    this.maxCacheBytes = options.maxCacheBytes ?? DEFAULT_MAX_CACHE_BYTES;
+    this.scheduler = new Scheduler<Choice>(options.maxBatchSize ?? 16, this.maxCacheBytes);
     this.maxPaddedRatio = options.maxPaddedRatio ?? 1.5;
     this.precision = options.precision ?? 'fp32';
   }
 
   async *generate(request: GenerateRequest): AsyncIterable<EngineEvent> {
     validateRequest(this.spec, request);
+    if (request.params.cache !== undefined && request.params.cache !== 'none' && this.geometry === null) {
+      throw new EngineError('invalid_request', `cache "${request.params.cache}" needs the model's cached graph, which this engine does not run`, 'cache');
+    }
     if (this.requests.has(request.id)) throw new EngineError('invalid_request', `request id ${request.id} is already running`, 'id');
     const active = new ActiveRequest(request);
     const prefix = this.spec.bosTokenId === null ? request.promptTokenIds : [this.spec.bosTokenId, ...request.promptTokenIds];
@@ -108,8 +138,17 @@ export class DiffusionEngine implements EngineClient {
         maskTokenId: this.spec.maskTokenId,
         eosTokenIds: this.spec.eosTokenIds,
         seed: (seed + index) % (MAX_SEED + 1),
+        defaultCache: this.defaultCache,
       });
-      active.choices.push(new Choice(active, index, sequence, new CompletionText(this.tokenizer, request.params.stop)));
+      const cost = cacheReservation(sequence, this.geometry);
+      if (cost * request.n > this.maxCacheBytes) {
+        // It could never be admitted: refuse now (429) rather than wait for ever.
+        throw new EngineError(
+          'overloaded',
+          `the key/value cache of this request (${request.n} × ${cost} bytes, cache ${sequence.cacheMode}) exceeds the engine's cache memory (${this.maxCacheBytes} bytes); use a shorter request or cache "none"`,
+        );
+      }
+      active.choices.push(new Choice(active, index, sequence, new CompletionText(this.tokenizer, request.params.stop), cost));
     }
     this.requests.set(request.id, active);
     for (const choice of active.choices) this.scheduler.add(choice);
@@ -141,7 +180,24 @@ export class DiffusionEngine implements EngineClient {
       activeSequences: this.scheduler.activeCount,
       waitingSequences: this.scheduler.waitingCount,
       maxBatchSize: this.scheduler.maxRows,
+      ...(this.geometry === null
+        ? {}
+        : {
+            kvCache: {
+              defaultMode: this.defaultCache,
+              bytes: this.kvBytes,
+              reservedBytes: this.scheduler.activeCost,
+              maxBytes: this.maxCacheBytes,
+              hits: this.stats.cacheHits,
+              refreshes: this.stats.cacheRefreshes,
+            },
+          }),
     };
+  }
+
+  /** Cache bytes held now (for tests and the benchmark). */
+  get cacheBytes(): number {
+    return this.kvBytes;
   }
 
   async close(): Promise<void> {
@@ -161,7 +217,8 @@ export class DiffusionEngine implements EngineClient {
   /** Runs steps while any sequence is active or waiting; cancelled and finished ones leave at step boundaries. */
   private async loop(): Promise<void> {
     for (;;) {
-      const { active } = this.scheduler.schedule();
+      const { active, retired } = this.scheduler.schedule();
+      for (const choice of retired) this.freeCache(choice);
       if (active.length === 0) {
         this.running = false;
         return;
@@ -178,32 +235,67 @@ export class DiffusionEngine implements EngineClient {
   private async step(active: Choice[]): Promise<void> {
     const t0 = performance.now();
     const entries = active.map((choice) => ({ sequence: choice.sequence, positions: choice.sequence.wantedPositions() }));
-    const groups = groupByLength(
-      entries.map((e) => e.sequence.canvas.length),
-      entries.map((e) => e.sequence.rowCount),
-      this.maxPaddedRatio,
-    );
-    for (const group of groups) {
-      const { feeds, rowOf } = buildBatch(group.map((i) => entries[i]), this.spec.padTokenId);
+    // Full passes (the whole canvas; at block starts they refill caches) and cached steps run as separate graph runs.
+    const full: number[] = [];
+    const cached: number[] = [];
+    active.forEach((choice, i) => {
+      const kind = this.geometry === null ? 'full' : passKind(choice.sequence, choice.kv !== null);
+      (kind === 'full' ? full : cached).push(i);
+    });
+    const runs: { indices: number[]; build: () => Batch; refresh: boolean }[] = [];
+    const rowCounts = (ix: number[]) => ix.map((i) => entries[i].sequence.rowCount);
+    for (const group of groupByLength(full.map((i) => entries[i].sequence.canvas.length), rowCounts(full), this.maxPaddedRatio)) {
+      const indices = group.map((g) => full[g]);
+      const refresh = this.geometry !== null && indices.some((i) => entries[i].sequence.cacheMode !== 'none');
+      runs.push({
+        indices,
+        refresh,
+        build: () => {
+          const batch = buildBatch(indices.map((i) => entries[i]), this.spec.padTokenId);
+          return this.geometry === null ? batch : { ...batch, feeds: fullPassFeeds(batch.feeds, this.geometry, refresh) };
+        },
+      });
+    }
+    const cachedEntries = cached.map((i) => ({ ...entries[i], caches: active[i].kv! }));
+    for (const group of groupByLength(cachedEntries.map(stepLength), rowCounts(cached), this.maxPaddedRatio)) {
+      runs.push({
+        indices: group.map((g) => cached[g]),
+        refresh: false,
+        build: () => buildStepBatch(group.map((g) => cachedEntries[g]), this.spec.padTokenId, this.geometry!),
+      });
+    }
+    for (const { indices, build, refresh } of runs) {
+      let batch: Batch;
+      try {
+        batch = build();
+      } catch (err) {
+        for (const i of indices) this.fail(active[i].owner, err);
+        continue;
+      }
       const tRun = performance.now();
       let head;
       try {
-        const run = await this.runner.run(feeds);
+        const run = await this.runner.run(batch.feeds);
         head = run.head;
         this.stats.graphMs += run.runMs;
       } catch (err) {
-        for (const i of group) this.fail(active[i].owner, err);
+        for (const i of indices) this.fail(active[i].owner, err);
         continue;
       } finally {
         this.stats.graphWaitMs += performance.now() - tRun;
         this.stats.graphRuns++;
       }
-      group.forEach((i, j) => {
+      indices.forEach((i, j) => {
         const choice = active[i];
         if (choice.done) return;
         try {
-          const block = choice.sequence.block;
-          const commits = choice.sequence.applyStep(head, rowOf[j], entries[i].positions);
+          const { sequence } = choice;
+          if (batch.feeds.cached !== undefined) {
+            if (batch.feeds.cached.pastLength > 0) this.stats.cacheHits++;
+            else if (refresh && sequence.cacheMode !== 'none') this.storeCache(choice, head, batch.feeds.length, batch.rowOf[j]);
+          }
+          const block = sequence.block;
+          const commits = sequence.applyStep(head, batch.rowOf[j], entries[i].positions);
           this.stats.tokens += commits.length;
           this.postprocess(choice, block, commits);
         } catch (err) {
@@ -213,6 +305,26 @@ export class DiffusionEngine implements EngineClient {
     }
     this.stats.steps++;
     this.stats.stepMs += performance.now() - t0;
+  }
+
+  /** A full pass's keys/values of a sequence's rows become its cache (before the step may end the block). */
+  private storeCache(choice: Choice, head: HeadOutputs, length: number, firstRow: number): void {
+    const { sequence } = choice;
+    if (head.present === undefined) throw new Error('the cached graph returned no present_kv');
+    const pad = length - sequence.canvas.length;
+    const keep = keptLength(sequence);
+    const kv: RowCache[] = [];
+    for (let r = 0; r < sequence.rowCount; r++) kv.push(extractRowCache(head.present.data, head.present.dims, firstRow + r, pad, keep));
+    this.freeCache(choice);
+    choice.kv = kv;
+    this.kvBytes += kv.reduce((sum, c) => sum + c.data.byteLength, 0);
+    this.stats.cacheRefreshes++;
+  }
+
+  private freeCache(choice: Choice): void {
+    if (choice.kv === null) return;
+    this.kvBytes -= choice.kv.reduce((sum, c) => sum + c.data.byteLength, 0);
+    choice.kv = null;
   }
 
   /** Emits the step event of a choice, and its finish (and the request's done) when it ended. */
@@ -240,6 +352,7 @@ export class DiffusionEngine implements EngineClient {
   private finish(choice: Choice): void {
     const { sequence, text, owner } = choice;
     choice.finished = true;
+    this.freeCache(choice);
     const tokens = sequence.end !== null ? sequence.generated().slice(0, sequence.end.length) : sequence.stablePrefix();
     const finalText = choice.stoppedText ?? this.tokenizer.decode(tokens);
     const kept = tokens.slice(0, text.keptCount(tokens, finalText));
@@ -277,14 +390,18 @@ export class DiffusionEngine implements EngineClient {
 }
 
 export type PrecisionChoice = 'auto' | 'fp32' | 'fp16';
+/** auto: dual on CPU, none on CUDA (docs/deploy.md: the cache crosses PCIe every step with onnxruntime-node 1.30). */
+export type CacheChoice = 'auto' | CacheMode;
 
-export interface OpenEngineOptions extends Omit<EngineOptions, 'precision'> {
+export interface OpenEngineOptions extends Omit<EngineOptions, 'precision' | 'cachedGraph' | 'defaultCache'> {
   modelDir: string;
   provider?: ProviderChoice;
   deviceId?: number;
   threads?: number;
   /** auto: the fp16 graph on CUDA when the folder has one, else fp32 (also for provider auto, which may fall back to CPU). */
   precision?: PrecisionChoice;
+  /** Default cache mode of requests; needs a format-2 folder (else none). */
+  cache?: CacheChoice;
   warn?: (line: string) => void;
 }
 
@@ -293,11 +410,22 @@ export function resolvePrecision(choice: PrecisionChoice, provider: ProviderChoi
   return provider === 'cuda' && hasFp16 ? 'fp16' : 'fp32';
 }
 
-/** Loads a model folder and opens its graph in a worker thread. */
+/** The default cache mode: none without a cached graph; auto is dual on CPU and none on CUDA. */
+export function resolveCache(choice: CacheChoice, provider: string, hasCachedGraph: boolean): CacheMode {
+  if (!hasCachedGraph) return 'none';
+  if (choice !== 'auto') return choice;
+  return provider === 'cpu' ? 'dual' : 'none';
+}
+
+/**
+ * Loads a model folder and opens its graph in a worker thread: the cached graph of a format-2 folder (it runs every
+ * cache mode, `none` included, so the weights are in memory once), model.onnx otherwise.
+ */
 export async function openEngine(options: OpenEngineOptions): Promise<{ engine: DiffusionEngine; model: ModelFolder; modelPath: string }> {
   const model = await loadModelFolder(options.modelDir);
   const precision = resolvePrecision(options.precision ?? 'auto', options.provider ?? 'cpu', model.spec.onnx.fp16 !== null);
-  const modelPath = model.onnxPath(precision);
+  const cachedPath = model.cachedPath(precision);
+  const modelPath = cachedPath ?? model.onnxPath(precision);
   const runner = await OnnxGraphRunner.open({
     modelPath,
     provider: options.provider ?? 'cpu',
@@ -305,5 +433,7 @@ export async function openEngine(options: OpenEngineOptions): Promise<{ engine: 
     threads: options.threads,
     warn: options.warn,
   });
-  return { engine: new DiffusionEngine(model.spec, model.tokenizer, runner, { ...options, precision }), model, modelPath };
+  const defaultCache = resolveCache(options.cache ?? 'auto', runner.provider, cachedPath !== null);
+  const engine = new DiffusionEngine(model.spec, model.tokenizer, runner, { ...options, precision, cachedGraph: cachedPath !== null, defaultCache });
+  return { engine, model, modelPath };
 }

@@ -14,6 +14,9 @@ export interface HeadOutputs {
   logsumexp: Float64Array;
   /** [rows, positions]: entropy of the full-vocabulary softmax. */
   entropy: Float64Array;
+  /** Cached graphs, when asked for (feeds.cached.wantPresent): the query tokens' keys/values, present_kv
+   * [layers, 2, rows, kvHeads, Q, headDim]. */
+  present?: { data: Float32Array; dims: number[] };
 }
 
 /** The head's outputs at one (row, position): logits/ids start at `offset` (k entries), scalars at `index`. */

@@ -6,7 +6,9 @@ import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import type { RemaskingRule, SamplingParams } from './types.js';
 
-export const MODEL_FORMAT = 'dllm-onnx/1';
+/** Format 1: model.onnx alone. Format 2 adds the cached graph (`cached`) and one shared weights file (docs/models.md). */
+export const MODEL_FORMAT = 'dllm-onnx/2';
+export const MODEL_FORMATS: readonly string[] = ['dllm-onnx/1', 'dllm-onnx/2'];
 export const REMASKING_RULES: readonly RemaskingRule[] = ['low_confidence', 'random', 'margin', 'entropy'];
 
 export interface GenerationDefaults {
@@ -34,6 +36,17 @@ export interface ModelSpec {
   chatTemplate: string | null;
   generationDefaults: GenerationDefaults;
   onnx: { fp32: string; fp16: string | null };
+  /** Format 2: the cached graph per precision and its key/value geometry; null in format 1. */
+  cached: CachedGraphSpec | null;
+}
+
+/** The cached graph of a format-2 folder: past_kv / present_kv are [layers, 2, N, kvHeads, length, headDim]. */
+export interface CachedGraphSpec {
+  fp32: string;
+  fp16: string | null;
+  layers: number;
+  kvHeads: number;
+  headDim: number;
 }
 
 export class ModelFolderError extends Error {
@@ -55,6 +68,8 @@ export interface ModelFolder {
   tokenizer: TextTokenizer;
   /** Absolute path of the ONNX file of a precision; throws when the folder has none. */
   onnxPath(precision: 'fp32' | 'fp16'): string;
+  /** Absolute path of the cached graph of a precision (format 2); null when the folder has none. */
+  cachedPath(precision: 'fp32' | 'fp16'): string | null;
 }
 
 type Json = Record<string, unknown>;
@@ -124,7 +139,9 @@ export function parseModelSpec(raw: unknown, file = 'dllm.json'): ModelSpec {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ModelFolderError(`${file}: must be a JSON object`);
   const f = new Fields(file, raw as Json);
   const format = f.str('format');
-  if (format !== MODEL_FORMAT) throw new ModelFolderError(`${file}: field "format" is "${format}", this server reads "${MODEL_FORMAT}"`);
+  if (!MODEL_FORMATS.includes(format)) {
+    throw new ModelFolderError(`${file}: field "format" is "${format}", this server reads ${MODEL_FORMATS.map((x) => `"${x}"`).join(' and ')}`);
+  }
   const vocabSize = f.int('vocab_size', 2);
   const token = (key: string): number => {
     const id = f.int(key);
@@ -163,7 +180,12 @@ export function parseModelSpec(raw: unknown, file = 'dllm.json'): ModelSpec {
       temperature: g.num('temperature', 0),
     },
     onnx: { fp32: onnx.str('fp32'), fp16: onnx.strOrNull('fp16') },
+    cached: format === 'dllm-onnx/1' ? null : cachedGraphSpec(f.object('cached')),
   };
+}
+
+function cachedGraphSpec(c: Fields): CachedGraphSpec {
+  return { fp32: c.str('fp32'), fp16: c.strOrNull('fp16'), layers: c.int('layers', 1), kvHeads: c.int('kv_heads', 1), headDim: c.int('head_dim', 1) };
 }
 
 /** Complete sampling parameters from the model's generation defaults (the API overrides what a request sets). */
@@ -226,6 +248,14 @@ export async function loadModelFolder(dir: string): Promise<ModelFolder> {
   } catch {
     throw new ModelFolderError(`${fp32}: missing (named by ${specFile} field "onnx.fp32")`);
   }
+  if (spec.cached !== null) {
+    const cachedFp32 = path.join(absolute, spec.cached.fp32);
+    try {
+      await stat(cachedFp32);
+    } catch {
+      throw new ModelFolderError(`${cachedFp32}: missing (named by ${specFile} field "cached.fp32")`);
+    }
+  }
   return {
     dir: absolute,
     spec,
@@ -234,6 +264,10 @@ export async function loadModelFolder(dir: string): Promise<ModelFolder> {
       const name = spec.onnx[precision];
       if (name === null) throw new ModelFolderError(`${specFile}: field "onnx.${precision}" is null; this model has no ${precision} graph`);
       return path.join(absolute, name);
+    },
+    cachedPath(precision) {
+      const name = spec.cached?.[precision] ?? null;
+      return name === null ? null : path.join(absolute, name);
     },
   };
 }

@@ -111,7 +111,9 @@ export class OnnxGraphRunner implements GraphRunner {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ id, feeds } satisfies WorkerRequest);
+      // A cached step's past keys/values (megabytes) move to the worker instead of being copied; feeds are one-use.
+      const past = feeds.cached?.past.buffer as ArrayBuffer | undefined;
+      this.worker.postMessage({ id, feeds } satisfies WorkerRequest, past !== undefined && past.byteLength > 0 ? [past] : []);
     });
   }
 

@@ -33,14 +33,28 @@ function firstLine(err: unknown): string {
   return String(err instanceof Error ? err.message : err).split('\n')[0];
 }
 
+const HEAD_OUTPUTS = ['topk_logits', 'topk_ids', 'logsumexp', 'entropy'];
+
 function run(session: ort.InferenceSession, f: GraphFeeds): Promise<ort.InferenceSession.OnnxValueMapType> {
-  return session.run({
+  const common = {
     input_ids: new ort.Tensor('int64', f.inputIds, [f.rows, f.length]),
-    attention_mask: new ort.Tensor('int64', f.attentionMask, [f.rows, f.length]),
     positions: new ort.Tensor('int64', f.positions, [f.rows, f.positionsPerRow]),
     cfg_scale: new ort.Tensor('float32', f.cfgScale, [f.rows]),
     uncond_row: new ort.Tensor('int64', f.uncondRow, [f.rows]),
-  });
+  };
+  const c = f.cached;
+  if (c === undefined) return session.run({ ...common, attention_mask: new ort.Tensor('int64', f.attentionMask, [f.rows, f.length]) });
+  // The cached graph (docs/models.md, format 2); present_kv only when asked for, so a cached step copies no keys back.
+  const { layers, kvHeads, headDim } = c.geometry;
+  return session.run(
+    {
+      ...common,
+      position_ids: new ort.Tensor('int64', c.positionIds, [f.rows, f.length]),
+      attention_mask: new ort.Tensor('int64', f.attentionMask, [f.rows, c.pastLength + f.length]),
+      past_kv: new ort.Tensor('float32', c.past, [layers, 2, f.rows, kvHeads, c.pastLength, headDim]),
+    },
+    c.wantPresent ? [...HEAD_OUTPUTS, 'present_kv'] : HEAD_OUTPUTS,
+  );
 }
 
 function toHead(out: ort.InferenceSession.OnnxValueMapType): HeadOutputs {
@@ -58,6 +72,9 @@ function toHead(out: ort.InferenceSession.OnnxValueMapType): HeadOutputs {
     // float64 in graphs with the exact head (docs/models.md), float32 in earlier exports.
     logsumexp: Float64Array.from(out.logsumexp.data as Float64Array | Float32Array),
     entropy: Float64Array.from(out.entropy.data as Float64Array | Float32Array),
+    ...(out.present_kv === undefined
+      ? {}
+      : { present: { data: Float32Array.from(out.present_kv.data as Float32Array), dims: [...out.present_kv.dims] } }),
   };
 }
 
@@ -72,7 +89,8 @@ open().then(
         const runMs = performance.now() - t0;
         const head = toHead(out);
         const reply: WorkerReply = { type: 'result', id: msg.id, head, runMs };
-        const buffers = [head.topkLogits, head.topkIds, head.logsumexp, head.entropy].map((a) => a.buffer as ArrayBuffer);
+        const arrays = [head.topkLogits, head.topkIds, head.logsumexp, head.entropy, ...(head.present ? [head.present.data] : [])];
+        const buffers = arrays.map((a) => a.buffer as ArrayBuffer);
         port.postMessage(reply, buffers);
       } catch (err) {
         port.postMessage({ type: 'failed', id: msg.id, message: firstLine(err) } satisfies WorkerReply);

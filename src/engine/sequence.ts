@@ -4,7 +4,7 @@
 // to right (LLaDA's semi-autoregressive remasking); a step commits some masked positions of the current block only.
 // The state changes only through applyStep(head outputs), so every rule is testable without ONNX.
 
-import type { FinishReason, SamplingParams } from './types.js';
+import type { CacheMode, FinishReason, SamplingParams } from './types.js';
 import { headSlot, type HeadOutputs } from './head.js';
 import { CounterRng } from './rng.js';
 import { chooseToken, confidenceScore, selectCommits, transferSchedule, type CommitRule, type TokenChoice } from './sampler.js';
@@ -18,6 +18,8 @@ export interface SequenceInit {
   eosTokenIds: readonly number[];
   /** The resolved seed of this choice (request seed + choice index, or a fresh one). */
   seed: number;
+  /** Key/value cache mode when params.cache is absent (the engine's default); 'none' when not given. */
+  defaultCache?: CacheMode;
 }
 
 export interface Commit {
@@ -52,6 +54,8 @@ export class Sequence {
   readonly numBlocks: number;
   readonly stepsPerBlock: number;
   readonly params: SamplingParams;
+  /** params.cache, or the engine's default. */
+  readonly cacheMode: CacheMode;
   block = 0;
   stepInBlock = 0;
   steps = 0;
@@ -66,6 +70,7 @@ export class Sequence {
   constructor(init: SequenceInit) {
     const { params } = init;
     this.params = params;
+    this.cacheMode = params.cache ?? init.defaultCache ?? 'none';
     this.maskTokenId = init.maskTokenId;
     this.eos = new Set(init.eosTokenIds);
     this.rng = new CounterRng(init.seed);
@@ -85,6 +90,12 @@ export class Sequence {
   /** Graph rows this sequence needs per step: two with classifier-free guidance (conditional, unconditional). */
   get rowCount(): number {
     return this.params.cfgScale > 0 ? 2 : 1;
+  }
+
+  /** Canvas indices [start, end) of the current block. */
+  blockRange(): [number, number] {
+    const start = this.genStart + this.block * this.params.blockLength;
+    return [start, start + this.params.blockLength];
   }
 
   /** Canvas indices of the masked positions of the current block, ascending: the positions the head must score. */

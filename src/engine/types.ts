@@ -7,6 +7,15 @@ export type RemaskingRule = 'low_confidence' | 'random' | 'margin' | 'entropy';
 
 export type FinishReason = 'stop' | 'length';
 
+/**
+ * Key/value cache mode (Fast-dLLM, Wu et al. 2025): `none` runs the whole canvas every step; `prefix` and `dual`
+ * refresh a cache with a full pass at each block start, then run only the block and what follows it (`prefix`, the
+ * keys/values before the block cached) or only the block (`dual`, those before and after it cached). Both are
+ * approximations for a bidirectional model (docs/models.md). Needs a format-2 model folder.
+ */
+export type CacheMode = 'none' | 'prefix' | 'dual';
+export const CACHE_MODES: readonly CacheMode[] = ['none', 'prefix', 'dual'];
+
 /** Sampling parameters of one request, already defaulted and validated. */
 export interface SamplingParams {
   /** Tokens asked for; the generated span is this rounded up to whole blocks. */
@@ -33,6 +42,8 @@ export interface SamplingParams {
   stop: string[];
   /** Top-N alternatives per generated token (0..5); null = no logprobs. */
   logprobs: number | null;
+  /** Key/value cache mode; absent = the engine's default (KV_CACHE). */
+  cache?: CacheMode;
 }
 
 export interface GenerateRequest {
@@ -119,6 +130,22 @@ export interface EngineHealth {
   activeSequences: number;
   waitingSequences: number;
   maxBatchSize: number;
+  /** Key/value caches (format-2 model folders); absent for engines without a cached graph. */
+  kvCache?: KvCacheHealth;
+}
+
+export interface KvCacheHealth {
+  /** Default mode of requests that do not set `cache`. */
+  defaultMode: CacheMode;
+  /** Bytes of keys/values held now. */
+  bytes: number;
+  /** Bytes reserved by admitted sequences (the most each may hold); admission keeps it within maxBytes. */
+  reservedBytes: number;
+  maxBytes: number;
+  /** Steps that ran from a cache (one per sequence and step). */
+  hits: number;
+  /** Full passes that filled a cache (block starts). */
+  refreshes: number;
 }
 
 /** Error codes shared by the engine and the API's OpenAI error mapping. */

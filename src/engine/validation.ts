@@ -1,7 +1,7 @@
 // Request validation against a model (pure: no ONNX, no tokenizer), shared by the API (before it enqueues) and the
 // engine (before it admits). Every failure is an EngineError naming the request field (OpenAI's `param`).
 
-import { EngineError, type GenerateRequest, type SamplingParams } from './types.js';
+import { CACHE_MODES, EngineError, type GenerateRequest, type SamplingParams } from './types.js';
 import type { ModelSpec } from './model_folder.js';
 import { REMASKING_RULES } from './model_folder.js';
 import { MAX_SEED } from './rng.js';
@@ -66,6 +66,12 @@ export function validateSamplingParams(spec: ModelSpec, p: SamplingParams): void
     invalid('stop', `stop must be at most ${MAX_STOP_STRINGS} non-empty strings`);
   }
   if (p.logprobs !== null) checkInt(p.logprobs, 'logprobs', 0, Math.min(MAX_LOGPROBS, spec.topk));
+  if (p.cache !== undefined) {
+    if (!CACHE_MODES.includes(p.cache)) invalid('cache', `cache must be one of ${CACHE_MODES.join(', ')}, got ${JSON.stringify(p.cache)}`);
+    if (p.cache !== 'none' && spec.cached === null) {
+      invalid('cache', `cache "${p.cache}" needs a model folder with a cached graph (format dllm-onnx/2); ${spec.name} has none`);
+    }
+  }
 }
 
 /** A whole request: prompt, suffix, n, the canvas against the model's length (checked first), parameters. */

@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openEngine, type DiffusionEngine } from '../../src/engine/engine.js';
+import { openEngine, type DiffusionEngine, type OpenEngineOptions } from '../../src/engine/engine.js';
 import type { ModelFolder } from '../../src/engine/model_folder.js';
 import type { EngineEvent, FinishEvent, GenerateRequest } from '../../src/engine/types.js';
 
@@ -12,8 +12,9 @@ export const MODEL_DIR = process.env.DLLM_TEST_MODEL ?? path.join(ROOT, 'models'
 export const HAVE_MODEL = existsSync(path.join(MODEL_DIR, 'model.onnx'));
 export const SKIP_NO_MODEL = HAVE_MODEL ? false : `no model at ${MODEL_DIR}`;
 
-export async function openTestEngine(maxBatchSize = 16): Promise<{ engine: DiffusionEngine; model: ModelFolder }> {
-  return openEngine({ modelDir: MODEL_DIR, provider: 'cpu', threads: 2, maxBatchSize });
+/** The engine on the test model; requests without `cache` run without one, whatever the provider's default. */
+export async function openTestEngine(maxBatchSize = 16, options: Partial<OpenEngineOptions> = {}): Promise<{ engine: DiffusionEngine; model: ModelFolder }> {
+  return openEngine({ modelDir: MODEL_DIR, provider: 'cpu', threads: 2, maxBatchSize, cache: 'none', ...options });
 }
 
 export async function collect(events: AsyncIterable<EngineEvent>): Promise<EngineEvent[]> {

@@ -1,0 +1,191 @@
+// Key/value caches for the cached graph of format-2 model folders (docs/models.md): which pass a step runs, the
+// graph inputs of a cached step (left-padded, like batch.ts), and the per-row caches cut out of a full pass.
+//
+// The modes are Fast-dLLM's (Wu et al. 2025, "Fast-dLLM: Training-free Acceleration of Diffusion LLM by Enabling KV
+// Cache and Parallel Decoding"; NVlabs/Fast-dLLM llada/generate.py, generate_with_prefix_cache and
+// generate_with_dual_cache): at every block start a full pass over the whole canvas commits the step's tokens and
+// fills the cache; the block's later steps run only
+//   prefix: the block and everything after it (later blocks, suffix), over the cached keys/values before the block;
+//   dual:   the block alone, over the cached keys/values of every other position (before and after the block).
+// In dual mode the cache still holds the block's own positions from the block start: they are masked out and the
+// block's fresh keys/values come from the query, which is Fast-dLLM's replace_position update (attention does not
+// depend on the order of its keys, and cached keys are rotated by their own absolute positions).
+//
+// Pure: no ONNX Runtime. models/dllm/reference_generate.py (step_rows, build_step_batch) mirrors it.
+
+import type { Batch, GraphFeeds, KvGeometry } from './batch.js';
+import type { Sequence } from './sequence.js';
+
+/** One graph row's keys/values: [layers, 2, kvHeads, length, headDim], canvas positions 0 .. length-1. */
+export interface RowCache {
+  data: Float32Array;
+  length: number;
+}
+
+export type PassKind = 'full' | 'cached';
+
+export function kvBytesPerPosition(g: KvGeometry): number {
+  return g.layers * 2 * g.kvHeads * g.headDim * Float32Array.BYTES_PER_ELEMENT;
+}
+
+/** The most cache bytes a sequence may hold: every row's keys/values over its whole canvas; 0 without a cache. */
+export function cacheReservation(sequence: Sequence, g: KvGeometry | null): number {
+  if (g === null || sequence.cacheMode === 'none') return 0;
+  return sequence.rowCount * sequence.canvas.length * kvBytesPerPosition(g);
+}
+
+/** A full pass at every block start (and whenever there is no cache); the block's later steps run from the cache. */
+export function passKind(sequence: Sequence, hasCache: boolean): PassKind {
+  return sequence.cacheMode === 'none' || sequence.stepInBlock === 0 || !hasCache ? 'full' : 'cached';
+}
+
+/** Canvas positions a refreshed cache keeps: prefix mode only ever reads those before the block. */
+export function keptLength(sequence: Sequence): number {
+  return sequence.cacheMode === 'prefix' ? sequence.blockRange()[0] : sequence.canvas.length;
+}
+
+/** Position ids of left-padded rows from their attention mask: the first real token is 0, padding 0. */
+export function positionIdsFromMask(mask: BigInt64Array, rows: number, length: number): BigInt64Array {
+  const out = new BigInt64Array(rows * length);
+  for (let r = 0; r < rows; r++) {
+    let seen = 0n;
+    for (let i = 0; i < length; i++) {
+      const real = mask[r * length + i] !== 0n;
+      out[r * length + i] = real ? seen : 0n;
+      if (real) seen++;
+    }
+  }
+  return out;
+}
+
+/** A full pass (the whole canvas as query, nothing cached) as cached-graph feeds. */
+export function fullPassFeeds(feeds: GraphFeeds, geometry: KvGeometry, wantPresent: boolean): GraphFeeds {
+  return {
+    ...feeds,
+    cached: { geometry, positionIds: positionIdsFromMask(feeds.attentionMask, feeds.rows, feeds.length), past: new Float32Array(0), pastLength: 0, wantPresent },
+  };
+}
+
+/** Row `row`'s keys/values at query indices [from, from + count) of present_kv [layers, 2, N, kvHeads, Q, headDim]. */
+export function extractRowCache(present: Float32Array, dims: readonly number[], row: number, from: number, count: number): RowCache {
+  const [layers, two, n, kvHeads, q, headDim] = dims;
+  if (two !== 2 || present.length !== layers * 2 * n * kvHeads * q * headDim) throw new Error(`present_kv of shape [${dims.join(', ')}] does not hold ${present.length} values`);
+  if (row < 0 || row >= n || from < 0 || from + count > q) throw new Error(`row ${row}, positions [${from}, ${from + count}) outside present_kv [${dims.join(', ')}]`);
+  const data = new Float32Array(layers * 2 * kvHeads * count * headDim);
+  for (let ls = 0; ls < layers * 2; ls++) {
+    for (let h = 0; h < kvHeads; h++) {
+      const src = (((ls * n + row) * kvHeads + h) * q + from) * headDim;
+      data.set(present.subarray(src, src + count * headDim), (ls * kvHeads + h) * count * headDim);
+    }
+  }
+  return { data, length: count };
+}
+
+export interface CachedEntry {
+  sequence: Sequence;
+  /** Canvas indices to score: sequence.wantedPositions(). */
+  positions: number[];
+  /** One cache per graph row of the sequence (conditional, then unconditional with guidance). */
+  caches: readonly RowCache[];
+}
+
+interface StepRow {
+  query: readonly number[];
+  /** Canvas index of the first query token. */
+  queryStart: number;
+  cache: RowCache;
+  /** Cached positions [0, take) fed as past. */
+  take: number;
+  /** Cached positions [hideFrom, hideTo) masked out (dual: the block, whose fresh keys come from the query). */
+  hideFrom: number;
+  hideTo: number;
+  positions: number[];
+  cfgScale: number;
+  partner: number;
+}
+
+/** The rows of one sequence's cached step. */
+function stepRows(entry: CachedEntry, firstRow: number): StepRow[] {
+  const { sequence, positions, caches } = entry;
+  const [start, end] = sequence.blockRange();
+  const canvases = sequence.rowCount === 2 ? [sequence.canvas, sequence.unconditionalCanvas()] : [sequence.canvas];
+  if (caches.length !== canvases.length) throw new Error(`a sequence of ${canvases.length} rows has ${caches.length} caches`);
+  const partner = firstRow + sequence.rowCount - 1;
+  return canvases.map((canvas, i) => {
+    const prefix = sequence.cacheMode === 'prefix';
+    const queryEnd = prefix ? canvas.length : end;
+    const take = prefix ? start : canvas.length;
+    if (caches[i].length < take) throw new Error(`cache of ${caches[i].length} positions, ${take} needed`);
+    return {
+      query: canvas.slice(start, queryEnd),
+      queryStart: start,
+      cache: caches[i],
+      take,
+      hideFrom: start,
+      hideTo: prefix ? start : end,
+      positions: positions.map((p) => p - start),
+      cfgScale: i === 0 ? sequence.params.cfgScale : 0,
+      partner,
+    };
+  });
+}
+
+/** Lengths a cached step of this entry feeds (past + query), for groupByLength. */
+export function stepLength(entry: CachedEntry): number {
+  const [start, end] = entry.sequence.blockRange();
+  return entry.sequence.cacheMode === 'prefix' ? entry.sequence.canvas.length : entry.sequence.canvas.length + (end - start);
+}
+
+/**
+ * Cached-step graph inputs: per row, its cached keys/values right-aligned in [0, Lp) and its query right-aligned in
+ * [0, Q), the attention mask 1 on real cached positions and real queries only. Padding keys get no weight, so a row
+ * computes what it computes alone.
+ */
+export function buildStepBatch(entries: readonly CachedEntry[], padTokenId: number, geometry: KvGeometry): Batch {
+  const rows: StepRow[] = [];
+  const rowOf: number[] = [];
+  for (const entry of entries) {
+    rowOf.push(rows.length);
+    rows.push(...stepRows(entry, rows.length));
+  }
+  const n = rows.length;
+  const lp = Math.max(...rows.map((r) => r.take));
+  const q = Math.max(...rows.map((r) => r.query.length));
+  const p = Math.max(1, ...rows.map((r) => r.positions.length));
+  const { layers, kvHeads, headDim } = geometry;
+  const past = new Float32Array(layers * 2 * n * kvHeads * lp * headDim);
+  const feeds: GraphFeeds = {
+    rows: n,
+    length: q,
+    positionsPerRow: p,
+    inputIds: new BigInt64Array(n * q).fill(BigInt(padTokenId)),
+    attentionMask: new BigInt64Array(n * (lp + q)),
+    positions: new BigInt64Array(n * p),
+    cfgScale: new Float32Array(n),
+    uncondRow: new BigInt64Array(n),
+    cached: { geometry, positionIds: new BigInt64Array(n * q), past, pastLength: lp, wantPresent: false },
+  };
+  const positionIds = feeds.cached!.positionIds;
+  rows.forEach((row, r) => {
+    const pastPad = lp - row.take;
+    const queryPad = q - row.query.length;
+    const { data, length } = row.cache;
+    for (let ls = 0; ls < layers * 2; ls++) {
+      for (let h = 0; h < kvHeads; h++) {
+        const src = (ls * kvHeads + h) * length * headDim;
+        past.set(data.subarray(src, src + row.take * headDim), (((ls * n + r) * kvHeads + h) * lp + pastPad) * headDim);
+      }
+    }
+    const mask = r * (lp + q);
+    for (let i = 0; i < row.take; i++) feeds.attentionMask[mask + pastPad + i] = i >= row.hideFrom && i < row.hideTo ? 0n : 1n;
+    for (let i = 0; i < row.query.length; i++) {
+      feeds.inputIds[r * q + queryPad + i] = BigInt(row.query[i]);
+      positionIds[r * q + queryPad + i] = BigInt(row.queryStart + i);
+      feeds.attentionMask[mask + lp + queryPad + i] = 1n;
+    }
+    for (let j = 0; j < p; j++) feeds.positions[r * p + j] = BigInt(queryPad + (row.positions[Math.min(j, row.positions.length - 1)] ?? 0));
+    feeds.cfgScale[r] = row.cfgScale;
+    feeds.uncondRow[r] = BigInt(row.partner);
+  });
+  return { feeds, rowOf };
+}
