@@ -11,8 +11,13 @@ $PY -m dllm.data --out .cache/corpus
 # The tokenizer of the first tiny-llada, refitted to the same documents: byte-identical to the committed one.
 $PY -m dllm.tokenizer --corpus .cache/corpus/tokenizer.txt --vocab-size 4096 --out tiny-llada/tokenizer.json
 $PY -m dllm.train --corpus .cache/corpus --tokenizer tiny-llada/tokenizer.json --out runs/tiny-llada \
-  --d-model 256 --n-heads 8 --n-layers 6 --mlp-hidden 768 --max-steps 3400 --eval-every 200 --valid-windows 64 \
+  --d-model 192 --n-heads 6 --n-layers 6 --mlp-hidden 576 --max-steps 3400 --eval-every 200 --valid-windows 64 \
   --threads 2 "$@"
 $PY -m dllm.export --checkpoint runs/tiny-llada/ckpt.pt --tokenizer tiny-llada/tokenizer.json --out tiny-llada
-$PY -m dllm.card --run runs/tiny-llada --model tiny-llada --corpus .cache/corpus
+# The first tiny-llada (git revision 68de858), for the old-vs-new validation loss in the card.
+mkdir -p .cache/tiny-llada-68de858
+for f in model.onnx dllm.json tokenizer.json; do git show "68de858:models/tiny-llada/$f" > ".cache/tiny-llada-68de858/$f"; done
+$PY -m dllm.quality --model tiny-llada --old-model .cache/tiny-llada-68de858 --corpus .cache/corpus --out runs/tiny-llada/quality.json
+$PY -m dllm.card --run runs/tiny-llada --model tiny-llada --corpus .cache/corpus --quality runs/tiny-llada/quality.json \
+  --sweep runs/sweep-d192 runs/sweep-d256
 (cd .. && $PY models/dllm/reference_generate.py --golden test/fixtures/golden/tiny-llada.json)

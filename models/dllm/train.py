@@ -62,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--time-limit-min", type=float, default=0, help="stop (with a checkpoint) after this many minutes; 0 = none")
+    p.add_argument("--halt-at-step", type=int, default=0, help="stop (with a checkpoint) at this step, schedule unchanged; 0 = none")
     p.add_argument("--init-from", default="", help="start from this checkpoint's weights (a fresh optimiser and schedule)")
     p.add_argument("--max-docs", type=int, default=0, help="use only the first N training documents (tests)")
     return p.parse_args(argv)
@@ -216,6 +217,10 @@ def main(argv: list[str] | None = None) -> None:
             log({"step": state["step"], "valid": v, "tokens": state["tokens"], "seconds": round(state["seconds"], 1)})
         if state["step"] % args.ckpt_every == 0 or state["step"] == args.max_steps:
             checkpoint()
+        if state["step"] == args.halt_at_step:
+            checkpoint()
+            print(f"halted at step {state['step']} (--halt-at-step); run again to resume", flush=True)
+            return
         if args.time_limit_min and time.time() - session_start > 60 * args.time_limit_min:
             checkpoint()
             print(f"time limit reached at step {state['step']}; run again to resume", flush=True)
