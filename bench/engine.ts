@@ -1,9 +1,15 @@
-// Engine benchmark (issue 3): tokens/s and steps/s at batch 1, 4, 16, 32 for the fixed schedule (steps = length) and
-// threshold decoding (0.9) on the tiny model; tokens committed per step; time inside ONNX Runtime versus JavaScript;
-// the same workload through the PyTorch reference (models/dllm/reference_generate.py, same weights, same threads);
-// and the greedy agreement of threshold decoding with steps = length. Writes bench/engine.json and bench/engine.md.
+// Engine benchmark (issues 3 and 11): key/value cache modes side by side. For each schedule (fixed: steps = generated
+// length; threshold 0.9), each batch size and each cache mode (none; Fast-dLLM's prefix and dual cache, Wu et al.
+// 2025), the same greedy workload runs through the engine and through the PyTorch reference of that mode
+// (models/dllm/reference_generate.py, same weights, same threads): tokens/s, steps, speed-up over `none`, and how many
+// generated tokens equal those of `none` (the caches of a bidirectional model are approximations). Every position is
+// decoded (ignore_eos), so each run does the same work. Writes bench/engine.json and bench/engine.md.
 //
-//   npm run bench:engine [-- --batches 1,4,16,32 --threads 2 --max-tokens 64 --block-length 8 --repeat 2 --no-reference]
+//   npm run bench:engine [-- --prompt-tokens 256 --max-tokens 128 --block-length 32 --batches 1,8
+//                            --caches none,prefix,dual --schedules fixed,threshold --threads 2 --repeat 2 --no-reference]
+//
+// The issue's workload is prompt 256 + generation 128 (context 512 models); a model of context 256 takes e.g.
+// --prompt-tokens 96. Block diffusion (issue 11 part 3) is not benchmarked yet: no such model exists here.
 
 import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -12,74 +18,68 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Template } from '@huggingface/jinja';
 import { openEngine, type DiffusionEngine, type EngineStats } from '../src/engine/engine.js';
 import { defaultSamplingParams } from '../src/engine/model_folder.js';
-import type { FinishEvent, SamplingParams } from '../src/engine/types.js';
+import type { CacheMode, FinishEvent, SamplingParams } from '../src/engine/types.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values: args } = parseArgs({
   options: {
     model: { type: 'string', default: path.join(ROOT, 'models', 'tiny-llada') },
-    batches: { type: 'string', default: '1,4,16,32' },
+    'prompt-tokens': { type: 'string', default: '256' },
+    'max-tokens': { type: 'string', default: '128' },
+    'block-length': { type: 'string', default: '32' },
+    batches: { type: 'string', default: '1,8' },
+    caches: { type: 'string', default: 'none,prefix,dual' },
+    schedules: { type: 'string', default: 'fixed,threshold' },
     threads: { type: 'string', default: String(os.availableParallelism()) },
-    'max-tokens': { type: 'string', default: '64' },
-    /** Default: the model's generation_defaults.block_length. */
-    'block-length': { type: 'string' },
     'no-reference': { type: 'boolean', default: false },
     /** Each run is repeated and the fastest kept: the machine may be shared, and the fastest run is the least disturbed. */
     repeat: { type: 'string', default: '2' },
+    out: { type: 'string', default: path.join(ROOT, 'bench', 'engine') },
     python: { type: 'string', default: existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3' },
   },
 });
 
-// Half plain continuations, half chat turns rendered with the model's chat template.
-const PLAIN = [
-  'The old man looked at the sea and said',
-  'Once upon a time, there was a little girl who',
-  'The committee announced on Tuesday that',
-  'She opened the door and',
-  'In the morning the village was quiet, and',
-  'He never thought that the letter would',
-  'The history of the city begins with',
-  'When the rain finally stopped,',
-];
-const CHAT = [
-  'Tell me about the sea.',
-  'What is the capital of France?',
-  'Write a short poem about the rain.',
-  'Who was the first president of the United States?',
-  'Give me three reasons to read books.',
-  'What do you do on a Sunday morning?',
-  'Describe a busy city street.',
-  'Why is the sky blue?',
+// Prompt i: this text from sentence i on, repeated, cut to exactly --prompt-tokens tokens.
+const TEXT = [
+  'The old man looked at the sea and said nothing for a long time.',
+  'Once upon a time, there was a little girl who lived near the forest.',
+  'The committee announced on Tuesday that the bridge would be closed.',
+  'She opened the door and found the letter on the floor.',
+  'In the morning the village was quiet, and the fields were wet.',
+  'He never thought that the letter would change his life.',
+  'The history of the city begins with a small market by the river.',
+  'When the rain finally stopped, the children ran outside.',
 ];
 
+type Schedule = 'fixed' | 'threshold';
 interface RunResult {
-  name: string;
-  mode: 'fixed' | 'threshold';
+  schedule: Schedule;
   batch: number;
+  cache: CacheMode;
   wallS: number;
-  batchedSteps: number;
-  tokens: number;
-  sequenceSteps: number;
   stats: EngineStats;
   finishes: FinishEvent[];
 }
 
 const threads = Number(args.threads);
+const promptTokens = Number(args['prompt-tokens']);
 const maxTokens = Number(args['max-tokens']);
+const blockLength = Number(args['block-length']);
 const batches = args.batches.split(',').map(Number);
+const caches = args.caches.split(',') as CacheMode[];
+const schedules = args.schedules.split(',') as Schedule[];
 const repeat = Math.max(1, Number(args.repeat));
 
 function diff(after: EngineStats, before: EngineStats): EngineStats {
   return Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - before[k as keyof EngineStats]])) as unknown as EngineStats;
 }
 
-async function runBatch(engine: DiffusionEngine, prompts: number[][], params: SamplingParams, name: string): Promise<Omit<RunResult, 'mode' | 'batch'>> {
+async function runBatch(engine: DiffusionEngine, prompts: number[][], params: SamplingParams, name: string): Promise<{ wallS: number; stats: EngineStats; finishes: FinishEvent[] }> {
   const before = { ...engine.stats };
   const t0 = performance.now();
-  const all = await Promise.all(
+  const finishes = await Promise.all(
     prompts.map(async (ids, i) => {
       let finish: FinishEvent | null = null;
       for await (const event of engine.generate({ id: `${name}-${i}`, promptTokenIds: ids, suffixTokenIds: [], params, n: 1, includeCanvas: false })) {
@@ -88,24 +88,27 @@ async function runBatch(engine: DiffusionEngine, prompts: number[][], params: Sa
       return finish!;
     }),
   );
-  const wallS = (performance.now() - t0) / 1000;
-  const stats = diff(engine.stats, before);
-  return { name, wallS, batchedSteps: stats.steps, tokens: stats.tokens, sequenceSteps: all.reduce((s, f) => s + f.steps, 0), stats, finishes: all };
+  return { wallS: (performance.now() - t0) / 1000, stats: diff(engine.stats, before), finishes };
 }
 
-const { engine, model } = await openEngine({ modelDir: args.model, provider: 'cpu', threads, maxBatchSize: Math.max(...batches) });
-const template = model.spec.chatTemplate === null ? null : new Template(model.spec.chatTemplate);
-const chat = (content: string) =>
-  template === null ? content : template.render({ messages: [{ role: 'user', content }], add_generation_prompt: true, bos_token: '', eos_token: '' });
-const PROMPTS = [...PLAIN, ...CHAT.map(chat)];
-const encoded = PROMPTS.map((p) => model.tokenizer.encode(p));
-const blockLength = args['block-length'] === undefined ? model.spec.generationDefaults.blockLength : Number(args['block-length']);
-const base = { ...defaultSamplingParams(model.spec), maxTokens, blockLength, temperature: 0, remasking: 'low_confidence' as const };
-const modes = {
-  fixed: { ...base, steps: maxTokens, threshold: null },
-  threshold: { ...base, steps: maxTokens, threshold: 0.9 },
+const { engine, model, modelPath } = await openEngine({ modelDir: args.model, provider: 'cpu', threads, maxBatchSize: Math.max(...batches), cache: 'none' });
+if (caches.some((c) => c !== 'none') && model.spec.cached === null) {
+  throw new Error(`${args.model} has no cached graph (format ${model.spec.format}); export it again with python3 -m dllm.export, or pass --caches none`);
+}
+const text = model.tokenizer.encode(TEXT.join(' '));
+const sentenceStarts = TEXT.map((_, i) => model.tokenizer.encode(TEXT.slice(0, i).join(' ') + (i ? ' ' : '')).length);
+const promptFor = (i: number) => Array.from({ length: promptTokens }, (_, j) => text[(sentenceStarts[i % TEXT.length] + j) % text.length]);
+const promptsFor = (batch: number) => Array.from({ length: batch }, (_, i) => promptFor(i));
+const base: SamplingParams = {
+  ...defaultSamplingParams(model.spec),
+  maxTokens,
+  steps: maxTokens,
+  blockLength,
+  temperature: 0,
+  remasking: 'low_confidence',
+  ignoreEos: true,
 };
-const promptsFor = (batch: number) => Array.from({ length: batch }, (_, i) => encoded[i % encoded.length]);
+const paramsFor = (schedule: Schedule, cache: CacheMode): SamplingParams => ({ ...base, threshold: schedule === 'threshold' ? 0.9 : null, cache });
 
 interface ReferenceRun {
   name: string;
@@ -140,7 +143,7 @@ class Reference {
   async run(name: string, params: SamplingParams, prompts: number[][]): Promise<ReferenceRun> {
     const snake = {
       max_tokens: params.maxTokens, steps: params.steps, block_length: params.blockLength, remasking: params.remasking,
-      threshold: params.threshold, temperature: params.temperature,
+      threshold: params.threshold, temperature: params.temperature, cache: params.cache, ignore_eos: params.ignoreEos,
     };
     this.child.stdin.write(JSON.stringify({ name, params: snake, prompts }) + '\n');
     return (await this.line()) as ReferenceRun;
@@ -153,66 +156,74 @@ class Reference {
 
 const referenceProcess = args['no-reference'] ? null : new Reference();
 await referenceProcess?.ready();
-await runBatch(engine, promptsFor(2), modes.fixed, 'warmup');
+for (const cache of caches) await runBatch(engine, promptsFor(1), { ...paramsFor('fixed', cache), maxTokens: blockLength, steps: 2 }, `warmup-${cache}`);
 const runs: RunResult[] = [];
-const references: ReferenceRun[] = [];
-for (const mode of ['fixed', 'threshold'] as const) {
+const references: (ReferenceRun | null)[] = [];
+for (const schedule of schedules) {
   for (const batch of batches) {
-    let r = await runBatch(engine, promptsFor(batch), modes[mode], `${mode}-b${batch}`);
-    for (let i = 1; i < repeat; i++) {
-      const again = await runBatch(engine, promptsFor(batch), modes[mode], `${mode}-b${batch}-${i}`);
-      if (again.wallS < r.wallS) r = { ...again, name: r.name };
-    }
-    runs.push({ ...r, mode, batch });
-    let line = `engine ${r.name}: ${r.wallS.toFixed(2)} s, ${(r.tokens / r.wallS).toFixed(1)} tok/s`;
-    if (referenceProcess !== null) {
-      let ref = await referenceProcess.run(r.name, modes[mode], promptsFor(batch));
+    for (const cache of caches) {
+      const name = `${schedule}-b${batch}-${cache}`;
+      let r = await runBatch(engine, promptsFor(batch), paramsFor(schedule, cache), name);
       for (let i = 1; i < repeat; i++) {
-        const again = await referenceProcess.run(r.name, modes[mode], promptsFor(batch));
-        if (again.wall_s < ref.wall_s) ref = again;
+        const again = await runBatch(engine, promptsFor(batch), paramsFor(schedule, cache), `${name}-${i}`);
+        if (again.wallS < r.wallS) r = again;
+      }
+      runs.push({ ...r, schedule, batch, cache });
+      let line = `engine ${name}: ${r.wallS.toFixed(2)} s, ${(r.stats.tokens / r.wallS).toFixed(1)} tok/s, load ${os.loadavg()[0].toFixed(2)}`;
+      let ref: ReferenceRun | null = null;
+      if (referenceProcess !== null) {
+        ref = await referenceProcess.run(name, paramsFor(schedule, cache), promptsFor(batch));
+        for (let i = 1; i < repeat; i++) {
+          const again = await referenceProcess.run(name, paramsFor(schedule, cache), promptsFor(batch));
+          if (again.wall_s < ref.wall_s) ref = again;
+        }
+        line += `; reference ${ref.wall_s.toFixed(2)} s`;
       }
       references.push(ref);
-      line += `; reference ${ref.wall_s.toFixed(2)} s`;
+      console.error(line);
     }
-    console.error(line);
   }
 }
 await engine.close();
 referenceProcess?.close();
-const reference = referenceProcess === null ? null : references;
 
-// Threshold 0.9 against steps = length on the same prompts (largest batch that covers every prompt once).
-const agreeBatch = batches.find((b) => b >= PROMPTS.length) ?? Math.max(...batches);
-const fixedRun = runs.find((r) => r.mode === 'fixed' && r.batch === agreeBatch)!;
-const thresholdRun = runs.find((r) => r.mode === 'threshold' && r.batch === agreeBatch)!;
-const perPrompt = fixedRun.finishes.slice(0, PROMPTS.length).map((f, i) => {
-  const t = thresholdRun.finishes[i];
-  return { same: JSON.stringify(f.tokenIds) === JSON.stringify(t.tokenIds), stepRatio: f.steps / t.steps };
-});
-const agreement = perPrompt.filter((p) => p.same).length / perPrompt.length;
-const threeX = perPrompt.filter((p) => p.same && p.stepRatio >= 3).length / perPrompt.length;
-const engineMatchesReference =
-  reference === null
-    ? null
-    : runs.every((r, i) => r.finishes.every((f, j) => JSON.stringify(f.tokenIds) === JSON.stringify(reference![i].results[j].token_ids)));
+/** Share of generated positions whose token equals the `none` run's (same schedule, batch and prompt). */
+function agreementWithNone(r: RunResult): number {
+  const none = runs.find((x) => x.schedule === r.schedule && x.batch === r.batch && x.cache === 'none');
+  if (none === undefined) return NaN;
+  let same = 0;
+  let total = 0;
+  r.finishes.forEach((f, i) => {
+    const g = none.finishes[i].tokenIds;
+    for (let j = 0; j < Math.max(f.tokenIds.length, g.length); j++) {
+      total++;
+      if (f.tokenIds[j] === g[j]) same++;
+    }
+  });
+  return same / total;
+}
 
 const rows = runs.map((r, i) => {
-  const ref = reference?.[i];
+  const ref = references[i];
+  const none = runs.find((x) => x.schedule === r.schedule && x.batch === r.batch && x.cache === 'none');
+  const tokens = r.stats.tokens;
+  const steps = r.finishes.reduce((s, f) => s + f.steps, 0) / r.finishes.length;
   return {
-    mode: r.mode,
+    schedule: r.schedule,
     batch: r.batch,
+    cache: r.cache,
     wall_s: r.wallS,
-    tokens: r.tokens,
-    tokens_per_s: r.tokens / r.wallS,
-    steps_per_s: r.batchedSteps / r.wallS,
-    tokens_per_step: r.tokens / r.sequenceSteps,
+    tokens,
+    tokens_per_s: tokens / r.wallS,
+    steps_per_sequence: steps,
+    graph_runs: r.stats.graphRuns,
+    cached_steps: r.stats.cacheHits,
     ort_share: r.stats.graphMs / r.stats.stepMs,
-    handoff_share: (r.stats.graphWaitMs - r.stats.graphMs) / r.stats.stepMs,
-    js_share: (r.stats.stepMs - r.stats.graphWaitMs) / r.stats.stepMs,
-    js_ms_per_step: (r.stats.stepMs - r.stats.graphWaitMs) / r.batchedSteps,
+    speedup_vs_none: none === undefined ? null : none.wallS / r.wallS,
+    agreement_with_none: agreementWithNone(r),
     reference_wall_s: ref?.wall_s ?? null,
-    reference_tokens_per_s: ref ? r.tokens / ref.wall_s : null,
-    speedup_vs_reference: ref ? ref.wall_s / r.wallS : null,
+    reference_tokens_per_s: ref ? tokens / ref.wall_s : null,
+    engine_matches_reference: ref ? r.finishes.every((f, j) => JSON.stringify(f.tokenIds) === JSON.stringify(ref.results[j].token_ids)) : null,
   };
 });
 
@@ -236,39 +247,35 @@ const machine = {
 const report = {
   date: new Date().toISOString(),
   model: model.spec.name,
+  graph: path.relative(ROOT, modelPath),
   machine,
-  workload: { prompts: PROMPTS.length, max_tokens: maxTokens, block_length: blockLength, steps: maxTokens, threshold: 0.9, temperature: 0 },
+  workload: { prompt_tokens: promptTokens, max_tokens: maxTokens, block_length: blockLength, steps: maxTokens, threshold: 0.9, temperature: 0, ignore_eos: true },
   runs: rows,
-  threshold_vs_fixed: { batch: agreeBatch, prompts: perPrompt.length, agreement, agree_with_3x_fewer_steps: threeX, per_prompt: perPrompt },
-  engine_matches_reference: engineMatchesReference,
 };
-writeFileSync(path.join(ROOT, 'bench', 'engine.json'), JSON.stringify(report, null, 2) + '\n');
+writeFileSync(`${args.out}.json`, JSON.stringify(report, null, 2) + '\n');
 
-const f = (x: number | null, d = 1) => (x === null ? '–' : x.toFixed(d));
-const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+const f = (x: number | null, d = 1) => (x === null || Number.isNaN(x) ? '–' : x.toFixed(d));
+const pct = (x: number | null) => (x === null || Number.isNaN(x) ? '–' : `${(100 * x).toFixed(1)}%`);
 const md = [
-  '# Engine benchmark',
+  '# Engine benchmark: key/value cache modes',
   '',
-  `${report.date} · model \`${report.model}\` · ${machine.cpu}, ${machine.cores} cores, ${machine.memory_gib} GiB · ${machine.platform} · ` +
+  `${report.date} · model \`${report.model}\` (${report.graph}) · ${machine.cpu}, ${machine.cores} cores, ${machine.memory_gib} GiB · ${machine.platform} · ` +
     `Node ${machine.node}, onnxruntime-node ${machine.onnxruntime_node} (CPU, ${threads} threads), torch ${machine.torch} (${threads} threads) · ` +
-    `load average at the end ${machine.load_average.join(' ')}`,
+    `**load average at the end ${machine.load_average.join(' ')}**`,
   '',
-  `Workload: ${PROMPTS.length} prompts (${PLAIN.length} plain continuations, ${CHAT.length} chat turns in the model's template) cycled to fill each batch, greedy, low_confidence, max_tokens ${maxTokens}, block_length ${blockLength}; ` +
-    `(a) fixed schedule, steps = ${maxTokens}; (b) threshold 0.9. All requests of a batch start together; end-of-text ends a sequence early. ` +
-    'Tokens = tokens committed. ORT = time inside session.run (measured in the worker thread); hand-off = worker messaging; JS = the rest of the step (batching, sampler, events).',
+  `Workload: ${batches.join(' and ')} prompts of ${promptTokens} tokens started together, ${maxTokens} generated tokens (every position decoded: ` +
+    `ignore_eos), block_length ${blockLength}, greedy, low_confidence; fixed schedule (steps = ${maxTokens}) and threshold 0.9. ` +
+    'Cache: `none` runs the whole canvas every step; `prefix` and `dual` (Fast-dLLM) refresh at each block start and then run the block and what ' +
+    'follows it (prefix) or the block alone (dual). Agreement: generated positions whose token equals `none`\'s. Each run is repeated and the fastest kept.',
   '',
-  '| mode | batch | tokens/s | steps/s | tokens/step | ORT | hand-off | JS | JS ms/step | PyTorch reference tokens/s | engine / reference |',
-  '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  '| schedule | batch | cache | tokens/s | speed-up vs none | steps / sequence | cached steps | agreement with none | ORT share | PyTorch reference tokens/s | engine = reference |',
+  '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ...rows.map(
     (r) =>
-      `| ${r.mode} | ${r.batch} | ${f(r.tokens_per_s)} | ${f(r.steps_per_s)} | ${f(r.tokens_per_step, 2)} | ${pct(r.ort_share)} | ${pct(r.handoff_share)} | ` +
-      `${pct(r.js_share)} | ${f(r.js_ms_per_step, 2)} | ${f(r.reference_tokens_per_s)} | ${r.speedup_vs_reference === null ? '–' : `${f(r.speedup_vs_reference, 2)}×`} |`,
+      `| ${r.schedule} | ${r.batch} | ${r.cache} | ${f(r.tokens_per_s)} | ${r.speedup_vs_none === null ? '–' : `${f(r.speedup_vs_none, 2)}×`} | ${f(r.steps_per_sequence)} | ` +
+      `${r.cached_steps} | ${pct(r.agreement_with_none)} | ${pct(r.ort_share)} | ${f(r.reference_tokens_per_s)} | ${r.engine_matches_reference === null ? '–' : r.engine_matches_reference ? 'yes' : 'no'} |`,
   ),
   '',
-  `Threshold 0.9 vs steps = length (batch ${agreeBatch}, ${perPrompt.length} prompts): identical greedy output on ${pct(agreement)} of prompts; ` +
-    `identical and at least 3× fewer steps on ${pct(threeX)}. ` +
-    `Engine tokens identical to the PyTorch reference on every sequence: ${engineMatchesReference === null ? 'not run' : engineMatchesReference ? 'yes' : 'no'}.`,
-  '',
 ];
-writeFileSync(path.join(ROOT, 'bench', 'engine.md'), md.join('\n'));
+writeFileSync(`${args.out}.md`, md.join('\n'));
 console.log(md.join('\n'));

@@ -93,13 +93,15 @@ class Params:
     cfg_scale: float = 0.0
     seed: int | None = None
     cache: str = "none"  # key/value cache mode (Fast-dLLM): none | prefix | dual
+    ignore_eos: bool = False  # vLLM's ignore_eos: end-of-text does not end the sequence (benchmarks)
 
     def to_ts(self) -> dict:
         """The SamplingParams object of the TypeScript engine."""
         return {"maxTokens": self.max_tokens, "steps": self.steps, "blockLength": self.block_length,
                 "remasking": self.remasking, "threshold": self.threshold, "factor": self.factor,
                 "temperature": self.temperature, "topP": self.top_p, "topK": self.top_k, "cfgScale": self.cfg_scale,
-                "seed": self.seed, "stop": [], "logprobs": None, "cache": self.cache}
+                "seed": self.seed, "stop": [], "logprobs": None, "cache": self.cache,
+                **({"ignoreEos": True} if self.ignore_eos else {})}
 
 
 @dataclass
@@ -298,7 +300,7 @@ class Sequence:
             token = self.canvas[self.gen_start + i]
             if token == self.mask_id:
                 return None
-            if token in self.eos:
+            if token in self.eos and not self.params.ignore_eos:
                 return ("stop", i)
         return ("length", limit)
 

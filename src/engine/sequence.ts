@@ -186,7 +186,7 @@ export class Sequence {
     for (let i = 0; i < limit; i++) {
       const token = this.canvas[this.genStart + i];
       if (token === this.maskTokenId) return null;
-      if (this.eos.has(token)) return { reason: 'stop', length: i };
+      if (this.eos.has(token) && this.params.ignoreEos !== true) return { reason: 'stop', length: i };
     }
     return { reason: 'length', length: limit };
   }

@@ -44,6 +44,8 @@ export interface SamplingParams {
   logprobs: number | null;
   /** Key/value cache mode; absent = the engine's default (KV_CACHE). */
   cache?: CacheMode;
+  /** vLLM's ignore_eos: an end-of-text token does not end the choice (benchmarks decode every position); not in the API. */
+  ignoreEos?: boolean;
 }
 
 export interface GenerateRequest {

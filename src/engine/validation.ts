@@ -66,6 +66,7 @@ export function validateSamplingParams(spec: ModelSpec, p: SamplingParams): void
     invalid('stop', `stop must be at most ${MAX_STOP_STRINGS} non-empty strings`);
   }
   if (p.logprobs !== null) checkInt(p.logprobs, 'logprobs', 0, Math.min(MAX_LOGPROBS, spec.topk));
+  if (p.ignoreEos !== undefined && typeof p.ignoreEos !== 'boolean') invalid('ignore_eos', 'ignore_eos must be a boolean');
   if (p.cache !== undefined) {
     if (!CACHE_MODES.includes(p.cache)) invalid('cache', `cache must be one of ${CACHE_MODES.join(', ')}, got ${JSON.stringify(p.cache)}`);
     if (p.cache !== 'none' && spec.cached === null) {
