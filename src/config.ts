@@ -7,6 +7,7 @@ import Value from 'typebox/value';
 const Role = Type.Union([Type.Literal('all'), Type.Literal('api'), Type.Literal('worker')]);
 const Provider = Type.Union([Type.Literal('cpu'), Type.Literal('cuda'), Type.Literal('auto')]);
 const Precision = Type.Union([Type.Literal('auto'), Type.Literal('fp32'), Type.Literal('fp16')]);
+const KvCache = Type.Union([Type.Literal('auto'), Type.Literal('none'), Type.Literal('prefix'), Type.Literal('dual')]);
 const LogLevel = Type.Union(
   ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
 );
@@ -21,6 +22,10 @@ export const ConfigSchema = Type.Object({
   executionProvider: Provider,
   /** Which graph of the model folder to run; auto = fp16 on CUDA when the folder has one, else fp32. */
   precision: Precision,
+  /** Default key/value cache mode of requests without `cache`; auto = dual on CPU, none on CUDA (docs/deploy.md). */
+  kvCache: KvCache,
+  /** Bound on the key/value cache bytes of admitted sequences (per engine); requests wait for it, or get 429 if they never fit. */
+  kvCacheMaxBytes: Type.Integer({ minimum: 0 }),
   deviceId: Type.Integer({ minimum: 0 }),
   /** ONNX Runtime intra-op threads; 0 = the engine's default. */
   threads: Type.Integer({ minimum: 0 }),
@@ -64,6 +69,8 @@ export const ENV: Record<string, VarSpec> = {
   MODEL_NAME: { key: 'modelName', kind: 'nullable', def: null },
   EXECUTION_PROVIDER: { key: 'executionProvider', kind: 'string', def: 'cpu' },
   MODEL_PRECISION: { key: 'precision', kind: 'string', def: 'auto' },
+  KV_CACHE: { key: 'kvCache', kind: 'string', def: 'auto' },
+  KV_CACHE_MAX_BYTES: { key: 'kvCacheMaxBytes', kind: 'int', def: '2147483648' },
   DEVICE_ID: { key: 'deviceId', kind: 'int', def: '0' },
   ORT_THREADS: { key: 'threads', kind: 'int', def: '0' },
   MAX_BATCH_SIZE: { key: 'maxBatchSize', kind: 'int', def: '16' },

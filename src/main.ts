@@ -46,6 +46,8 @@ export async function start(config: Config, log: Logger = pino({ level: config.l
       modelDir: config.modelDir,
       provider: config.executionProvider,
       precision: config.precision,
+      cache: config.kvCache,
+      maxCacheBytes: config.kvCacheMaxBytes,
       deviceId: config.deviceId,
       threads: config.threads === 0 ? undefined : config.threads,
       maxBatchSize: config.maxBatchSize,
@@ -54,7 +56,7 @@ export async function start(config: Config, log: Logger = pino({ level: config.l
     engine = opened.engine;
     folder = opened.model;
     const health = await engine.health();
-    log.info({ provider: health.provider, precision: health.precision, deviceId: config.deviceId, modelFile: opened.modelPath }, 'engine ready');
+    log.info({ provider: health.provider, precision: health.precision, cache: health.kvCache?.defaultMode ?? 'none', deviceId: config.deviceId, modelFile: opened.modelPath }, 'engine ready');
   } else {
     folder = await loadModelFolder(config.modelDir);
   }

@@ -150,6 +150,23 @@ export interface KvCacheHealth {
   refreshes: number;
 }
 
+/** The key/value cache figures of several engines (Redis mode: every worker's heartbeat), summed; {} when none has caches. */
+export function sumKvCache(healths: readonly EngineHealth[]): { kvCache?: KvCacheHealth } {
+  const withCache = healths.filter((h) => h.kvCache !== undefined).map((h) => h.kvCache!);
+  if (withCache.length === 0) return {};
+  const sum = (k: 'bytes' | 'reservedBytes' | 'maxBytes' | 'hits' | 'refreshes') => withCache.reduce((a, c) => a + c[k], 0);
+  return {
+    kvCache: {
+      defaultMode: withCache[0].defaultMode,
+      bytes: sum('bytes'),
+      reservedBytes: sum('reservedBytes'),
+      maxBytes: sum('maxBytes'),
+      hits: sum('hits'),
+      refreshes: sum('refreshes'),
+    },
+  };
+}
+
 /** Error codes shared by the engine and the API's OpenAI error mapping. */
 export type EngineErrorCode =
   | 'invalid_request'

@@ -5,6 +5,7 @@ import client from 'prom-client';
 import type { FastifyInstance } from 'fastify';
 import type { ServingObserver } from '../serving/observe.js';
 import type { Transport } from '../queue/transport.js';
+import type { KvCacheHealth } from '../engine/types.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -49,6 +50,31 @@ export default fp(
         this.set(last?.workers ?? 0);
       },
     });
+    // Key/value caches (format-2 model folders; summed over workers in Redis mode), from the engines' health.
+    let kvAt = 0;
+    let kvLast: Promise<KvCacheHealth | null> | null = null;
+    const kv = () => {
+      if (kvLast === null || Date.now() - kvAt > 250) {
+        kvAt = Date.now();
+        kvLast = opts.transport.health().then((h) => h.kvCache ?? null, () => null);
+      }
+      return kvLast;
+    };
+    const kvGauge = (name: string, help: string, pick: (c: KvCacheHealth) => number) =>
+      new client.Gauge({
+        name,
+        help,
+        registers: [registry],
+        async collect() {
+          const c = await kv();
+          this.set(c === null ? 0 : pick(c));
+        },
+      });
+    kvGauge('dllm_kv_cache_bytes', 'Key/value cache bytes held by running sequences', (c) => c.bytes);
+    kvGauge('dllm_kv_cache_reserved_bytes', 'Key/value cache bytes reserved by admitted sequences (at most KV_CACHE_MAX_BYTES)', (c) => c.reservedBytes);
+    kvGauge('dllm_kv_cache_max_bytes', 'KV_CACHE_MAX_BYTES (summed over workers)', (c) => c.maxBytes);
+    kvGauge('dllm_kv_cache_hits', 'Sequence steps run from a key/value cache since start (cumulative)', (c) => c.hits);
+    kvGauge('dllm_kv_cache_refreshes', 'Full passes that filled a key/value cache since start (cumulative)', (c) => c.refreshes);
     const steps = new client.Counter({ name: 'dllm_steps_total', help: 'Denoising steps streamed or collected (rate = steps/s)', labelNames: ['endpoint'], registers: [registry] });
     const tokens = new client.Counter({ name: 'dllm_generated_tokens_total', help: 'Completion tokens (rate = tokens/s)', labelNames: ['endpoint'], registers: [registry] });
     const ttfs = new client.Histogram({

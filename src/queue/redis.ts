@@ -7,6 +7,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import {
   EngineError,
+  sumKvCache,
   type EngineEvent,
   type EngineHealth,
   type GenerateRequest,
@@ -174,6 +175,7 @@ export class RedisTransport implements Transport {
       activeSequences: ws.reduce((a, w) => a + w.activeSequences, 0),
       waitingSequences: await this.queue.getWaitingCount(),
       maxBatchSize: ws.reduce((a, w) => a + w.maxBatchSize, 0),
+      ...sumKvCache(ws),
     };
   }
 

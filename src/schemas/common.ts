@@ -83,6 +83,12 @@ export const DiffusionParams = {
   include_canvas: Type.Optional(
     Type.Boolean({ description: 'Streaming: put the whole generated span (token ids, null where masked) and its draft text on every step chunk.' }),
   ),
+  cache: Type.Optional(
+    Type.Union([Type.Literal('none'), Type.Literal('prefix'), Type.Literal('dual')], {
+      description:
+        "Key/value cache (Fast-dLLM): none runs the whole canvas every step; prefix and dual refresh it with a full pass at each block start, then run the block and what follows it (prefix) or the block alone (dual). Approximations; default: the server's KV_CACHE.",
+    }),
+  ),
 };
 
 export const StreamOptions = Type.Optional(

@@ -2,7 +2,7 @@
 // do not support. The engine validates again; the API validates first so that bad requests never reach a queue.
 
 import { randomInt } from 'node:crypto';
-import type { RemaskingRule, SamplingParams } from '../engine/types.js';
+import type { CacheMode, RemaskingRule, SamplingParams } from '../engine/types.js';
 import { ApiError } from './errors.js';
 import type { ServingModel } from './model.js';
 
@@ -21,6 +21,7 @@ export interface CommonFields {
   factor?: number | null;
   cfg_scale?: number;
   top_k?: number;
+  cache?: CacheMode;
   frequency_penalty?: number | null;
   presence_penalty?: number | null;
   logit_bias?: Record<string, number> | null;
@@ -128,6 +129,8 @@ export function resolveParams(
       seed: f.seed ?? randomInt(0, 2 ** 31 - 1),
       stop,
       logprobs,
+      // Absent: the engine's default (KV_CACHE), which depends on its provider.
+      ...(f.cache !== undefined ? { cache: f.cache } : {}),
     },
   };
 }
