@@ -40,6 +40,16 @@ export const ConfigSchema = Type.Object({
   /** Proxies whose X-Forwarded-For is believed (addresses, CIDRs or proxy-addr's names such as uniquelocal); empty = none. */
   trustProxy: Type.Array(Type.String({ minLength: 1 })),
   bodyLimitBytes: Type.Integer({ minimum: 1024 }),
+  /** Time to receive a whole request (headers and body); 408 beyond. Responses (streams) are not limited by it. */
+  httpRequestTimeoutMs: Type.Integer({ minimum: 100 }),
+  /** Time to receive a request's headers; at most httpRequestTimeoutMs. */
+  httpHeadersTimeoutMs: Type.Integer({ minimum: 100 }),
+  /** How long an idle keep-alive connection stays open after a response. */
+  httpKeepAliveTimeoutMs: Type.Integer({ minimum: 100 }),
+  /** Open connections at most; further ones are closed at once. */
+  httpMaxConnections: Type.Integer({ minimum: 1 }),
+  /** Threads that tokenize (and render chat templates for) large prompts off the event loop. */
+  tokenizerThreads: Type.Integer({ minimum: 1, maximum: 64 }),
   requestTimeoutMs: Type.Integer({ minimum: 100 }),
   keepAliveMs: Type.Integer({ minimum: 100 }),
   shutdownTimeoutMs: Type.Integer({ minimum: 0 }),
@@ -81,6 +91,11 @@ export const ENV: Record<string, VarSpec> = {
   RATE_LIMIT_PER_MINUTE: { key: 'rateLimitPerMinute', kind: 'int', def: '0' },
   TRUST_PROXY: { key: 'trustProxy', kind: 'list', def: '' },
   BODY_LIMIT_BYTES: { key: 'bodyLimitBytes', kind: 'int', def: '1048576' },
+  HTTP_REQUEST_TIMEOUT_MS: { key: 'httpRequestTimeoutMs', kind: 'int', def: '30000' },
+  HTTP_HEADERS_TIMEOUT_MS: { key: 'httpHeadersTimeoutMs', kind: 'int', def: '10000' },
+  HTTP_KEEPALIVE_TIMEOUT_MS: { key: 'httpKeepAliveTimeoutMs', kind: 'int', def: '5000' },
+  HTTP_MAX_CONNECTIONS: { key: 'httpMaxConnections', kind: 'int', def: '1024' },
+  TOKENIZER_THREADS: { key: 'tokenizerThreads', kind: 'int', def: '1' },
   REQUEST_TIMEOUT_MS: { key: 'requestTimeoutMs', kind: 'int', def: '120000' },
   SSE_KEEPALIVE_MS: { key: 'keepAliveMs', kind: 'int', def: '15000' },
   SHUTDOWN_TIMEOUT_MS: { key: 'shutdownTimeoutMs', kind: 'int', def: '30000' },
@@ -153,6 +168,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   const cfg = raw as Config;
   if (problems.length === 0 && cfg.role !== 'all' && cfg.redisUrl === null) {
     problems.push(`ROLE=${cfg.role} needs REDIS_URL (only ROLE=all runs without Redis)`);
+  }
+  if (problems.length === 0 && cfg.httpHeadersTimeoutMs > cfg.httpRequestTimeoutMs) {
+    // Node refuses a headers timeout above the request timeout (http.createServer).
+    problems.push(`HTTP_HEADERS_TIMEOUT_MS=${cfg.httpHeadersTimeoutMs}: must be at most HTTP_REQUEST_TIMEOUT_MS (${cfg.httpRequestTimeoutMs})`);
   }
   if (problems.length > 0) throw new ConfigError([...new Set(problems)]);
   return cfg;

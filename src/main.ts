@@ -4,7 +4,7 @@
 import { pathToFileURL } from 'node:url';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
-import app, { openapiDocument, serverOptions } from './app.js';
+import app, { logSerializers, openapiDocument, serverOptions } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { openEngine, type DiffusionEngine } from './engine/engine.js';
 import { loadModelFolder, type ModelFolder } from './engine/model_folder.js';
@@ -87,11 +87,14 @@ export async function start(config: Config, log: Logger = pino({ level: config.l
           queueName: config.queueName,
           maxQueue: config.maxQueue,
           modelName: model.name,
+          workerGoneGraceMs: config.jobLockMs + config.stalledIntervalMs,
         })
       : new LocalTransport(engine!, config.maxBatchSize, config.maxQueue);
     const { logger: _unused, ...opts } = serverOptions(config);
-    const http = Fastify({ ...opts, loggerInstance: log.child({ role: 'api' }) as FastifyBaseLogger });
+    const http = Fastify({ ...opts, loggerInstance: log.child({ role: 'api' }, { serializers: logSerializers }) as FastifyBaseLogger });
     server = http as unknown as FastifyInstance;
+    // Beyond this many open connections Node closes new ones at once (issue 9 §2: slow clients cannot exhaust sockets).
+    http.server.maxConnections = config.httpMaxConnections;
     await http.register(app, { config, model, transport });
     url = await http.listen({ host: config.host, port: config.port });
     log.info({ url, model: model.name, role: config.role, transport: transport.kind }, 'listening');

@@ -4,6 +4,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
+import { maxBytesPerToken } from './token_bound.js';
 import type { RemaskingRule, SamplingParams } from './types.js';
 
 /** Format 1: model.onnx alone. Format 2 adds the cached graph (`cached`) and one shared weights file (docs/models.md). */
@@ -66,6 +67,8 @@ export interface ModelFolder {
   dir: string;
   spec: ModelSpec;
   tokenizer: TextTokenizer;
+  /** The most bytes of text one token stands for, when tokenizer.json allows a sound bound (token_bound.ts). */
+  maxBytesPerToken: number | null;
   /** Absolute path of the ONNX file of a precision; throws when the folder has none. */
   onnxPath(precision: 'fp32' | 'fp16'): string;
   /** Absolute path of the cached graph of a precision (format 2); null when the folder has none. */
@@ -241,7 +244,8 @@ export async function loadModelFolder(dir: string): Promise<ModelFolder> {
   const specFile = path.join(absolute, 'dllm.json');
   const spec = parseModelSpec(await readJson(specFile), specFile);
   const tokenizerFile = path.join(absolute, 'tokenizer.json');
-  const tokenizer = textTokenizer(await readJson(tokenizerFile), tokenizerFile);
+  const tokenizerJson = await readJson(tokenizerFile);
+  const tokenizer = textTokenizer(tokenizerJson, tokenizerFile);
   const fp32 = path.join(absolute, spec.onnx.fp32);
   try {
     await stat(fp32);
@@ -260,6 +264,7 @@ export async function loadModelFolder(dir: string): Promise<ModelFolder> {
     dir: absolute,
     spec,
     tokenizer,
+    maxBytesPerToken: maxBytesPerToken(tokenizerJson),
     onnxPath(precision) {
       const name = spec.onnx[precision];
       if (name === null) throw new ModelFolderError(`${specFile}: field "onnx.${precision}" is null; this model has no ${precision} graph`);

@@ -1,7 +1,8 @@
 // The main-thread side of the ONNX Runtime session: starts onnx_worker in a worker thread, sends it feeds, gets
 // head outputs back. Execution provider: cpu | cuda (device id) | auto (CUDA when it loads, else CPU, one warning).
 
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startWorkerModule } from './worker_module.js';
 import os from 'node:os';
 import type { GraphFeeds } from './batch.js';
 import type { GraphRun, GraphRunner } from './graph_runner.js';
@@ -45,18 +46,6 @@ export class OnnxSessionError extends Error {
   }
 }
 
-/**
- * The worker running onnx_worker next to this file. Compiled, that is onnx_worker.js. From TypeScript sources (tsx),
- * the worker must register tsx itself first: Node 20 does not carry the main thread's loader hooks into workers.
- */
-function startWorker(init: WorkerInit): Worker {
-  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./onnx_worker.js', import.meta.url), { workerData: init });
-  const tsx = import.meta.resolve('tsx/esm/api');
-  const script = new URL('./onnx_worker.ts', import.meta.url).href;
-  const bootstrap = `import(${JSON.stringify(tsx)}).then(({ register }) => { register(); return import(${JSON.stringify(script)}); })`;
-  return new Worker(bootstrap, { eval: true, workerData: init });
-}
-
 export class OnnxGraphRunner implements GraphRunner {
   private nextId = 0;
   private dead: Error | null = null;
@@ -89,7 +78,7 @@ export class OnnxGraphRunner implements GraphRunner {
       deviceId: options.deviceId ?? 0,
       intraOpNumThreads: options.threads ?? Math.max(1, os.availableParallelism()),
     };
-    const worker = startWorker(init);
+    const worker = startWorkerModule(import.meta.url, 'onnx_worker', init);
     const ready = await new Promise<WorkerReply>((resolve, reject) => {
       worker.once('message', resolve);
       worker.once('error', reject);

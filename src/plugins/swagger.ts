@@ -1,8 +1,8 @@
-// OpenAPI document from the routes' TypeBox schemas, and Swagger UI at /docs.
+// OpenAPI document from the routes' TypeBox schemas (@fastify/swagger). Registered at the root so that it sees every
+// route; the UI that serves it is src/plugins/swagger-ui.ts.
 
 import fp from 'fastify-plugin';
 import swagger from '@fastify/swagger';
-import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 
 export const OPENAPI_INFO = {
@@ -33,7 +33,6 @@ export default fp(
         ],
       },
     });
-    await app.register(swaggerUi, { routePrefix: '/docs' });
   },
   { name: 'swagger' },
 );

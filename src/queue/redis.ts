@@ -1,7 +1,9 @@
 // API side of the Redis transport: a BullMQ job per request (id = completion id), its events read back from a
 // per-request Redis Stream with XREAD BLOCK, cancellation through Redis (key + pub/sub), a bounded queue.
 // When a worker dies mid-job, BullMQ's stalled-job check gives the job to another worker, which starts it again
-// with the same seed; events already passed on are skipped, so the client sees one clean generation.
+// with the same seed; events already passed on are skipped, so the client sees one clean generation. Without any
+// live worker a request is refused at once, and one already running ends soon after the last worker has gone, with
+// 503 (issue 9 §4); so does everything when Redis itself cannot be reached (§5): clients retry on 503.
 
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -23,7 +25,15 @@ export interface RedisTransportOptions {
   modelName: string;
   /** How long one XREAD blocks before the job's state is checked. */
   blockMs?: number;
+  /**
+   * How long a running request waits, once no worker is alive, for one to come back before it ends with 503: the
+   * time a restarted worker needs to take the job up (JOB_LOCK_MS + STALLED_INTERVAL_MS).
+   */
+  workerGoneGraceMs: number;
 }
+
+const redisUnreachable = () => ApiError.notReady('the queue (Redis) is unreachable');
+const noWorker = () => ApiError.notReady('no worker present');
 
 export class RedisTransport implements Transport {
   readonly kind = 'redis' as const;
@@ -65,38 +75,48 @@ export class RedisTransport implements Transport {
     const id = request.id;
     const evKey = this.k.events(id);
     let waiting: number;
+    let live: number;
     try {
+      live = await this.liveWorkers();
       waiting = await this.queue.getWaitingCount();
-      if (waiting < this.opts.maxQueue) {
+      if (live > 0 && waiting < this.opts.maxQueue) {
         await this.conn.del(evKey);
         await this.queue.add('generate', request, { jobId: id, removeOnComplete: true, removeOnFail: true, attempts: 1 });
       }
     } catch {
-      throw ApiError.notReady('the queue (Redis) is unreachable');
+      throw redisUnreachable();
     }
+    // A job no worker will take would wait out REQUEST_TIMEOUT_MS: refuse it now (issue 9 §4).
+    if (live === 0) throw noWorker();
     if (waiting >= this.opts.maxQueue) throw new EngineError('overloaded', `queue full: ${waiting} requests waiting`);
     this.running.add(id);
     const r = this.reader();
     let lastId = '0-0';
     let completed = false;
+    /** Since when no worker has been seen alive (null while one is). */
+    let goneSince: number | null = null;
     const lastStep = new Map<number, number>();
     const finished = new Set<number>();
     try {
       for (;;) {
         if (this.cancelled.has(id)) throw new EngineError('cancelled', 'request cancelled');
-        const res = (await r.xread('COUNT', 500, 'BLOCK', this.opts.blockMs ?? 1000, 'STREAMS', evKey, lastId)) as
-          | [string, [string, string[]][]][]
-          | null;
-        if (res === null) {
-          // Nothing for a while: is the job still there (waiting, active, or started again after a worker died)?
-          const state = await this.queue.getJobState(id);
-          if (state === 'unknown' || state === 'failed') {
-            const more = await this.conn.xlen(evKey);
-            if (more === 0 || state === 'failed') {
-              throw new EngineError('internal', 'the worker running this request was lost');
+        let res: [string, [string, string[]][]][] | null;
+        try {
+          res = (await r.xread('COUNT', 500, 'BLOCK', this.opts.blockMs ?? 1000, 'STREAMS', evKey, lastId)) as typeof res;
+          if (res === null) {
+            // Nothing for a while: is the job still there (waiting, active, or started again after a worker died)?
+            const state = await this.queue.getJobState(id);
+            if ((state === 'unknown' || state === 'failed') && (state === 'failed' || (await this.conn.xlen(evKey)) === 0)) {
+              throw ApiError.notReady('the worker running this request was lost');
             }
+            // Is any worker alive to run it, or to take it over from a dead one?
+            if ((await this.liveWorkers()) > 0) goneSince = null;
+            else if (Date.now() - (goneSince ??= Date.now()) >= this.opts.workerGoneGraceMs) throw noWorker();
+            continue;
           }
-          continue;
+        } catch (err) {
+          if (err instanceof ApiError || err instanceof EngineError) throw err;
+          throw redisUnreachable();
         }
         for (const [entryId, fields] of res[0][1]) {
           lastId = entryId;
@@ -154,6 +174,11 @@ export class RedisTransport implements Transport {
       } else return;
       await this.conn.multi().set(this.k.cancel(id), '1', 'EX', 30).publish(this.k.cancelChannel, id).exec();
     })().catch(() => undefined);
+  }
+
+  /** Workers whose heartbeat is fresh. */
+  private liveWorkers(): Promise<number> {
+    return this.conn.zcount(this.k.workers, Date.now() - WORKER_STALE_MS, '+inf');
   }
 
   private async workers(): Promise<EngineHealth[]> {

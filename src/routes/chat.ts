@@ -6,7 +6,7 @@ import { serveGeneration } from './generate.js';
 
 export default async function chatRoutes(app: FastifyInstance) {
   app.post<{ Body: ChatRequest }>('/v1/chat/completions', { schema: chatRouteSchema }, async (req, reply) => {
-    const p = prepareChat(app.model, app.servedName, req.body);
+    const p = await prepareChat(app.model, app.prompts, app.servedName, req.body);
     const obs = app.metrics.observer;
     return serveGeneration(app, req, reply, {
       endpoint: 'chat',

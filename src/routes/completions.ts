@@ -6,7 +6,7 @@ import { serveGeneration } from './generate.js';
 
 export default async function completionsRoutes(app: FastifyInstance) {
   app.post<{ Body: CompletionRequest }>('/v1/completions', { schema: completionsRouteSchema }, async (req, reply) => {
-    const p = prepareCompletion(app.model, app.servedName, req.body);
+    const p = await prepareCompletion(app.model, app.prompts, app.servedName, req.body);
     const obs = app.metrics.observer;
     return serveGeneration(app, req, reply, {
       endpoint: 'completions',

@@ -2,7 +2,8 @@ import type { FastifyInstance } from 'fastify';
 import { healthRouteSchema, metricsRouteSchema, readyRouteSchema } from '../schemas/health.js';
 import { ApiError } from '../serving/errors.js';
 
-export default async function operationsRoutes(app: FastifyInstance) {
+/** Liveness and readiness: public (app.ts), so that probes need no key. */
+export async function probeRoutes(app: FastifyInstance) {
   app.get('/health', { schema: healthRouteSchema }, async () => ({ status: 'ok' as const }));
 
   app.get('/ready', { schema: readyRouteSchema }, async () => {
@@ -20,7 +21,10 @@ export default async function operationsRoutes(app: FastifyInstance) {
       providers: s.providers,
     };
   });
+}
 
+/** Prometheus metrics: protected like the API (they tell traffic and load), so a scraper sends a key. */
+export async function metricsRoutes(app: FastifyInstance) {
   app.get('/metrics', { schema: metricsRouteSchema }, async (_req, reply) => {
     reply.header('content-type', app.metrics.registry.contentType);
     return app.metrics.registry.metrics();

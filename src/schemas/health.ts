@@ -4,6 +4,7 @@ import { errorResponses } from './common.js';
 export const healthRouteSchema = {
   summary: 'Liveness: the process is up',
   tags: ['operations'],
+  security: [],
   response: { 200: Type.Object({ status: Type.Literal('ok') }) },
 };
 
@@ -25,11 +26,16 @@ export const ReadyBody = Type.Object({
 export const readyRouteSchema = {
   summary: 'Readiness: model loaded, Redis reachable, a worker present',
   tags: ['operations'],
+  security: [],
   response: { 200: ReadyBody, 503: errorResponses[503] },
 };
 
 export const metricsRouteSchema = {
   summary: 'Prometheus metrics',
   tags: ['operations'],
-  response: { 200: { description: 'Prometheus text format', content: { 'text/plain': { schema: Type.String() } } } },
+  response: {
+    200: { description: 'Prometheus text format', content: { 'text/plain': { schema: Type.String() } } },
+    401: errorResponses[401],
+    429: errorResponses[429],
+  },
 };

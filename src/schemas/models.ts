@@ -14,12 +14,12 @@ export const ModelList = Type.Object({ object: Type.Literal('list'), data: Type.
 export const modelsRouteSchema = {
   summary: 'List the served models',
   tags: ['models'],
-  response: { 200: ModelList, 401: errorResponses[401] },
+  response: { 200: ModelList, 401: errorResponses[401], 429: errorResponses[429] },
 };
 
 export const modelRouteSchema = {
   summary: 'Retrieve a model',
   tags: ['models'],
   params: Type.Object({ model: Type.String() }),
-  response: { 200: ModelObject, 401: errorResponses[401], 404: errorResponses[404] },
+  response: { 200: ModelObject, 401: errorResponses[401], 404: errorResponses[404], 429: errorResponses[429] },
 };

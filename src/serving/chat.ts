@@ -5,9 +5,10 @@ import type { ChatRequest, ChatResponse } from '../schemas/chat.js';
 import { diffusionExt, usageBody, validate } from './completions.js';
 import { ApiError } from './errors.js';
 import { SYSTEM_FINGERPRINT, completionId } from './ids.js';
-import { renderChat, type ServingModel } from './model.js';
+import type { ServingModel } from './model.js';
 import type { ServingObserver } from './observe.js';
 import { resolveParams } from './params.js';
+import type { PromptEncoder } from './prompts.js';
 import { Run, addUsage, admitted, collectChoices } from './run.js';
 import { ChoiceText } from './text.js';
 
@@ -23,7 +24,7 @@ export interface PreparedChat {
   logprobs: boolean;
 }
 
-export function prepareChat(model: ServingModel, servedName: string, body: ChatRequest): PreparedChat {
+export async function prepareChat(model: ServingModel, prompts: PromptEncoder, servedName: string, body: ChatRequest): Promise<PreparedChat> {
   if (body.model !== servedName) throw ApiError.modelNotFound(body.model);
   if (body.tools != null && body.tools.length > 0) throw ApiError.unsupported('tools', 'are not supported');
   if (body.tool_choice != null && body.tool_choice !== 'none') throw ApiError.unsupported('tool_choice', "is not supported: only 'none'");
@@ -44,13 +45,9 @@ export function prepareChat(model: ServingModel, servedName: string, body: ChatR
     role: m.role === 'developer' ? 'system' : m.role,
     content: typeof m.content === 'string' ? m.content : m.content.map((part) => part.text).join(''),
   }));
-  let promptText: string;
-  try {
-    promptText = renderChat(model, messages);
-  } catch (e) {
-    throw ApiError.invalid(`the chat template could not be applied: ${(e as Error).message}`, 'messages');
-  }
-  const ids = model.encode(promptText);
+  const promptText = await prompts.render(messages);
+  prompts.assertCanFit([promptText], 'messages', 'the conversation');
+  const ids = await prompts.encode(promptText);
   const logprobs = body.logprobs === true ? (body.top_logprobs ?? 0) : null;
   const fields = { ...body, max_tokens: body.max_tokens ?? body.max_completion_tokens ?? null };
   const r = resolveParams(model, fields, ids.length, 0, logprobs, 'messages');

@@ -7,6 +7,7 @@ import { SYSTEM_FINGERPRINT, completionId } from './ids.js';
 import type { ServingModel } from './model.js';
 import type { ServingObserver } from './observe.js';
 import { resolveParams } from './params.js';
+import type { PromptEncoder } from './prompts.js';
 import { Run, addUsage, admitted, collectChoices } from './run.js';
 import { ChoiceText } from './text.js';
 
@@ -42,12 +43,24 @@ export function usageBody(u: Usage) {
   return { prompt_tokens: u.promptTokens, completion_tokens: u.completionTokens, total_tokens: u.totalTokens };
 }
 
-function promptsOf(model: ServingModel, prompt: CompletionRequest['prompt']): { ids: number[]; text: string | null }[] {
-  if (typeof prompt === 'string') return [{ ids: model.encode(prompt), text: prompt }];
-  if (prompt.length === 0) throw ApiError.invalid('prompt must not be empty', 'prompt');
-  if (typeof prompt[0] === 'string') return (prompt as string[]).map((p) => ({ ids: model.encode(p), text: p }));
-  if (typeof prompt[0] === 'number') return [{ ids: prompt as number[], text: null }];
-  return (prompt as number[][]).map((ids) => ({ ids, text: null }));
+/** The prompts of a request, each refused if it cannot fit with the suffix, then tokenized (prompts.ts). */
+async function promptsOf(
+  prompts: PromptEncoder,
+  prompt: CompletionRequest['prompt'],
+  suffix: string,
+): Promise<{ ids: number[]; text: string | null }[]> {
+  let texts: string[];
+  if (typeof prompt === 'string') texts = [prompt];
+  else {
+    if (prompt.length === 0) throw ApiError.invalid('prompt must not be empty', 'prompt');
+    if (typeof prompt[0] === 'number') return [{ ids: prompt as number[], text: null }];
+    // Counted before any prompt is tokenized: the body may hold a great many small ones.
+    if (prompt.length > MAX_PROMPTS) throw ApiError.invalid(`at most ${MAX_PROMPTS} prompts per request`, 'prompt');
+    if (typeof prompt[0] !== 'string') return (prompt as number[][]).map((ids) => ({ ids, text: null }));
+    texts = prompt as string[];
+  }
+  for (const text of texts) prompts.assertCanFit([text, suffix], 'prompt', 'the prompt');
+  return Promise.all(texts.map(async (text) => ({ ids: await prompts.encode(text), text })));
 }
 
 /** The engine's validation, before anything is queued; its errors become 400s. */
@@ -59,30 +72,32 @@ export function validate(model: ServingModel, request: GenerateRequest): void {
   }
 }
 
-export function prepareCompletion(model: ServingModel, servedName: string, body: CompletionRequest): Prepared {
+const MAX_PROMPTS = 16;
+
+export async function prepareCompletion(model: ServingModel, prompts: PromptEncoder, servedName: string, body: CompletionRequest): Promise<Prepared> {
   if (body.model !== servedName) throw ApiError.modelNotFound(body.model);
   if (body.best_of != null && body.best_of !== 1 && body.best_of !== (body.n ?? 1)) {
     throw ApiError.unsupported('best_of', 'is not supported: only null, 1 or equal to n');
   }
   if (body.echo && body.logprobs != null) throw ApiError.unsupported('echo', 'together with logprobs is not supported');
-  const prompts = promptsOf(model, body.prompt);
-  if (prompts.length > 16) throw ApiError.invalid('at most 16 prompts per request', 'prompt');
-  for (const p of prompts) {
+  const suffix = body.suffix ?? '';
+  const parts = await promptsOf(prompts, body.prompt, suffix);
+  for (const p of parts) {
     if (p.ids.some((t) => t >= model.vocabSize)) {
       throw ApiError.invalid(`token ids must be below the vocabulary size ${model.vocabSize}`, 'prompt');
     }
   }
-  const suffixIds = body.suffix ? model.encode(body.suffix) : [];
+  const suffixIds = suffix ? await prompts.encode(suffix) : [];
   const id = completionId('cmpl');
   const includeCanvas = body.include_canvas === true;
   let n = 1;
   let stop: string[] = [];
-  const requests = prompts.map((p, k) => {
+  const requests = parts.map((p, k) => {
     const r = resolveParams(model, body, p.ids.length, suffixIds.length, body.logprobs ?? null, 'prompt');
     n = r.n;
     stop = r.params.stop;
     const request: GenerateRequest = {
-      id: prompts.length === 1 ? id : `${id}-${k}`,
+      id: parts.length === 1 ? id : `${id}-${k}`,
       promptTokenIds: p.ids,
       suffixTokenIds: suffixIds,
       params: r.params,
@@ -103,7 +118,7 @@ export function prepareCompletion(model: ServingModel, servedName: string, body:
     includeUsage: body.stream_options?.include_usage === true,
     includeCanvas,
     stop,
-    echo: body.echo ? prompts.map((p) => p.text ?? model.decode(p.ids)) : null,
+    echo: body.echo ? parts.map((p) => p.text ?? model.decode(p.ids)) : null,
   };
 }
 

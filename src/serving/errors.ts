@@ -2,6 +2,14 @@
 
 import { EngineError } from '../engine/types.js';
 
+/**
+ * Client-chosen text (field names, model names, paths) as it may appear in an error message or a log line: at most
+ * `max` characters, so that a request cannot make either as large as its body (issue 9).
+ */
+export function clip(text: string, max = 64): string {
+  return text.length <= max ? text : `${text.slice(0, max)}…`;
+}
+
 export interface OpenAIErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null };
 }
@@ -37,7 +45,7 @@ export class ApiError extends Error {
     return new ApiError(401, message, 'authentication_error', 'invalid_api_key');
   }
   static modelNotFound(model: string): ApiError {
-    return new ApiError(404, `The model '${model}' does not exist`, 'invalid_request_error', 'model_not_found', 'model');
+    return new ApiError(404, `The model '${clip(model)}' does not exist`, 'invalid_request_error', 'model_not_found', 'model');
   }
   static notFound(message: string): ApiError {
     return new ApiError(404, message, 'invalid_request_error', 'not_found');
@@ -48,11 +56,14 @@ export class ApiError extends Error {
   static overloaded(message = 'The server is at capacity: too many requests queued. Retry later.', retryAfter = 1): ApiError {
     return new ApiError(429, message, 'rate_limit_error', 'queue_full', null, retryAfter);
   }
-  static rateLimited(retryAfter: number): ApiError {
-    return new ApiError(429, 'Rate limit reached for this API key. Retry later.', 'rate_limit_error', 'rate_limit_exceeded', null, retryAfter);
+  static rateLimited(retryAfter: number, who: 'API key' | 'client address' = 'API key'): ApiError {
+    return new ApiError(429, `Rate limit reached for this ${who}. Retry later.`, 'rate_limit_error', 'rate_limit_exceeded', null, retryAfter);
   }
   static notReady(reason: string): ApiError {
     return new ApiError(503, `Service not ready: ${reason}`, 'service_unavailable', 'not_ready', null, 1);
+  }
+  static requestTimeout(ms: number): ApiError {
+    return new ApiError(408, `The request was not received within ${ms} ms`, 'invalid_request_error', 'request_timeout');
   }
   static timeout(ms: number): ApiError {
     return new ApiError(504, `Request exceeded the time limit of ${ms} ms`, 'timeout', 'timeout');

@@ -8,6 +8,8 @@ import { validateRequest } from '../engine/validation.js';
 
 export interface ServingModel {
   name: string;
+  /** The model folder (the tokenizer pool's threads load it again). */
+  dir: string;
   vocabSize: number;
   maxSequenceLength: number;
   bosTokenId: number | null;
@@ -18,6 +20,8 @@ export interface ServingModel {
   /** Text of the special tokens a chat template may need (bos_token, eos_token). */
   bosToken: string;
   eosToken: string;
+  /** The most bytes of text one token stands for, when the tokenizer allows a sound bound (engine/token_bound.ts). */
+  maxBytesPerToken: number | null;
   encode(text: string): number[];
   decode(ids: number[]): string;
   /** The engine's own request validation (throws EngineError), run before a request is queued. */
@@ -29,6 +33,7 @@ export function servingModel(folder: ModelFolder): ServingModel {
   const s = folder.spec;
   return {
     name: s.name,
+    dir: folder.dir,
     vocabSize: s.vocabSize,
     maxSequenceLength: s.maxSequenceLength,
     bosTokenId: s.bosTokenId,
@@ -38,6 +43,7 @@ export function servingModel(folder: ModelFolder): ServingModel {
     // The engine puts the BOS token id in front of every prompt; a template's bos_token must not add a second one.
     bosToken: '',
     eosToken: folder.tokenizer.decode([s.eosTokenIds[0]]),
+    maxBytesPerToken: folder.maxBytesPerToken,
     encode: (text) => folder.tokenizer.encode(text),
     decode: (ids) => folder.tokenizer.decode(ids),
     validate: (request) => validateRequest(s, request),

@@ -55,15 +55,16 @@ export function resolveParams(
   const d = model.defaults;
   const bos = model.bosTokenId === null ? 0 : 1;
   const room = model.maxSequenceLength - promptLen - bos - suffixLen;
-  const ctx = (gen: number, detail: string) =>
+  const ctx = (gen: number, detail: string, param = f.max_tokens != null ? 'max_tokens' : promptParam) =>
     ApiError.contextLength(
       `This model's maximum context length is ${model.maxSequenceLength} tokens. However, you requested ` +
         `${promptLen + bos + suffixLen + gen} tokens (${promptLen + bos} in the prompt${suffixLen ? `, ${suffixLen} in the suffix` : ''}, ` +
         `${gen} to generate${detail}). Please reduce the length of the prompt or max_tokens.`,
-      f.max_tokens != null ? 'max_tokens' : promptParam,
+      param,
     );
   if (promptLen === 0) throw ApiError.invalid('The prompt is empty', promptParam);
-  if (room < 1) throw ctx(1, '');
+  // No room for even one generated position: the prompt is at fault, whatever max_tokens says.
+  if (room < 1) throw ctx(1, '', promptParam);
 
   let maxTokens: number;
   let blockLength: number;

@@ -32,8 +32,11 @@ describe('one batch slot, one queue place', () => {
   });
 
   test('a full queue answers 429 with Retry-After, and serves again once there is room', async () => {
-    const controllers = [new AbortController(), new AbortController()];
-    const running = controllers.map((c) => readSse(`${s.url}/v1/completions`, { ...LONG, stream: true }, { signal: c.signal }).catch(() => null));
+    // One request of two prompts takes both places (a batch slot, a queue place) for as long as it is not stopped:
+    // 2 × 16 choices of a long seeded generation run one after another on the single slot, hundreds of steps, and the
+    // test stops it itself once it has seen the 429s (no race with a generation that might end first).
+    const held = new AbortController();
+    const running = readSse(`${s.url}/v1/completions`, { ...LONG, prompt: [LONG.prompt, LONG.prompt], n: 16, stream: true }, { signal: held.signal }).catch(() => null);
     await waitFor('two requests in flight', async () => {
       const st = await s.transport!.status();
       return st.activeSequences + st.queued >= 2;
@@ -46,8 +49,8 @@ describe('one batch slot, one queue place', () => {
     const chat = await readSse(`${s.url}/v1/chat/completions`, { model: MODEL, messages: [{ role: 'user', content: 'hi' }], stream: true });
     assert.equal(chat.status, 429);
     assert.equal(chat.data.length, 0);
-    controllers.forEach((c) => c.abort());
-    await Promise.all(running);
+    held.abort();
+    await running;
     await waitFor('slots free', async () => (await s.transport!.status()).activeSequences === 0);
     const ok = await request(s.server!.server).post('/v1/completions').send(SHORT);
     assert.equal(ok.status, 200);
@@ -87,14 +90,15 @@ describe('request time limit', () => {
     await s.stop();
   });
 
+  // 16 choices of a long generation: hundreds of milliseconds of steps even on a fast machine, never within 100 ms.
   test('non-streamed: 504 with the OpenAI error shape', async () => {
-    const res = await request(s.server!.server).post('/v1/completions').send(LONG);
+    const res = await request(s.server!.server).post('/v1/completions').send({ ...LONG, n: 16 });
     assert.equal(res.status, 504);
     assert.equal(res.body.error.code, 'timeout');
   });
 
   test('streamed: an error chunk, then [DONE]', async (t) => {
-    const raw = await readSse(`${s.url}/v1/completions`, { ...LONG, stream: true });
+    const raw = await readSse(`${s.url}/v1/completions`, { ...LONG, n: 16, stream: true });
     if (raw.status === 504) {
       // A machine so slow that not even the first step came within the limit: a plain error, before any chunk.
       t.diagnostic('the first step did not come within the time limit');
@@ -116,7 +120,7 @@ describe('API keys, rate limit, request ids', () => {
     await s.stop();
   });
 
-  test('401 without a key or with a wrong one; health stays open', async () => {
+  test('401 without a key or with a wrong one; health stays open (every form of target: test/api/access.test.ts)', async () => {
     const app = s.server!.server;
     const none = await request(app).get('/v1/models');
     assert.equal(none.status, 401);
@@ -143,7 +147,9 @@ describe('API keys, rate limit, request ids', () => {
     assert.ok((await request(app).get('/health')).headers['x-request-id']);
     const odd = (await request(app).get('/health').set('x-request-id', 'x'.repeat(500))).headers['x-request-id'];
     assert.ok(odd && odd.length < 100, 'an oversized id is replaced');
-    assert.equal((await request(app).get('/nope')).status, 404);
+    // Deny by default: without a key, an unknown path is a 401 like any route that is not public (test/api/access.test.ts).
+    assert.equal((await request(app).get('/nope').set('authorization', 'Bearer key-two')).status, 404);
+    assert.equal((await request(app).get('/nope')).status, 401);
   });
 });
 

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import Ajv2019 from 'ajv/dist/2019.js';
 import { parse } from 'yaml';
+import { ENV } from '../../src/config.js';
 import { ROOT } from './dockerfile.js';
 import { parseEnvFile } from './envfile.js';
 
@@ -121,6 +122,23 @@ describe('docker/compose.yaml', () => {
     assert.match(nginx, /proxy_pass \$api_upstream;/);
     assert.match(nginx, /set \$api_upstream http:\/\/api:8000;/);
     assert.match(nginx, /proxy_buffering off;/, 'SSE must not be buffered');
+  });
+
+  test('gateway and API agree (issue 9): the target passes unchanged, the client address cannot be forged', () => {
+    const nginx = readFileSync(path.join(ROOT, 'docker/nginx.conf'), 'utf8').replace(/#.*$/gm, '');
+    // No URI part in proxy_pass: nginx sends the request target as the client wrote it, and the API decides on the
+    // route its own router matches. One location only: the gateway makes no decision by path.
+    assert.deepEqual(nginx.match(/proxy_pass\s+[^;]+;/g), ['proxy_pass $api_upstream;']);
+    assert.doesNotMatch(nginx, /set \$api_upstream http:\/\/api:8000\//, 'no URI part in the upstream');
+    assert.deepEqual(nginx.match(/location\s+[^{]+\{/g), ['location / {']);
+    // The API trusts X-Forwarded-For from the gateway (TRUST_PROXY): it must carry the peer only, not the client's.
+    assert.match(nginx, /proxy_set_header X-Forwarded-For \$remote_addr;/);
+    assert.doesNotMatch(nginx, /\$proxy_add_x_forwarded_for/);
+    // Slow clients are held by nginx, which reads bodies whole before passing them on, with the API's timeouts.
+    assert.match(nginx, /proxy_request_buffering on;/);
+    assert.equal(`${nginx.match(/client_header_timeout (\d+)s;/)?.[1]}000`, ENV.HTTP_HEADERS_TIMEOUT_MS.def);
+    assert.equal(`${nginx.match(/client_body_timeout (\d+)s;/)?.[1]}000`, ENV.HTTP_REQUEST_TIMEOUT_MS.def);
+    assert.ok(nginx.match(/client_max_body_size (\d+)m;/) && Number(nginx.match(/client_max_body_size (\d+)m;/)![1]) * 2 ** 20 > 1048576);
   });
 
   test('worker: GPU reservation, CUDA image, a GPU lease per replica, profile gpu', () => {

@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { Queue } from 'bullmq';
 import { openaiSuite, MODEL } from '../helpers/suite.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startRole, urlOf, type RoleProcess } from '../helpers/procs.js';
@@ -14,12 +15,16 @@ const SHORT = { model: MODEL, prompt: 'Once upon a time', max_tokens: 8, steps: 
 /** A seeded request that runs many steps on this model (see helpers/long.ts). */
 let LONG: Record<string, unknown>;
 const TIMEOUT_MS = 60_000;
+const JOB_LOCK_MS = 2000;
+const STALLED_INTERVAL_MS = 1000;
 
 let redis: TestRedis;
 const procs: RoleProcess[] = [];
 let apiUrl = '';
 let smallUrl = '';
 let smallWorker: RoleProcess;
+/** The worker of the queue "small" that the crash test left alive. */
+let smallSurvivor: RoleProcess | undefined;
 let noWorkerUrl = '';
 
 async function keysOf(id: string): Promise<string[]> {
@@ -28,7 +33,7 @@ async function keysOf(id: string): Promise<string[]> {
 
 before(async () => {
   redis = await startRedis();
-  const common = { REDIS_URL: redis.url, JOB_LOCK_MS: '2000', STALLED_INTERVAL_MS: '1000', REQUEST_TIMEOUT_MS: String(TIMEOUT_MS) };
+  const common = { REDIS_URL: redis.url, JOB_LOCK_MS: String(JOB_LOCK_MS), STALLED_INTERVAL_MS: String(STALLED_INTERVAL_MS), REQUEST_TIMEOUT_MS: String(TIMEOUT_MS) };
   // Queue "main": one API, one worker with a batch of 8. Queue "small": one batch slot, one queue place.
   const started = await Promise.all([
     startRole({ ...common, ROLE: 'worker', QUEUE_NAME: 'main', MAX_BATCH_SIZE: '8' }, 'worker started'),
@@ -69,6 +74,32 @@ describe('Redis mode (separate API and worker processes): OpenAI client suite', 
     assert.match(((await res.json()) as any).error.message, /no worker/);
     assert.equal((await fetch(`${noWorkerUrl}/health`)).status, 200);
   });
+
+  test('no live worker: a new request gets 503 at once, streamed or not, instead of waiting out the time limit', async (t) => {
+    for (const stream of [false, true]) {
+      const t0 = Date.now();
+      const res = await fetch(`${noWorkerUrl}/v1/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ...SHORT, stream }),
+      });
+      const ms = Date.now() - t0;
+      t.diagnostic(`stream: ${stream}: ${res.status} after ${ms} ms`);
+      assert.equal(res.status, 503);
+      assert.ok(Number(res.headers.get('retry-after')) >= 1);
+      const body = (await res.json()) as any;
+      assert.equal(body.error.type, 'service_unavailable');
+      assert.match(body.error.message, /no worker/);
+      assert.ok(ms < 2000, `answered after ${ms} ms`);
+    }
+    assert.equal((await redis.client.keys('dllm:nobody:ev:*')).length, 0);
+    const queue = new Queue('nobody', { connection: { url: redis.url } });
+    try {
+      assert.equal(await queue.getWaitingCount(), 0, 'nothing was queued');
+    } finally {
+      await queue.close();
+    }
+  });
 });
 
 describe('Redis mode: cancellation, queue bound, worker crash', () => {
@@ -93,25 +124,36 @@ describe('Redis mode: cancellation, queue bound, worker crash', () => {
   });
 
   test('a full queue answers 429 with Retry-After', async () => {
-    const acs = [new AbortController(), new AbortController()];
-    // Requests of 60+ steps keep the single slot busy long enough to see the second one waiting.
-    const longer = (await findLongRequest(apiUrl, 60, 'queue-full')).body;
-    const running = acs.map((ac) => readSse(`${smallUrl}/v1/completions`, { ...longer, stream: true }, { signal: ac.signal }).catch(() => null));
-    // One job runs on the single slot, one waits: the queue (1 place) is full.
-    await waitFor('one active, one waiting', async () => {
-      const r = (await (await fetch(`${smallUrl}/ready`)).json()) as any;
-      return r.queued >= 1;
-    }, 20_000);
-    const res = await fetch(`${smallUrl}/v1/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(SHORT),
-    });
-    assert.equal(res.status, 429, await res.clone().text());
-    assert.ok(Number(res.headers.get('retry-after')) >= 1);
-    assert.equal(((await res.json()) as any).error.code, 'queue_full');
-    acs.forEach((ac) => ac.abort());
-    await Promise.all(running);
+    // Deterministic: the queue is paused (BullMQ's own pause, as an operator would), so the worker, alive and
+    // heartbeating, takes nothing; the first request waits, the queue (1 place) is full, the next one is refused.
+    const queue = new Queue('small', { connection: { url: redis.url } });
+    await queue.pause();
+    try {
+      const waiting = fetch(`${smallUrl}/v1/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(SHORT),
+      });
+      await waitFor('one request waiting', async () => ((await (await fetch(`${smallUrl}/ready`)).json()) as any).queued >= 1, 20_000);
+      const res = await fetch(`${smallUrl}/v1/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(SHORT),
+      });
+      assert.equal(res.status, 429, await res.clone().text());
+      assert.ok(Number(res.headers.get('retry-after')) >= 1);
+      assert.equal(((await res.json()) as any).error.code, 'queue_full');
+      // Streams too: the refusal comes before any chunk, as a plain 429.
+      const chat = await readSse(`${smallUrl}/v1/chat/completions`, { model: MODEL, messages: [{ role: 'user', content: 'hi' }], stream: true });
+      assert.equal(chat.status, 429);
+      assert.equal(chat.data.length, 0);
+      await queue.resume();
+      const served = await waiting;
+      assert.equal(served.status, 200, 'the waiting request is served once the queue runs again');
+    } finally {
+      await queue.resume();
+      await queue.close();
+    }
     await waitFor('queue drained', async () => {
       const r = (await (await fetch(`${smallUrl}/ready`)).json()) as any;
       return r.queued === 0 && r.active_sequences === 0;
@@ -145,6 +187,7 @@ describe('Redis mode: cancellation, queue bound, worker crash', () => {
     const elapsed = Date.now() - t0;
     assert.ok(killed, 'a worker was killed mid-generation');
     await killed;
+    smallSurvivor = workers.find((w) => w.proc.exitCode === null && w.proc.signalCode === null);
     const last = raw.events.at(-1);
     t.diagnostic(`ended after ${elapsed} ms with ${last.error ? `an error: ${last.error.message}` : 'the full answer'}`);
     assert.ok(elapsed < TIMEOUT_MS + 5_000, `ended after ${elapsed} ms`);
@@ -157,6 +200,39 @@ describe('Redis mode: cancellation, queue bound, worker crash', () => {
       const steps = raw.events.filter((e) => e.choices?.[0]?.diffusion).map((e) => e.choices[0].diffusion.step);
       assert.deepEqual(steps, steps.map((_, i) => i), 'no step repeated or missing across the restart');
     }
+    await waitFor('no keys of the request left', async () => (await keysOf(raw.events[0].id)).length === 0, 5_000);
+  });
+
+  test('killing the last worker mid-stream: an error chunk within job lock + stalled interval + a few seconds', async (t) => {
+    // After the test above, one worker serves the queue "small": kill it at step 3 of a long stream.
+    const holder = smallSurvivor;
+    assert.ok(holder, 'the crash test left one worker');
+    let killedAt = 0;
+    let killing: Promise<void> | null = null;
+    const raw = await readSse(`${smallUrl}/v1/completions`, { ...LONG, stream: true }, {
+      onEvent: (ev) => {
+        if (ev.choices?.[0]?.diffusion?.step === 3 && !killing) {
+          killedAt = Date.now();
+          killing = holder.kill();
+        }
+      },
+    });
+    const ms = Date.now() - killedAt;
+    assert.ok(killing, 'the worker was killed mid-stream');
+    await killing;
+    const last = raw.events.at(-1);
+    t.diagnostic(`ended ${ms} ms after the kill: ${JSON.stringify(last).slice(0, 200)}`);
+    assert.equal(raw.data.at(-1), '[DONE]');
+    assert.equal(last.error?.type, 'service_unavailable', JSON.stringify(last));
+    assert.match(last.error.message, /no worker/);
+    // Heartbeat staleness (3 s) + one XREAD block (1 s) + JOB_LOCK_MS + STALLED_INTERVAL_MS, and slack for a busy machine.
+    assert.ok(ms < 3000 + 1000 + JOB_LOCK_MS + STALLED_INTERVAL_MS + 5000, `ended ${ms} ms after the kill`);
+    assert.ok(ms < TIMEOUT_MS / 2, 'long before the request time limit');
+    // And a new request is refused at once.
+    const t0 = Date.now();
+    const res = await fetch(`${smallUrl}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(SHORT) });
+    assert.equal(res.status, 503);
+    assert.ok(Date.now() - t0 < 2000);
     await waitFor('no keys of the request left', async () => (await keysOf(raw.events[0].id)).length === 0, 5_000);
   });
 });
@@ -193,17 +269,40 @@ describe('Redis mode: graceful shutdown', () => {
 });
 
 describe('Redis mode: Redis gone', () => {
-  test('requests get 503 quickly (not a hang), and /ready says so', async () => {
-    await redis.stop();
-    const t0 = Date.now();
-    const res = await fetch(`${smallUrl}/v1/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(SHORT),
+  test('requests in flight and new ones end with 503 / service_unavailable, never 500; /ready says so', async (t) => {
+    // A fresh worker for the queue "small" (its earlier ones were killed above), so that requests are running.
+    const worker = await startRole({ REDIS_URL: redis.url, JOB_LOCK_MS: String(JOB_LOCK_MS), STALLED_INTERVAL_MS: String(STALLED_INTERVAL_MS), ROLE: 'worker', QUEUE_NAME: 'small', MAX_BATCH_SIZE: '1' }, 'worker started');
+    procs.push(worker);
+    await waitFor('ready', async () => (await fetch(`${smallUrl}/ready`)).status === 200);
+    let unblock: () => void;
+    const begun = new Promise<void>((r) => (unblock = r));
+    const streamed = readSse(`${smallUrl}/v1/completions`, { ...LONG, stream: true }, {
+      onEvent: (ev) => {
+        if (ev.choices?.[0]?.diffusion?.step === 2) unblock();
+      },
     });
-    assert.equal(res.status, 503);
-    assert.equal(((await res.json()) as any).error.code, 'not_ready');
-    assert.ok(Date.now() - t0 < 10_000);
+    await begun;
+    // Queued behind the stream (one batch slot): in flight, not yet running.
+    const plain = fetch(`${smallUrl}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(LONG) });
+    await waitFor('the plain request queued', async () => ((await (await fetch(`${smallUrl}/ready`)).json()) as any).queued >= 1, 10_000, 20);
+    const t0 = Date.now();
+    await redis.stop();
+    const [raw, res] = await Promise.all([streamed, plain]);
+    t.diagnostic(`in flight ended ${Date.now() - t0} ms after Redis stopped`);
+    assert.equal(raw.data.at(-1), '[DONE]');
+    const last = raw.events.at(-1);
+    assert.equal(last.error?.type, 'service_unavailable', JSON.stringify(last));
+    assert.equal(last.error.code, 'not_ready');
+    assert.equal(res.status, 503, await res.clone().text());
+    assert.equal(((await res.json()) as any).error.type, 'service_unavailable');
+    assert.ok(Date.now() - t0 < 15_000, 'in flight requests ended quickly');
+    const t1 = Date.now();
+    for (const stream of [false, true]) {
+      const fresh = await fetch(`${smallUrl}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...SHORT, stream }) });
+      assert.equal(fresh.status, 503);
+      assert.equal(((await fresh.json()) as any).error.code, 'not_ready');
+    }
+    assert.ok(Date.now() - t1 < 10_000);
     assert.equal((await fetch(`${smallUrl}/ready`)).status, 503);
     // Without Redis there is nothing to shut down gracefully: end the processes here.
     await Promise.all(procs.map((p) => p.kill()));

@@ -11,6 +11,7 @@ import { keyMatcher } from '../../src/plugins/auth.js';
 
 const model: ServingModel = {
   name: 'm',
+  dir: '.',
   vocabSize: 4096,
   maxSequenceLength: 256,
   bosTokenId: 6,
@@ -19,6 +20,7 @@ const model: ServingModel = {
   chatTemplate: null,
   bosToken: '',
   eosToken: '',
+  maxBytesPerToken: null,
   encode: () => [],
   decode: () => '',
   validate: () => undefined,
@@ -63,6 +65,11 @@ test('resolveParams: a default that does not fit shrinks; an explicit one is a c
     (e: ApiError) => e.status === 400 && e.code === 'context_length_exceeded' && e.param === 'max_tokens',
   );
   assert.throws(() => resolveParams(model, {}, 255, 0, null, 'prompt'), (e: ApiError) => e.code === 'context_length_exceeded');
+  // A prompt that leaves no room at all is the prompt's fault, max_tokens or not.
+  assert.throws(
+    () => resolveParams(model, { max_tokens: 8 }, 300, 0, null, 'prompt'),
+    (e: ApiError) => e.code === 'context_length_exceeded' && e.param === 'prompt',
+  );
 });
 
 test('resolveParams: unsupported OpenAI fields with non-default values are refused by name', () => {
@@ -89,8 +96,10 @@ test('engine errors map to OpenAI statuses; internal details stay hidden', () =>
 
 test('API keys compare in constant time against every key', () => {
   const match = keyMatcher(['alpha', 'beta']);
-  assert.equal(match('alpha'), 'alpha');
-  assert.equal(match('beta'), 'beta');
+  const [alpha, beta] = [match('alpha'), match('beta')];
+  assert.match(alpha ?? '', /^[0-9a-f]{16}$/, 'an id, not the key');
+  assert.match(beta ?? '', /^[0-9a-f]{16}$/);
+  assert.notEqual(alpha, beta);
   assert.equal(match('alph'), null);
   assert.equal(match(''), null);
 });
