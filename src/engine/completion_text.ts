@@ -15,17 +15,35 @@ export interface StableUpdate {
   stoppedText: string | null;
 }
 
-/** Length of the longest suffix of `text` that is a proper prefix of a stop string (held back until resolved). */
-function pendingStopPrefix(text: string, stops: readonly string[]): number {
-  let longest = 0;
-  for (const stop of stops) {
-    for (let n = Math.min(stop.length - 1, text.length); n > longest; n--) {
-      if (text.endsWith(stop.slice(0, n))) {
-        longest = n;
-        break;
-      }
-    }
+/** Knuth–Morris–Pratt failure table of `stop`: entry i is the longest proper border of stop[0..i]. */
+function failureTable(stop: string): Int32Array {
+  const fail = new Int32Array(stop.length);
+  for (let i = 1, k = 0; i < stop.length; i++) {
+    while (k > 0 && stop.charCodeAt(i) !== stop.charCodeAt(k)) k = fail[k - 1];
+    if (stop.charCodeAt(i) === stop.charCodeAt(k)) k++;
+    fail[i] = k;
   }
+  return fail;
+}
+
+/**
+ * Length of the longest suffix of `text` that is a proper prefix of a stop string (held back until resolved).
+ * One pass of the KMP matcher over the last (stop length - 1) characters: linear, where comparing every candidate
+ * length was quadratic and let long stop strings hold the event loop for a quarter of a second per step (issue 9 §3).
+ */
+function pendingStopPrefix(text: string, stops: readonly string[], failures: readonly Int32Array[]): number {
+  let longest = 0;
+  stops.forEach((stop, j) => {
+    const fail = failures[j];
+    let k = 0;
+    for (let i = Math.max(0, text.length - (stop.length - 1)); i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      while (k > 0 && c !== stop.charCodeAt(k)) k = fail[k - 1];
+      if (c === stop.charCodeAt(k)) k++;
+      if (k === stop.length) k = fail[k - 1]; // a whole stop string: only proper prefixes are pending
+    }
+    longest = Math.max(longest, k);
+  });
   return longest;
 }
 
@@ -42,11 +60,14 @@ export function findStop(text: string, stops: readonly string[]): number {
 export class CompletionText {
   /** Text already sent as stable. */
   sent = '';
+  private readonly failures: readonly Int32Array[];
 
   constructor(
     private readonly tokenizer: TextTokenizer,
     private readonly stops: readonly string[],
-  ) {}
+  ) {
+    this.failures = stops.map(failureTable);
+  }
 
   /**
    * After a step of an unfinished sequence: `stablePrefix` is the generated tokens before the first mask (and
@@ -58,7 +79,7 @@ export class CompletionText {
     const stopAt = findStop(text, this.stops);
     if (stopAt >= 0) return this.finish(text.slice(0, stopAt), true);
     if (text.endsWith(REPLACEMENT)) text = text.slice(0, -1);
-    text = text.slice(0, text.length - pendingStopPrefix(text, this.stops));
+    text = text.slice(0, text.length - pendingStopPrefix(text, this.stops, this.failures));
     return { delta: this.advance(text), stoppedText: null };
   }
 

@@ -43,3 +43,41 @@ test('logprobs: tokens, logprobs, top alternatives by text, offsets', () => {
   const lp = t.logprobs([10, 11], [0, 1], [{ logprob: -0.1, top: [[10, -0.1], [12, -2]] }, { logprob: -0.5, top: [] }]);
   assert.deepEqual(lp, { tokens: ['a', 'b'], tokenLogprobs: [-0.1, -0.5], topLogprobs: [{ a: -0.1, c: -2 }, {}], textOffset: [0, 1] });
 });
+
+/** The held-back length by its definition: the longest suffix of `text` that is a proper prefix of a stop string. */
+function pendingByDefinition(text: string, stops: string[]): number {
+  let longest = 0;
+  for (const stop of stops) {
+    for (let n = Math.min(stop.length - 1, text.length); n > longest; n--) {
+      if (text.endsWith(stop.slice(0, n))) longest = n;
+    }
+  }
+  return longest;
+}
+
+test('held-back text near stop strings matches its definition (random texts and stops over a small alphabet)', () => {
+  let seed = 7;
+  const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+  const word = (len: number) => Array.from({ length: len }, () => 'ab'[rand(2)]).join('');
+  for (let i = 0; i < 2000; i++) {
+    const stops = Array.from({ length: 1 + rand(3) }, () => word(1 + rand(8)));
+    const text = word(rand(20));
+    const t = new CompletionText(TOKENIZER, stops);
+    const u = t.update(ids(text));
+    if (u.stoppedText !== null) continue; // a whole stop string: cut, nothing held back
+    assert.equal(u.delta.length, text.length - pendingByDefinition(text, stops), `${JSON.stringify(stops)} ${text}`);
+  }
+});
+
+test('long stop strings cost linear time per step, not quadratic (issue 9 §3)', () => {
+  // A text of 64k repeated letters and a stop string that matches long prefixes at every offset: comparing every
+  // candidate length took seconds per step; one KMP pass takes about a millisecond.
+  const m = 64_000;
+  const text = 'a'.repeat(m);
+  const t = new CompletionText(TOKENIZER, ['a'.repeat(m / 2) + 'b' + 'a'.repeat(m)]);
+  const t0 = performance.now();
+  const u = t.update(ids(text));
+  const ms = performance.now() - t0;
+  assert.equal(u.delta.length, m / 2, 'the last m/2 letters may still start the stop string: held back');
+  assert.ok(ms < 1000, `one step took ${ms} ms`);
+});
