@@ -70,7 +70,9 @@ def test_converted_onnx_matches_pytorch(tmp_path, dtype, shards):
     meta = convert(str(tmp_path / "hf"), str(tmp_path / "out"), "synthetic", k=8)
     assert (meta["mask_token_id"], meta["eos_token_ids"], meta["bos_token_id"]) == (2, [1, 5], 6)
     assert meta["chat_template"] == "{{ messages }}"
-    assert sorted(os.listdir(tmp_path / "out")) == ["dllm.json", "model.onnx", "tokenizer.json"]
+    # Format 2: the full and the cached graph, both reading one weights file.
+    assert sorted(os.listdir(tmp_path / "out")) == ["dllm.json", "model.kv.onnx", "model.onnx", "tokenizer.json", "weights.data"]
+    assert meta["format"] == "dllm-onnx/2" and meta["cached"]["layers"] == 2
     ids = torch.tensor([[0, 6, 77, 2, 2], [6, 12, 13, 2, 2]])
     feeds = dict(input_ids=ids, attention_mask=torch.tensor([[0, 1, 1, 1, 1], [1] * 5]),
                  positions=torch.tensor([[3, 4], [3, 4]]), cfg_scale=torch.zeros(2), uncond_row=torch.arange(2))
@@ -78,6 +80,11 @@ def test_converted_onnx_matches_pytorch(tmp_path, dtype, shards):
         top, top_ids, lse, _ = SamplingGraph(model, 8)(*(feeds[n] for n in INPUT_NAMES))
     got = run_ort(str(tmp_path / "out" / "model.onnx"), feeds)
     assert np.array_equal(got["topk_ids"][..., 0], top_ids[..., 0].numpy())
+    cached = run_ort(str(tmp_path / "out" / "model.kv.onnx"), dict(
+        input_ids=ids, position_ids=(feeds["attention_mask"].cumsum(-1) - 1).clamp(min=0),
+        attention_mask=feeds["attention_mask"], past_kv=torch.zeros(2, 2, 2, 4, 0, 16), positions=feeds["positions"],
+        cfg_scale=feeds["cfg_scale"], uncond_row=feeds["uncond_row"]))
+    np.testing.assert_allclose(cached["topk_logits"], got["topk_logits"], atol=1e-5)
     np.testing.assert_allclose(got["topk_logits"], top.numpy(), atol=1e-4)
 
 
