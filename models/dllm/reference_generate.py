@@ -674,6 +674,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threshold", type=float)
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--cache", choices=CACHE_MODES, default="none", help="key/value cache mode (Fast-dLLM)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -694,7 +695,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {len(data['cases'])} cases to {args.golden}")
     if args.prompt:
         params = Params(max_tokens=args.max_tokens, steps=args.steps, block_length=args.block_length,
-                        remasking=args.remasking, threshold=args.threshold, temperature=args.temperature, seed=args.seed)
+                        remasking=args.remasking, threshold=args.threshold, temperature=args.temperature, seed=args.seed,
+                        cache=args.cache)
         seq = sampler.new_sequence(tokenizer.encode(args.prompt), params)
         sampler.generate([seq])
         print(json.dumps({**result(seq), "text": tokenizer.decode(result(seq)["token_ids"])}))

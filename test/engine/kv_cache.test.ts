@@ -13,6 +13,15 @@ import { Scheduler } from '../../src/engine/scheduler.js';
 import { Sequence } from '../../src/engine/sequence.js';
 import type { CacheMode, EngineEvent, GenerateRequest } from '../../src/engine/types.js';
 import { headFrom, params, SPEC, TOKENIZER } from './helpers.js';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { MODEL_DIR, openTestEngine, SKIP_NO_MODEL } from './model_fixture.js';
+
+const SKIP_NO_CACHED_MODEL =
+  SKIP_NO_MODEL ||
+  (existsSync(path.join(MODEL_DIR, 'dllm.json')) && JSON.parse(readFileSync(path.join(MODEL_DIR, 'dllm.json'), 'utf8')).format === 'dllm-onnx/2'
+    ? false
+    : `${MODEL_DIR} has no cached graph (format 1)`);
 
 const GEOMETRY = { layers: 2, kvHeads: 1, headDim: 2 };
 const CACHED_SPEC: ModelSpec = { ...SPEC, format: 'dllm-onnx/2', cached: { fp32: 'model.kv.onnx', fp16: null, ...GEOMETRY } };
@@ -247,5 +256,30 @@ test('engine: 100 abandoned streams leave no cache memory behind', async () => {
   const h = await engine.health();
   assert.ok(sawBytes > 0, 'caches were held while the streams ran');
   assert.deepEqual([h.activeSequences, h.waitingSequences, h.kvCache!.bytes, h.kvCache!.reservedBytes], [0, 0, 0, 0]);
+  await engine.close();
+});
+
+// The same on the real model folder, when it has a cached graph (format 2): ONNX Runtime, real caches.
+test('real cached graph: caches are held while streams run and all released after 100 abandoned streams', { skip: SKIP_NO_CACHED_MODEL }, async () => {
+  const { engine, model } = await openTestEngine(32, { cache: 'dual' });
+  const prompt = model.tokenizer.encode('Once upon a time, there was a little girl who');
+  let sawBytes = 0;
+  await Promise.all(
+    Array.from({ length: 100 }, async (_, i) => {
+      let steps = 0;
+      const r = req(`real-${i}`, i % 3 === 0 ? 'prefix' : 'dual', {}, { maxTokens: 16, steps: 16, blockLength: 8, ignoreEos: true });
+      for await (const e of engine.generate({ ...r, promptTokenIds: prompt })) {
+        if (e.type === 'step' && ++steps === 2 + (i % 4)) {
+          sawBytes = Math.max(sawBytes, engine.cacheBytes);
+          break;
+        }
+      }
+    }),
+  );
+  for (let i = 0; i < 200 && ((await engine.health()).activeSequences > 0 || engine.cacheBytes > 0); i++) await new Promise((r) => setTimeout(r, 10));
+  const h = await engine.health();
+  assert.ok(sawBytes > 0);
+  assert.deepEqual([h.activeSequences, h.kvCache!.bytes, h.kvCache!.reservedBytes], [0, 0, 0]);
+  assert.ok(h.kvCache!.hits > 0 && h.kvCache!.refreshes >= 100);
   await engine.close();
 });
