@@ -141,11 +141,11 @@ export class DiffusionEngine implements EngineClient {
         defaultCache: this.defaultCache,
       });
       const cost = cacheReservation(sequence, this.geometry);
-      if (cost * request.n > this.maxCacheBytes) {
-        // It could never be admitted: refuse now (429) rather than wait for ever.
+      if (cost > this.maxCacheBytes) {
+        // A choice that could never be admitted (choices are admitted one by one): refuse now (429), not wait for ever.
         throw new EngineError(
           'overloaded',
-          `the key/value cache of this request (${request.n} × ${cost} bytes, cache ${sequence.cacheMode}) exceeds the engine's cache memory (${this.maxCacheBytes} bytes); use a shorter request or cache "none"`,
+          `the key/value cache of one choice of this request (${cost} bytes, cache ${sequence.cacheMode}) exceeds the engine's cache memory (${this.maxCacheBytes} bytes); use a shorter request or cache "none"`,
         );
       }
       active.choices.push(new Choice(active, index, sequence, new CompletionText(this.tokenizer, request.params.stop), cost));
