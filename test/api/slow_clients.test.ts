@@ -99,10 +99,13 @@ describe('connection cap', () => {
         const c = connect(port, host, () => resolve(c));
         c.on('error', reject);
       });
+    const sockets: Socket[] = [];
     try {
       const held = [await open(), await open(), await open()];
+      sockets.push(...held);
       let closed = false;
       const extra = await open();
+      sockets.push(extra);
       extra.on('close', () => (closed = true));
       extra.on('error', () => undefined);
       await waitFor('the fourth connection closed by the server', async () => closed, 5_000, 10);
@@ -110,6 +113,7 @@ describe('connection cap', () => {
       held.forEach((c) => c.destroy());
       await waitFor('served again', async () => (await fetch(`${s.url}/health`)).status === 200, 5_000);
     } finally {
+      sockets.forEach((c) => c.destroy());
       await s.stop();
     }
   });

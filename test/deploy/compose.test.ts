@@ -138,6 +138,9 @@ describe('docker/compose.yaml', () => {
     assert.match(nginx, /proxy_request_buffering on;/);
     assert.equal(`${nginx.match(/client_header_timeout (\d+)s;/)?.[1]}000`, ENV.HTTP_HEADERS_TIMEOUT_MS.def);
     assert.equal(`${nginx.match(/client_body_timeout (\d+)s;/)?.[1]}000`, ENV.HTTP_REQUEST_TIMEOUT_MS.def);
+    // No API replica answering is a 503 (clients retry it), in the OpenAI error shape like nginx's 413.
+    assert.match(nginx, /error_page 502 503 504 =503 @unavailable;/);
+    assert.match(nginx, /error_page 413 @too_large;/);
     assert.ok(nginx.match(/client_max_body_size (\d+)m;/) && Number(nginx.match(/client_max_body_size (\d+)m;/)![1]) * 2 ** 20 > 1048576);
   });
 
