@@ -7,17 +7,22 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=/usr/bin/python3
+# Two corpora with the same documents and split: every item its own document (the first 1,400 steps), then short
+# items grouped into longer documents (ITEMS_PER_DOCUMENT; the rest), so that end-of-text stops coming every
+# sentence (see the model card).
+$PY -m dllm.data --no-grouped --out .cache/corpus-items
 $PY -m dllm.data --out .cache/corpus
 # The tokenizer of the first tiny-llada, refitted to the same documents: byte-identical to the committed one.
 $PY -m dllm.tokenizer --corpus .cache/corpus/tokenizer.txt --vocab-size 4096 --out tiny-llada/tokenizer.json
-$PY -m dllm.train --corpus .cache/corpus --tokenizer tiny-llada/tokenizer.json --out runs/tiny-llada \
-  --d-model 192 --n-heads 6 --n-layers 6 --mlp-hidden 576 --max-steps 3400 --eval-every 200 --valid-windows 64 \
-  --threads 2 "$@"
+train=(--tokenizer tiny-llada/tokenizer.json --out runs/tiny-llada --d-model 192 --n-heads 6 --n-layers 6
+  --mlp-hidden 576 --max-steps 3400 --eval-every 200 --valid-windows 64 --threads 2)
+$PY -m dllm.train --corpus .cache/corpus-items "${train[@]}" --halt-at-step 1400 "$@"
+$PY -m dllm.train --corpus .cache/corpus "${train[@]}" "$@"
 $PY -m dllm.export --checkpoint runs/tiny-llada/ckpt.pt --tokenizer tiny-llada/tokenizer.json --out tiny-llada
 # The first tiny-llada (git revision 68de858), for the old-vs-new validation loss in the card.
 mkdir -p .cache/tiny-llada-68de858
 for f in model.onnx dllm.json tokenizer.json; do git show "68de858:models/tiny-llada/$f" > ".cache/tiny-llada-68de858/$f"; done
 $PY -m dllm.quality --model tiny-llada --old-model .cache/tiny-llada-68de858 --corpus .cache/corpus --out runs/tiny-llada/quality.json
 $PY -m dllm.card --run runs/tiny-llada --model tiny-llada --corpus .cache/corpus --quality runs/tiny-llada/quality.json \
-  --sweep runs/sweep-d192 runs/sweep-d256
+  --sweep runs/sweep-d192 runs/sweep-d256 --first-phase-steps 1400
 (cd .. && $PY models/dllm/reference_generate.py --golden test/fixtures/golden/tiny-llada.json)

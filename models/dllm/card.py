@@ -169,23 +169,25 @@ def data_section(corpus: dict, corpus_dir: str, model_dir: str) -> list[str]:
     lines = ["## Data", "",
              "Built by `python3 -m dllm.data` from pinned registry packages (nothing downloaded from anywhere else); "
              "`stats.json` of the corpus records every package's sha256:", "",
-             "| source | what | one document | package, version | licence | documents train / valid | characters |",
-             "| --- | --- | --- | --- | --- | ---: | ---: |"]
+             "| source | what | one item | package, version | licence | items train / valid | items per document | characters |",
+             "| --- | --- | --- | --- | --- | ---: | ---: | ---: |"]
     for name in sorted(corpus["sources"], key=lambda n: -corpus["sources"][n]["characters"]):
         s = corpus["sources"][name]
         packages, what, unit = SOURCES[name]
         pk = "; ".join(f"{p.split(':', 1)[0]} `{p.split(':', 1)[1]}` {corpus['packages'][p]['version']}" for p in packages)
         licences = sorted({corpus["packages"][p]["licence"] for p in packages})
         lines.append(f"| {name} | {what} | {unit} | {pk} | {'; '.join(licences)} | "
-                     f"{s['documents']['train']:,} / {s['documents']['valid']:,} | {s['characters']:,} |")
+                     f"{s['items']['train']:,} / {s['items']['valid']:,} | {s['items_per_document']} | {s['characters']:,} |")
     total_chars = sum(s["characters"] for s in corpus["sources"].values())
     tr, va = corpus["train"], corpus["valid"]
     lines += [
         "",
-        f"Characters are counted per source before de-duplication ({total_chars:,} in all); documents after it. "
-        "Documents are normalised (NFC, no control characters), de-duplicated on a case- and whitespace-folded key and "
-        "split by a hash of a group key (the document, or the chapter reference for the two Bibles, so both "
-        "translations of a chapter fall on the same side).",
+        f"Items and characters are counted after de-duplication ({total_chars:,} characters in all). Items are "
+        "normalised (NFC, no control characters), de-duplicated on a case- and whitespace-folded key and split by a "
+        "hash of a group key (the item, or the chapter reference for the two Bibles, so both translations of a chapter "
+        "fall on the same side). Then consecutive items of one source and split are grouped into documents (the "
+        "items-per-document column), as a dictionary page or a book of quotations holds many: as documents of their "
+        "own, the short items put an end-of-text every ~50 tokens of the stream.",
         "",
         f"- Training split: {tr['documents']:,} documents, {tr['characters']:,} characters, sha256 `{tr['sha256']}`",
         f"- Validation split: {va['documents']:,} documents, {va['characters']:,} characters, sha256 `{va['sha256']}`",
@@ -198,7 +200,7 @@ def data_section(corpus: dict, corpus_dir: str, model_dir: str) -> list[str]:
     return lines + [""]
 
 
-def training_section(run: dict, bench: dict | None) -> list[str]:
+def training_section(run: dict, bench: dict | None, first_phase_steps: int = 0) -> list[str]:
     a, s, c = run["args"], run["state"], run["config"]
     final = run["valid"][-1] if run["valid"] else None
     avg = s["tokens"] / s["seconds"] if s["seconds"] else None
@@ -220,6 +222,16 @@ def training_section(run: dict, bench: dict | None) -> list[str]:
         + (f" (stopped before the {a['max_steps']:,} steps the schedule was planned for)" if s["step"] < a["max_steps"] else "")
         + (f"; initialised from `{a['init_from']}`" if a.get("init_from") else ""),
         f"- Tokens seen: {s['tokens']:,}",
+    ]
+    if first_phase_steps:
+        lines.append(
+            f"- Two phases over the same items and split: steps 1-{first_phase_steps:,} read the corpus with every "
+            "item a document of its own (`dllm.data --no-grouped`); at that point greedy answers were a few words "
+            "and then end-of-text, and from step "
+            f"{first_phase_steps + 1:,} on the trainer read the grouped corpus (same optimiser state and schedule). "
+            f"Validation records up to step {first_phase_steps:,} are on the per-item validation split, later ones "
+            "on the grouped one (the same items, fewer end-of-text tokens).")
+    lines += [
         f"- Wall time: {s['seconds'] / 60:.1f} minutes with {a['threads']} thread{'s' if a['threads'] != 1 else ''}, torch {torch.__version__}; this "
         f"card was written on {os.cpu_count()} cores of {cpu_name()}",
         f"- Throughput: {fmt(avg, 0)} tokens/s averaged over the run (tokens / wall time, validation and checkpoints "
@@ -334,7 +346,7 @@ def limitations(run: dict, q: dict) -> list[str]:
 
 
 def render(spec: dict, run: dict, corpus: dict, corpus_dir: str, model_dir: str, q: dict, sweep: list[dict],
-           bench: dict | None) -> str:
+           bench: dict | None, first_phase_steps: int = 0) -> str:
     c = run["config"]
     lines = [
         f"# {spec['name']}",
@@ -359,7 +371,7 @@ def render(spec: dict, run: dict, corpus: dict, corpus_dir: str, model_dir: str,
         "",
     ]
     lines += data_section(corpus, corpus_dir, model_dir)
-    lines += training_section(run, bench)
+    lines += training_section(run, bench, first_phase_steps)
     if sweep:
         lines += sweep_section(sweep)
     lines += quality_section(q)
@@ -386,6 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--corpus", required=True, help="the corpus folder (stats.json, valid.txt)")
     p.add_argument("--quality", help="report of dllm.quality for this folder (JSON); measured here when absent")
     p.add_argument("--sweep", nargs="*", default=[], help="runs of the model-size sweep")
+    p.add_argument("--first-phase-steps", type=int, default=0, help="steps trained on the per-item corpus first")
     p.add_argument("--bench", default=os.path.join(REPO, "bench", "train.json"),
                    help="trainer benchmark (bench/train.json, written with bench/train.md); skipped when absent")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
@@ -429,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
         plot_sweep(sweep, os.path.join(args.model, "sweep.png"))
     elif os.path.exists(os.path.join(args.model, "sweep.png")):
         os.remove(os.path.join(args.model, "sweep.png"))  # a previous card's: the card no longer shows it
-    card = render(spec, run, corpus, args.corpus, args.model, q, sweep, bench)
+    card = render(spec, run, corpus, args.corpus, args.model, q, sweep, bench, args.first_phase_steps)
     with open(os.path.join(args.model, "MODEL_CARD.md"), "w") as f:
         f.write(card)
     print(f"wrote {args.model}/MODEL_CARD.md, loss_curve.png" + (", sweep.png" if sweep else ""))

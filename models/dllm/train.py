@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
         with open(log_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    if 0 < args.halt_at_step <= state["step"]:
+        print(f"already at step {state['step']} (--halt-at-step {args.halt_at_step}): nothing to do", flush=True)
+        return
     started, window_tokens, window_start, window_losses = time.time() - state["seconds"], 0, time.time(), []
     session_start = time.time()
     while state["step"] < args.max_steps:

@@ -95,7 +95,7 @@ def synthetic_corpus(out: str) -> None:
     packages = {f"npm:{n}": {"version": v, "licence": lic, "sha256": "0" * 64} for n, (v, lic) in data.NPM_SOURCES.items()}
     packages |= {f"debian:{n}": {"version": v, "licence": lic, "sha256": "0" * 64}
                  for n, (v, lic) in data.DEBIAN_SOURCES.items()}
-    sources = {name: {"documents": {"train": 30 + i, "valid": i}, "characters": 1000 * (i + 1)}
+    sources = {name: {"items": {"train": 30 + i, "valid": i}, "items_per_document": 1 + i % 4, "characters": 1000 * (i + 1)}
                for i, name in enumerate(card.SOURCES)}
     data.write(split, out, {"packages": packages, "sources": sources})
 
