@@ -4,7 +4,8 @@ data, plus the accuracy of bfloat16 autocast against float32 on one batch (loss 
     cd models && python3 -m dllm.bench_train          # writes ../bench/train.md and ../bench/train.json
 
 Each trainer runs as its own process (`--max-steps` warm-up + measured steps, its own log), one after the other;
-tokens/s is read from the trainer's own log over the measured steps. Run it on an idle machine.
+tokens/s is read from the trainer's own log over the measured steps. Needs both corpora of train_tiny.sh
+(.cache/corpus-items for the previous trainer, which pads short documents; .cache/corpus). Run it on an idle machine.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ def baseline_package(tmp: str) -> str:
     return tmp
 
 
-def run_trainer(pythonpath: str, out: str, flags: list[str], warmup: int, steps: int) -> float:
-    """Runs `python3 -m dllm.train` for warmup + steps steps; -> tokens/s over the measured steps."""
+def run_trainer(pythonpath: str, out: str, flags: list[str], warmup: int, steps: int, corpus: str = "corpus") -> float:
+    """Runs `python3 -m dllm.train` for warmup + steps steps on models/.cache/<corpus>; -> tokens/s over the
+    measured steps."""
     env = {**os.environ, "PYTHONPATH": pythonpath}
-    common = ["--corpus", os.path.join(MODELS, ".cache", "corpus"), "--tokenizer", os.path.join(MODELS, "tiny-llada", "tokenizer.json"),
+    common = ["--corpus", os.path.join(MODELS, ".cache", corpus), "--tokenizer", os.path.join(MODELS, "tiny-llada", "tokenizer.json"),
               "--out", out, "--threads", "2", "--eval-every", "100000", "--ckpt-every", "100000", "--valid-windows", "2"]
     subprocess.run([sys.executable, "-m", "dllm.train", *common, *flags, "--max-steps", str(warmup + steps), "--warmup", "1"],
                    env=env, check=True, capture_output=True)
@@ -86,17 +88,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = baseline_package(os.path.join(tmp, "baseline"))
         rows.append({"trainer": f"previous ({BASELINE_REV}): fp32, 256-token windows, every 3rd batch padded",
-                     "tok_s": run_trainer(base, os.path.join(tmp, "a"), size + ["--seq-len", "256"], args.warmup, args.steps)})
+                     "tok_s": run_trainer(base, os.path.join(tmp, "a"), size + ["--seq-len", "256"], args.warmup, args.steps,
+                                             corpus="corpus-items")})  # it needs the short documents to pad
         rows.append({"trainer": "today: packed 512-token windows, fp32 (--no-bf16)",
                      "tok_s": run_trainer(MODELS, os.path.join(tmp, "b"), size + ["--no-bf16"], args.warmup, args.steps)})
         rows.append({"trainer": "today: packed 512-token windows, bf16 autocast (default)",
                      "tok_s": run_trainer(MODELS, os.path.join(tmp, "c"), size, args.warmup, args.steps)})
+        # The other size of the sweep (models/sweep_tiny.sh), the one tiny-llada has: its cost per token.
+        small = ["--d-model", "192", "--n-heads", "6", "--n-layers", "6", "--mlp-hidden", "576"]
+        rows.append({"trainer": "today, default settings, d_model 192 (tiny-llada's size, 3.7M parameters)",
+                     "tok_s": run_trainer(MODELS, os.path.join(tmp, "d"), small, args.warmup, args.steps)})
     agreement = bf16_agreement()
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine,
               "load_average": os.getloadavg(), "model": "d_model 256, 6 layers, MLP 768 (6.2M parameters), batch 8",
               "steps": args.steps, "rows": rows, "bf16_agreement": agreement}
-    lines = [f"# Trainer throughput", "", f"`cd models && python3 -m dllm.bench_train` · {result['date']} · {machine} · "
+    lines = ["# Trainer throughput", "", f"`cd models && python3 -m dllm.bench_train` · {result['date']} · {machine} · "
              f"load average {' '.join(f'{x:.2f}' for x in result['load_average'])} · {result['model']} · {args.steps} measured steps", "",
              "| trainer | tokens/s | vs previous |", "| --- | ---: | ---: |"]
     for r in rows:
