@@ -69,25 +69,26 @@ export const logSerializers = {
  * not received within HTTP_REQUEST_TIMEOUT_MS), answered with the OpenAI error object like every other error.
  * Like Node's own handler (lib/_http_server.js, socketOnError), nothing is written once a response has begun.
  */
-const clientErrorHandler = (requestTimeoutMs: number) =>
-  function onClientError(this: FastifyInstance, err: NodeJS.ErrnoException, socket: Socket): void {
-  if (err.code === 'ECONNRESET' || socket.destroyed) return;
-  const api =
-    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-      ? ApiError.requestTimeout(requestTimeoutMs)
-      : err.code === 'HPE_HEADER_OVERFLOW'
-        ? new ApiError(431, 'Request headers too large', 'invalid_request_error', 'headers_too_large')
-        : ApiError.invalid('Malformed HTTP request', null, 'bad_request');
-  this.log.info({ code: api.code }, 'client error');
-  const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
-  if (socket.writable && !inFlight?.headersSent) {
-    const body = JSON.stringify(api.body());
-    socket.write(
-      `HTTP/1.1 ${api.status} ${STATUS_CODES[api.status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
-        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-    );
-  }
-  socket.destroy();
+function clientErrorHandler(requestTimeoutMs: number) {
+  return function onClientError(this: FastifyInstance, err: NodeJS.ErrnoException, socket: Socket): void {
+    if (err.code === 'ECONNRESET' || socket.destroyed) return;
+    const api =
+      err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? ApiError.requestTimeout(requestTimeoutMs)
+        : err.code === 'HPE_HEADER_OVERFLOW'
+          ? new ApiError(431, 'Request headers too large', 'invalid_request_error', 'headers_too_large')
+          : ApiError.invalid('Malformed HTTP request', null, 'bad_request');
+    this.log.info({ code: api.code }, 'client error');
+    const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (socket.writable && !inFlight?.headersSent) {
+      const body = JSON.stringify(api.body());
+      socket.write(
+        `HTTP/1.1 ${api.status} ${STATUS_CODES[api.status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+          `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    }
+    socket.destroy();
+  };
 }
 
 /** Options for the Fastify factory that the app needs (body limit, timeouts, Ajv without coercion, request ids). */
@@ -104,7 +105,7 @@ export function serverOptions(config: Config, logger: boolean | object = { level
     http: {
       headersTimeout: config.httpHeadersTimeoutMs,
       // Node checks both timeouts only this often (30 s by default), which would let a slow client stay up to twice
-      // the limit; a tenth of the limit keeps the close within about 10% of it.
+      // the limit; a tenth of the headers timeout (at most 1 s) keeps each close within about 10% of its limit.
       connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(config.httpHeadersTimeoutMs / 10))),
     },
     clientErrorHandler: clientErrorHandler(config.httpRequestTimeoutMs),

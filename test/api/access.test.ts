@@ -156,6 +156,30 @@ describe('API keys: every request target form (rate limit high enough not to int
     }
   });
 
+  test('requests the HTTP parser refuses get the OpenAI error object too', async () => {
+    const { connect } = await import('node:net');
+    const raw = (text: string) =>
+      new Promise<string>((resolve) => {
+        const { hostname, port } = new URL(s.url);
+        const c = connect(Number(port), hostname, () => c.write(text));
+        let d = '';
+        c.on('data', (x) => (d += x));
+        c.on('close', () => resolve(d));
+        c.on('error', () => resolve(d));
+      });
+    const cases: [string, number][] = [
+      ['GARBAGE\r\n\r\n', 400],
+      [`GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431],
+    ];
+    for (const [text, status] of cases) {
+      const reply = await raw(text);
+      assert.match(reply, new RegExp(`^HTTP/1.1 ${status} `), reply.slice(0, 100));
+      const body = JSON.parse(reply.slice(reply.indexOf('\r\n\r\n') + 4));
+      assert.equal(typeof body.error.message, 'string');
+      assert.equal(body.error.type, 'invalid_request_error');
+    }
+  });
+
   test('public routes need no key', async () => {
     for (const [method, target] of PUBLIC) {
       const r = await send(s.url, { method, target });
