@@ -26,6 +26,10 @@ let smallWorker: RoleProcess;
 /** The worker of the queue "small" that the crash test left alive. */
 let smallSurvivor: RoleProcess | undefined;
 let noWorkerUrl = '';
+/** Two API replicas of the queue "small" with API_KEYS and RATE_LIMIT_PER_MINUTE: one budget across both. */
+let limitedUrls: string[] = [];
+const KEY = 'k-redis-secret';
+const LIMIT = 4;
 
 async function keysOf(id: string): Promise<string[]> {
   return (await redis.client.keys('*')).filter((k) => k.includes(id));
@@ -41,12 +45,16 @@ before(async () => {
     startRole({ ...common, ROLE: 'worker', QUEUE_NAME: 'small', MAX_BATCH_SIZE: '1' }, 'worker started'),
     startRole({ ...common, ROLE: 'api', QUEUE_NAME: 'small', PORT: '0', MAX_QUEUE: '1' }, 'listening'),
     startRole({ ...common, ROLE: 'api', QUEUE_NAME: 'nobody', PORT: '0' }, 'listening'),
+    ...[1, 2].map(() =>
+      startRole({ ...common, ROLE: 'api', QUEUE_NAME: 'small', PORT: '0', API_KEYS: KEY, RATE_LIMIT_PER_MINUTE: String(LIMIT), TRUST_PROXY: 'loopback' }, 'listening'),
+    ),
   ]);
   procs.push(...started);
   apiUrl = urlOf(started[1]);
   smallUrl = urlOf(started[3]);
   smallWorker = started[2];
   noWorkerUrl = urlOf(started[4]);
+  limitedUrls = [urlOf(started[5]), urlOf(started[6])];
   for (const u of [apiUrl, smallUrl]) await waitFor('ready', async () => (await fetch(`${u}/ready`)).status === 200);
   LONG = (await findLongRequest(apiUrl)).body;
 });
@@ -73,6 +81,24 @@ describe('Redis mode (separate API and worker processes): OpenAI client suite', 
     assert.equal(res.status, 503);
     assert.match(((await res.json()) as any).error.message, /no worker/);
     assert.equal((await fetch(`${noWorkerUrl}/health`)).status, 200);
+  });
+
+  test('API keys and the rate limit hold across API replicas (counters in Redis, keys never stored)', async () => {
+    const get = (i: number, headers: Record<string, string>) => fetch(`${limitedUrls[i % 2]}/v1/models`, { headers }).then((r) => r.status);
+    const withKey = { authorization: `Bearer ${KEY}`, 'x-forwarded-for': '198.51.100.1' };
+    const statuses: number[] = [];
+    for (let i = 0; i <= LIMIT; i++) statuses.push(await get(i, withKey));
+    assert.deepEqual(statuses, [...Array(LIMIT).fill(200), 429], 'requests alternate between the replicas');
+    // Wrong keys from one address, alternating replicas: 401 until the address's budget is spent, then 429, also
+    // for the right key on the other replica.
+    const guesses: number[] = [];
+    for (let i = 0; i <= LIMIT; i++) guesses.push(await get(i, { authorization: `Bearer guess-${i}`, 'x-forwarded-for': '198.51.100.2' }));
+    assert.deepEqual(guesses, [...Array(LIMIT).fill(401), 429]);
+    assert.equal(await get(1, { authorization: `Bearer ${KEY}`, 'x-forwarded-for': '198.51.100.2' }), 429);
+    assert.equal((await fetch(`${limitedUrls[0]}/v%31/models`, { headers: { 'x-forwarded-for': '198.51.100.3' } })).status, 401);
+    const stored = await redis.client.keys('dllm:small:ratelimit:*');
+    assert.ok(stored.length >= 3, stored.join(' '));
+    assert.ok(stored.every((k) => !k.includes(KEY)), 'the key itself is never a Redis key');
   });
 
   test('no live worker: a new request gets 503 at once, streamed or not, instead of waiting out the time limit', async (t) => {
@@ -304,6 +330,10 @@ describe('Redis mode: Redis gone', () => {
     }
     assert.ok(Date.now() - t1 < 10_000);
     assert.equal((await fetch(`${smallUrl}/ready`)).status, 503);
+    // The rate limit's store is gone too: 503, neither a free pass nor a 500.
+    const limited = await fetch(`${limitedUrls[0]}/v1/models`, { headers: { authorization: `Bearer ${KEY}`, 'x-forwarded-for': '198.51.100.9' } });
+    assert.equal(limited.status, 503, await limited.clone().text());
+    assert.equal(((await limited.json()) as any).error.type, 'service_unavailable');
     // Without Redis there is nothing to shut down gracefully: end the processes here.
     await Promise.all(procs.map((p) => p.kill()));
   });
