@@ -203,6 +203,18 @@ function agreementWithNone(r: RunResult): number {
   return same / total;
 }
 
+/** Share of sequences whose text (tokens before the first end-of-text) equals the `none` run's: what a client gets. */
+function textAgreementWithNone(r: RunResult): number {
+  const none = runs.find((x) => x.schedule === r.schedule && x.batch === r.batch && x.cache === 'none');
+  if (none === undefined) return NaN;
+  const eos = new Set(model.spec.eosTokenIds);
+  const text = (ids: number[]) => {
+    const end = ids.findIndex((t) => eos.has(t));
+    return JSON.stringify(end < 0 ? ids : ids.slice(0, end));
+  };
+  return r.finishes.filter((f, i) => text(f.tokenIds) === text(none.finishes[i].tokenIds)).length / r.finishes.length;
+}
+
 const rows = runs.map((r, i) => {
   const ref = references[i];
   const none = runs.find((x) => x.schedule === r.schedule && x.batch === r.batch && x.cache === 'none');
@@ -221,6 +233,7 @@ const rows = runs.map((r, i) => {
     ort_share: r.stats.graphMs / r.stats.stepMs,
     speedup_vs_none: none === undefined ? null : none.wallS / r.wallS,
     agreement_with_none: agreementWithNone(r),
+    text_agreement_with_none: textAgreementWithNone(r),
     reference_wall_s: ref?.wall_s ?? null,
     reference_tokens_per_s: ref ? tokens / ref.wall_s : null,
     engine_matches_reference: ref ? r.finishes.every((f, j) => JSON.stringify(f.tokenIds) === JSON.stringify(ref.results[j].token_ids)) : null,
@@ -266,14 +279,15 @@ const md = [
   `Workload: ${batches.join(' and ')} prompts of ${promptTokens} tokens started together, ${maxTokens} generated tokens (every position decoded: ` +
     `ignore_eos), block_length ${blockLength}, greedy, low_confidence; fixed schedule (steps = ${maxTokens}) and threshold 0.9. ` +
     'Cache: `none` runs the whole canvas every step; `prefix` and `dual` (Fast-dLLM) refresh at each block start and then run the block and what ' +
-    'follows it (prefix) or the block alone (dual). Agreement: generated positions whose token equals `none`\'s. Each run is repeated and the fastest kept.',
+    'follows it (prefix) or the block alone (dual). Agreement: generated positions whose token equals `none`\'s; same text: sequences whose tokens ' +
+    'before the first end-of-text equal `none`\'s (what a client receives). Each run is repeated and the fastest kept.',
   '',
-  '| schedule | batch | cache | tokens/s | speed-up vs none | steps / sequence | cached steps | agreement with none | ORT share | PyTorch reference tokens/s | engine = reference |',
-  '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+  '| schedule | batch | cache | tokens/s | speed-up vs none | steps / sequence | cached steps | agreement with none | same text as none | ORT share | PyTorch reference tokens/s | engine = reference |',
+  '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ...rows.map(
     (r) =>
       `| ${r.schedule} | ${r.batch} | ${r.cache} | ${f(r.tokens_per_s)} | ${r.speedup_vs_none === null ? '–' : `${f(r.speedup_vs_none, 2)}×`} | ${f(r.steps_per_sequence)} | ` +
-      `${r.cached_steps} | ${pct(r.agreement_with_none)} | ${pct(r.ort_share)} | ${f(r.reference_tokens_per_s)} | ${r.engine_matches_reference === null ? '–' : r.engine_matches_reference ? 'yes' : 'no'} |`,
+      `${r.cached_steps} | ${pct(r.agreement_with_none)} | ${pct(r.text_agreement_with_none)} | ${pct(r.ort_share)} | ${f(r.reference_tokens_per_s)} | ${r.engine_matches_reference === null ? '–' : r.engine_matches_reference ? 'yes' : 'no'} |`,
   ),
   '',
 ];
