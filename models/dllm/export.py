@@ -290,10 +290,15 @@ def fp16_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
+DEFAULT_GENERATION = {"max_tokens": 64, "steps": 64, "block_length": 8, "remasking": "low_confidence", "threshold": None,
+                      "temperature": 0.0}
+
+
 def dllm_json(model: LLaDA, k: int, name: str, fp16: bool, chat_template: str | None = LLADA_CHAT_TEMPLATE,
               eos_token_ids: tuple[int, ...] = (EOS, EOT), pad_token_id: int = PAD, bos_token_id: int | None = BOS,
-              mask_token_id: int = MASK) -> dict:
-    """The model folder's dllm.json (design.md §2; format 2 adds `cached` and `weights`, docs/models.md)."""
+              mask_token_id: int = MASK, generation_defaults: dict | None = None) -> dict:
+    """The model folder's dllm.json (design.md §2; format 2 adds `cached` and `weights`, docs/models.md).
+    generation_defaults update DEFAULT_GENERATION (what a request leaves out)."""
     return {
         "format": FORMAT,
         "architecture": "llada",
@@ -306,8 +311,7 @@ def dllm_json(model: LLaDA, k: int, name: str, fp16: bool, chat_template: str | 
         "max_sequence_length": model.config.max_sequence_length,
         "topk": k,
         "chat_template": chat_template,
-        "generation_defaults": {"max_tokens": 64, "steps": 64, "block_length": 8, "remasking": "low_confidence",
-                                "threshold": None, "temperature": 0.0},
+        "generation_defaults": DEFAULT_GENERATION | (generation_defaults or {}),
         "onnx": {"fp32": "model.onnx", "fp16": "model.fp16.onnx" if fp16 else None},
         "cached": {"fp32": "model.kv.onnx", "fp16": "model.kv.fp16.onnx" if fp16 else None, **kv_shape(model.config)},
         "weights": {"fp32": WEIGHTS_FILE["fp32"], "fp16": WEIGHTS_FILE["fp16"] if fp16 else None},
@@ -350,9 +354,14 @@ def main() -> None:
     parser.add_argument("--name", default="tiny-llada")
     parser.add_argument("--topk", type=int, default=64)
     parser.add_argument("--fp16", action="store_true")
+    parser.add_argument("--block-length", type=int, default=DEFAULT_GENERATION["block_length"],
+                        help="generation_defaults.block_length")
+    parser.add_argument("--remasking", default=DEFAULT_GENERATION["remasking"], help="generation_defaults.remasking")
     args = parser.parse_args()
     model, _ = load_checkpoint(args.checkpoint)
-    meta = write_model_folder(model, args.out, args.tokenizer, args.topk, args.name, args.fp16)
+    defaults = {"block_length": args.block_length, "remasking": args.remasking}
+    meta = write_model_folder(model, args.out, args.tokenizer, args.topk, args.name, args.fp16,
+                              generation_defaults=defaults)
     print(f"wrote {args.out}: {meta['format']}, vocab {meta['vocab_size']}, K {meta['topk']}")
 
 

@@ -136,7 +136,7 @@ export function openaiSuite(getUrl: () => string) {
       [JSON.stringify({ model: MODEL, prompt: 'x', max_tokens: 'ten' }), 400, 'max_tokens'],
       [JSON.stringify({ model: MODEL, prompt: 'x', max_tokens: -3 }), 400, 'max_tokens'],
       [JSON.stringify({ model: 'no-such-model', prompt: 'x' }), 404, 'model'],
-      [JSON.stringify({ model: MODEL, prompt: 'word '.repeat(400) }), 400, null],
+      [JSON.stringify({ model: MODEL, prompt: 'word '.repeat(600) }), 400, null],
       [JSON.stringify({ model: MODEL, prompt: 'x', max_tokens: 4000 }), 400, 'max_tokens'],
       ['{"model": "tiny-llada", "prompt": ', 400, null],
       [JSON.stringify({ model: MODEL, prompt: 'x', frequency_penalty: 0.5 }), 400, 'frequency_penalty'],
@@ -151,7 +151,7 @@ export function openaiSuite(getUrl: () => string) {
       assert.equal(typeof r.body.error?.type, 'string');
       if (param !== null) assert.equal(r.body.error.param, param, body.slice(0, 80));
     }
-    const long = await post(JSON.stringify({ model: MODEL, prompt: 'word '.repeat(400) }));
+    const long = await post(JSON.stringify({ model: MODEL, prompt: 'word '.repeat(600) }));
     assert.equal(long.body.error.code, 'context_length_exceeded');
     const tooBig = await post(JSON.stringify({ model: MODEL, prompt: 'x'.repeat(2 * 1024 * 1024) }));
     assert.equal(tooBig.status, 413);
