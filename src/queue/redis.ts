@@ -106,7 +106,7 @@ export class RedisTransport implements Transport {
           if (res === null) {
             // Nothing for a while: is the job still there (waiting, active, or started again after a worker died)?
             const state = await this.queue.getJobState(id);
-            if ((state === 'unknown' || state === 'failed') && (state === 'failed' || (await this.conn.xlen(evKey)) === 0)) {
+            if (state === 'failed' || (state === 'unknown' && (await this.conn.xlen(evKey)) === 0)) {
               throw ApiError.notReady('the worker running this request was lost');
             }
             // Is any worker alive to run it, or to take it over from a dead one?
