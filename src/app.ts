@@ -110,8 +110,9 @@ export function serverOptions(config: Config, logger: boolean | object = { level
     },
     clientErrorHandler: clientErrorHandler(config.httpRequestTimeoutMs),
     // A request target the router cannot decode (bad %-escape, over-long parameter): the OpenAI error object too.
-    frameworkErrors: (err: FastifyError, _req: FastifyRequest, reply: FastifyReply) => {
+    frameworkErrors: (err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
       const api = toApiError(err);
+      if (api.status >= 500) req.log.error({ err }, 'request failed');
       return reply.code(api.status).send(api.body());
     },
     // Behind the compose gateway the peer is nginx: without this, logs and the keyless rate limit see one client.
