@@ -34,3 +34,12 @@ test('the README documents every variable', async () => {
   const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
   for (const name of Object.keys(ENV)) assert.ok(readme.includes(`\`${name}\``), `${name} missing from README.md`);
 });
+
+test('HTTP timeouts: defaults (30 s to receive a request, 10 s for its headers); headers longer than the request refused', () => {
+  const c = loadConfig({});
+  assert.equal(c.httpRequestTimeoutMs, 30_000);
+  assert.equal(c.httpHeadersTimeoutMs, 10_000);
+  assert.equal(c.httpMaxConnections, 1024);
+  assert.throws(() => loadConfig({ HTTP_REQUEST_TIMEOUT_MS: '5000', HTTP_HEADERS_TIMEOUT_MS: '6000' }), /HTTP_HEADERS_TIMEOUT_MS.*HTTP_REQUEST_TIMEOUT_MS/);
+  assert.throws(() => loadConfig({ HTTP_MAX_CONNECTIONS: '0', TOKENIZER_THREADS: '0' }), (e: Error) => /HTTP_MAX_CONNECTIONS/.test(e.message) && /TOKENIZER_THREADS/.test(e.message));
+});
