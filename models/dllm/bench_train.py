@@ -90,6 +90,10 @@ def main() -> None:
         rows.append({"trainer": f"previous ({BASELINE_REV}): fp32, 256-token windows, every 3rd batch padded",
                      "tok_s": run_trainer(base, os.path.join(tmp, "a"), size + ["--seq-len", "256"], args.warmup, args.steps,
                                              corpus="corpus-items")})  # it needs the short documents to pad
+        # The same trainer on the 512-token windows the new context needs: the like-for-like baseline.
+        rows.append({"trainer": f"previous ({BASELINE_REV}) at 512-token windows (the context tiny-llada now has)",
+                     "tok_s": run_trainer(base, os.path.join(tmp, "a512"), size + ["--seq-len", "512"], args.warmup,
+                                          args.steps, corpus="corpus-items")})
         rows.append({"trainer": "today: packed 512-token windows, fp32 (--no-bf16)",
                      "tok_s": run_trainer(MODELS, os.path.join(tmp, "b"), size + ["--no-bf16"], args.warmup, args.steps)})
         rows.append({"trainer": "today: packed 512-token windows, bf16 autocast (default)",

@@ -34,5 +34,6 @@ def corpus_dir():
 
     out = os.path.join(MODELS, ".cache", "corpus")
     if not os.path.exists(os.path.join(out, "valid.txt")):
-        data.write(data.build(os.path.join(MODELS, ".cache", "sources")), out)
+        split, provenance = data.build(os.path.join(MODELS, ".cache", "sources"))
+        data.write(split, out, provenance)
     return out
