@@ -110,30 +110,41 @@ class LLaDALlamaBlock(nn.Module):
         self.up_proj = nn.Linear(config.d_model, config.mlp_hidden_size, bias=bias)
         self.ff_out = nn.Linear(config.mlp_hidden_size, config.d_model, bias=bias)  # down
 
-    def attention(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
+    def rotated_qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """x [N, L, D] -> q [N, H, L, Dh] (rotated, scaled), k [N, Hk, L, Dh] (rotated), v [N, Hk, L, Dh]."""
         n, l, _ = x.shape
         c = self.config
-        q = self.q_proj(x).view(n, l, c.n_heads, c.head_dim).transpose(1, 2)  # [N, H, L, Dh]
-        k = self.k_proj(x).view(n, l, c.effective_n_kv_heads, c.head_dim).transpose(1, 2)  # [N, Hk, L, Dh]
+        q = self.q_proj(x).view(n, l, c.n_heads, c.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(n, l, c.effective_n_kv_heads, c.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(n, l, c.effective_n_kv_heads, c.head_dim).transpose(1, 2)
         # The 1/sqrt(Dh) scale goes on q ([N, H, L, Dh]) rather than on the scores ([N, H, L, L]): fewer products.
         q = (q * cos + rotate_half(q) * sin) * (1.0 / math.sqrt(c.head_dim))
-        k = k * cos + rotate_half(k) * sin
+        return q, k * cos + rotate_half(k) * sin, v
+
+    def attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
+        """q [N, H, Q, Dh] over keys/values [N, Hk, K, Dh] (key_bias [N, 1, 1, K] or None) -> attn_out [N, Q, D]."""
+        c = self.config
         if c.effective_n_kv_heads != c.n_heads:  # grouped-query attention
             repeat = c.n_heads // c.effective_n_kv_heads
-            k = k.repeat_interleave(repeat, dim=1)
-            v = v.repeat_interleave(repeat, dim=1)
-        scores = q @ k.transpose(-1, -2)  # [N, H, L, L]
+            keys = keys.repeat_interleave(repeat, dim=1)
+            values = values.repeat_interleave(repeat, dim=1)
+        scores = q @ keys.transpose(-1, -2)  # [N, H, Q, K]
         if key_bias is not None:
             scores = scores + key_bias
-        weights = scores.float().softmax(-1).to(v.dtype)
-        out = (weights @ v).transpose(1, 2).reshape(n, l, c.d_model)  # [N, L, D]
-        return self.attn_out(out)
+        weights = scores.float().softmax(-1).to(values.dtype)
+        n, _, q_len, _ = q.shape
+        return self.attn_out((weights @ values).transpose(1, 2).reshape(n, q_len, c.d_model))
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.attention(self.attn_norm(x), cos, sin, key_bias)
+    def attention(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
+        q, k, v = self.rotated_qkv(x, cos, sin)
+        return self.attend(q, k, v, key_bias)
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.ff_norm(x)
         return x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
+        return self.feed_forward(x + self.attention(self.attn_norm(x), cos, sin, key_bias))
 
     def attention_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past_k: torch.Tensor,
                          past_v: torch.Tensor, key_bias: torch.Tensor):
@@ -144,30 +155,14 @@ class LLaDALlamaBlock(nn.Module):
         already rotated by their own absolute positions; key_bias [N, 1, 1, Lp + Q]. The arithmetic is attention()'s,
         with the key axis split into the cached part and the fresh part.
         """
-        n, q_len, _ = x.shape
-        c = self.config
-        q = self.q_proj(x).view(n, q_len, c.n_heads, c.head_dim).transpose(1, 2)  # [N, H, Q, Dh]
-        k = self.k_proj(x).view(n, q_len, c.effective_n_kv_heads, c.head_dim).transpose(1, 2)  # [N, Hk, Q, Dh]
-        v = self.v_proj(x).view(n, q_len, c.effective_n_kv_heads, c.head_dim).transpose(1, 2)
-        q = (q * cos + rotate_half(q) * sin) * (1.0 / math.sqrt(c.head_dim))
-        k = k * cos + rotate_half(k) * sin
-        keys = torch.cat((past_k, k), dim=2)  # [N, Hk, Lp + Q, Dh]
-        values = torch.cat((past_v, v), dim=2)
-        if c.effective_n_kv_heads != c.n_heads:
-            repeat = c.n_heads // c.effective_n_kv_heads
-            keys = keys.repeat_interleave(repeat, dim=1)
-            values = values.repeat_interleave(repeat, dim=1)
-        scores = q @ keys.transpose(-1, -2) + key_bias  # [N, H, Q, Lp + Q]
-        weights = scores.float().softmax(-1).to(values.dtype)
-        out = (weights @ values).transpose(1, 2).reshape(n, q_len, c.d_model)
-        return self.attn_out(out), k, v
+        q, k, v = self.rotated_qkv(x, cos, sin)
+        out = self.attend(q, torch.cat((past_k, k), dim=2), torch.cat((past_v, v), dim=2), key_bias)
+        return out, k, v
 
     def forward_cached(self, x, cos, sin, past_k, past_v, key_bias):
         """forward() for query tokens over a cache: (x, their keys, their values)."""
         a, k, v = self.attention_cached(self.attn_norm(x), cos, sin, past_k, past_v, key_bias)
-        x = x + a
-        h = self.ff_norm(x)
-        return x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h)), k, v
+        return self.feed_forward(x + a), k, v
 
 
 class LLaDA(nn.Module):
