@@ -298,10 +298,14 @@ def dllm_json(model: LLaDA, k: int, name: str, fp16: bool, chat_template: str | 
               eos_token_ids: tuple[int, ...] = (EOS, EOT), pad_token_id: int = PAD, bos_token_id: int | None = BOS,
               mask_token_id: int = MASK, generation_defaults: dict | None = None) -> dict:
     """The model folder's dllm.json (design.md §2; format 2 adds `cached` and `weights`, docs/models.md).
-    generation_defaults update DEFAULT_GENERATION (what a request leaves out)."""
+    generation_defaults update DEFAULT_GENERATION (what a request leaves out). A block diffusion model's block size
+    is also its block_length: it cannot decode in other blocks than it was trained with."""
+    block_size = model.config.block_size
+    defaults = DEFAULT_GENERATION | (generation_defaults or {}) | ({"block_length": block_size} if block_size else {})
     return {
         "format": FORMAT,
-        "architecture": "llada",
+        "architecture": "block_diffusion" if block_size else "llada",
+        **({"block_size": block_size} if block_size else {}),
         "name": name,
         "vocab_size": model.config.vocab_size,
         "mask_token_id": mask_token_id,
@@ -311,7 +315,7 @@ def dllm_json(model: LLaDA, k: int, name: str, fp16: bool, chat_template: str | 
         "max_sequence_length": model.config.max_sequence_length,
         "topk": k,
         "chat_template": chat_template,
-        "generation_defaults": DEFAULT_GENERATION | (generation_defaults or {}),
+        "generation_defaults": defaults,
         "onnx": {"fp32": "model.onnx", "fp16": "model.fp16.onnx" if fp16 else None},
         "cached": {"fp32": "model.kv.onnx", "fp16": "model.kv.fp16.onnx" if fp16 else None, **kv_shape(model.config)},
         "weights": {"fp32": WEIGHTS_FILE["fp32"], "fp16": WEIGHTS_FILE["fp16"] if fp16 else None},

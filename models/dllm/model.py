@@ -41,6 +41,9 @@ class ModelConfig:
     include_bias: bool = False
     init_std: float = 0.02
     mask_token_id: int = 2
+    # Block diffusion (BD3-LM, Arriola et al. 2025): attention is bidirectional inside each block of `block_size`
+    # positions (blocks counted from position 0) and causal across blocks. None = LLaDA, bidirectional everywhere.
+    block_size: int | None = None
 
     @property
     def head_dim(self) -> int:
@@ -77,6 +80,22 @@ class RMSNorm(nn.Module):
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """[N, L] 1/0 mask -> [N, L] positions with the first real token at 0 (padding clamped to 0)."""
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def attention_bias(key_mask: torch.Tensor, query_positions: torch.Tensor, key_positions: torch.Tensor,
+                   block_size: int | None) -> torch.Tensor:
+    """Additive attention bias [N, 1, Q, K] (or [N, 1, 1, K] without blocks): 0 where query i may attend key j.
+
+    key_mask [N, K] (1 = a real key) hides padding. With a block size, query i also may not attend a key of a later
+    block: floor(pos(j) / block_size) <= floor(pos(i) / block_size), BD3-LM's block-causal rule, decided from the
+    position ids so that the same rule holds in a full pass, in a cached step and batched. The bias is float16's
+    lowest finite value, so padding keys get exactly zero weight (exp underflows) and the fp16 export stays finite.
+    """
+    allowed = key_mask[:, None, None, :] > 0  # [N, 1, 1, K]
+    if block_size is not None:
+        later = (key_positions // block_size)[:, None, None, :] > (query_positions // block_size)[:, None, :, None]
+        allowed = allowed & ~later  # [N, 1, Q, K]
+    return torch.where(allowed, 0.0, PADDING_KEY_BIAS)
 
 
 def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,7 +141,7 @@ class LLaDALlamaBlock(nn.Module):
         return q, k * cos + rotate_half(k) * sin, v
 
     def attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
-        """q [N, H, Q, Dh] over keys/values [N, Hk, K, Dh] (key_bias [N, 1, 1, K] or None) -> attn_out [N, Q, D]."""
+        """q [N, H, Q, Dh] over keys/values [N, Hk, K, Dh] (key_bias [N, 1, Q or 1, K] or None) -> attn_out [N, Q, D]."""
         c = self.config
         if c.effective_n_kv_heads != c.n_heads:  # grouped-query attention
             repeat = c.n_heads // c.effective_n_kv_heads
@@ -193,18 +212,26 @@ class LLaDA(nn.Module):
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids, attention_mask: [N, L] int64 -> final normed hidden states [N, L, D].
 
-        Without attention_mask (training on packed windows) no position is padding: positions are 0..L-1 and no
-        key bias is added."""
-        c = self.config
-        x = self.transformer["wte"](input_ids)  # [N, L, D]
+        Without attention_mask (training on packed windows) no position is padding: positions are 0..L-1 and a
+        bidirectional model adds no key bias."""
         if attention_mask is None:
-            positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]  # [1, L]
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :].expand_as(input_ids)  # [N, L]
             key_bias = None
+            if self.config.block_size is not None:
+                key_bias = attention_bias(torch.ones_like(input_ids), positions, positions, self.config.block_size)
         else:
             positions = position_ids_from_mask(attention_mask)
-            # Additive key bias [N, 1, 1, L]: padding keys get exactly zero weight (exp underflows to 0). The constant
-            # is float16's lowest finite value so that the fp16 export (export.to_fp16) keeps it finite.
-            key_bias = torch.where(attention_mask[:, None, None, :] > 0, 0.0, PADDING_KEY_BIAS).to(x.dtype)
+            key_bias = attention_bias(attention_mask, positions, positions, self.config.block_size)
+        return self.hidden_states_biased(input_ids, positions, key_bias)
+
+    def hidden_states_biased(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                             key_bias: torch.Tensor | None) -> torch.Tensor:
+        """The transformer with explicit position ids [N, L] and additive attention bias ([N, 1, L or 1, L] or None):
+        -> final normed hidden states [N, L, D]. Block diffusion training uses it with its own mask (train.py)."""
+        c = self.config
+        x = self.transformer["wte"](input_ids)  # [N, L, D]
+        if key_bias is not None:
+            key_bias = key_bias.to(x.dtype)
         cos, sin = rotary_cos_sin(positions, c.head_dim, c.rope_theta)
         for block in self.transformer["blocks"]:
             x = block(x, cos, sin, key_bias)
@@ -217,11 +244,15 @@ class LLaDA(nn.Module):
         input_ids, position_ids [N, Q] (absolute positions: the row's first real token is 0); attention_mask
         [N, Lp + Q] (1 = a real key: past positions first, then the queries); past_kv [layers, 2, N, Hk, Lp, Dh]
         (keys rotated by their positions). Returns hidden [N, Q, D] and present_kv [layers, 2, N, Hk, Q, Dh].
-        With Lp = 0 and position ids from the mask this is hidden_states() of the whole row.
+        With Lp = 0 and position ids from the mask this is hidden_states() of the whole row. For block diffusion the
+        block-causal rule restricts only the query part: every cached key belongs to an earlier block (or is masked).
         """
         c = self.config
         x = self.transformer["wte"](input_ids)
-        key_bias = torch.where(attention_mask[:, None, None, :] > 0, 0.0, PADDING_KEY_BIAS).to(x.dtype)
+        past_len = past_kv.shape[-2]
+        # Cached keys are given position -1 for the rule: visible to every query (padding is hidden by the mask).
+        key_positions = torch.cat((torch.full_like(attention_mask[:, :past_len], -1), position_ids), dim=1)
+        key_bias = attention_bias(attention_mask, position_ids, key_positions, c.block_size).to(x.dtype)
         cos, sin = rotary_cos_sin(position_ids, c.head_dim, c.rope_theta)
         presents = []
         for i, block in enumerate(self.transformer["blocks"]):

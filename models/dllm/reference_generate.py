@@ -216,41 +216,75 @@ def generated_length(max_tokens: int, block_length: int) -> int:
     return -(-max_tokens // block_length) * block_length
 
 
+def block_starts(gen_start: int, params: Params, block_size: int | None) -> list[int]:
+    """Canvas indices where the generated span's blocks start, and its end (src/engine/sequence.ts blockStarts).
+
+    LLaDA: max_tokens rounded up to whole blocks of block_length from the prompt's end. Block diffusion: the model's
+    blocks are counted from position 0 (as in training), so the first generated block completes the prompt's last
+    block and the span ends at the block boundary at or after gen_start + max_tokens (BD3-LM's sampler; SDAR and
+    Fast-dLLM v2 pad the prompt's last block the same way)."""
+    if block_size is None:
+        length = generated_length(params.max_tokens, params.block_length)
+        return list(range(gen_start, gen_start + length + 1, params.block_length))
+    end = -(-(gen_start + params.max_tokens) // block_size) * block_size
+    return [gen_start] + list(range((gen_start // block_size + 1) * block_size, end + 1, block_size))
+
+
 class Sequence:
-    def __init__(self, prefix: list[int], suffix: list[int], params: Params, mask_id: int, eos_ids: list[int], seed: int):
+    def __init__(self, prefix: list[int], suffix: list[int], params: Params, mask_id: int, eos_ids: list[int], seed: int,
+                 block_size: int | None = None):
         self.params, self.mask_id, self.eos = params, mask_id, set(eos_ids)
+        self.block_size = block_size  # a block diffusion model's block size; None for LLaDA
         self.rng = CounterRng(seed)
         self.gen_start = len(prefix)
-        self.gen_length = generated_length(params.max_tokens, params.block_length)
-        self.num_blocks = self.gen_length // params.block_length
+        self.block_starts = block_starts(self.gen_start, params, block_size)
+        self.gen_length = self.block_starts[-1] - self.gen_start
+        self.num_blocks = len(self.block_starts) - 1
         self.steps_per_block = max(1, params.steps // self.num_blocks)
         self.canvas = list(prefix) + [mask_id] * self.gen_length + list(suffix)
         self.block = self.step_in_block = self.steps = 0
         self.end: tuple[str, int] | None = None
         self.min_margin = math.inf  # smallest decision margin seen (see choose_token)
-        self.schedule = transfer_schedule(params.block_length, self.steps_per_block)
-        # Per graph row (conditional, unconditional): keys/values [layers, 2, Hk, length, Dh] of the last refresh.
+        self.schedule = self.block_schedule()
+        # Per graph row (conditional, unconditional): keys/values [layers, 2, Hk, length, Dh] of canvas positions
+        # 0 .. length-1: LLaDA's from the last refresh, a block diffusion model's appended block by block.
         self.kv: list[torch.Tensor] | None = None
         self.refreshes = self.cached_steps = 0
 
+    def block_schedule(self) -> list[int]:
+        """The linear schedule of the current block: its (all masked) positions over steps_per_block steps."""
+        start, end = self.block_range()
+        return transfer_schedule(end - start, self.steps_per_block)
+
+    def cache_frontier(self) -> int:
+        """Block diffusion: the canvas positions before the model block holding the current block are final (every
+        one committed, and no later position can change their keys/values), so their cache is exact."""
+        return self.block_range()[0] // self.block_size * self.block_size
+
     def pass_kind(self) -> str:
-        """How this step runs (src/engine/sequence.ts passKind): `full` (the whole canvas; with a cache mode it also
-        refreshes the cache) at every block start, `cached` for the later steps of a block."""
-        if self.params.cache == "none" or self.step_in_block == 0 or self.kv is None:
+        """How this step runs (src/engine/kv_cache.ts passKind): `full` (the whole canvas; with a cache mode it also
+        refreshes the cache) at every block start, `cached` for the later steps of a block. A block diffusion model's
+        cache is exact and only grows: one full pass (the prefill) and cached steps from then on."""
+        if self.params.cache == "none" or self.kv is None:
             return "full"
-        return "cached"
+        return "cached" if self.block_size is not None or self.step_in_block > 0 else "full"
+
+    def kept_length(self) -> int:
+        """Canvas positions a full pass's keys/values are kept for (src/engine/kv_cache.ts keptLength)."""
+        if self.block_size is not None:
+            return self.cache_frontier()
+        return self.block_range()[0] if self.params.cache == "prefix" else len(self.canvas)
 
     def block_range(self) -> tuple[int, int]:
-        start = self.gen_start + self.block * self.params.block_length
-        return start, start + self.params.block_length
+        return self.block_starts[self.block], self.block_starts[self.block + 1]
 
     @property
     def row_count(self) -> int:
         return 2 if self.params.cfg_scale > 0 else 1
 
     def wanted_positions(self) -> list[int]:
-        start = self.gen_start + self.block * self.params.block_length
-        return [i for i in range(start, start + self.params.block_length) if self.canvas[i] == self.mask_id]
+        start, end = self.block_range()
+        return [i for i in range(start, end) if self.canvas[i] == self.mask_id]
 
     def unconditional_canvas(self) -> list[int]:
         gen_end = self.gen_start + self.gen_length
@@ -291,6 +325,8 @@ class Sequence:
         if not self.wanted_positions():
             self.block += 1
             self.step_in_block = 0
+            if self.block < self.num_blocks:
+                self.schedule = self.block_schedule()
         self.end = self.check_end()
         return sorted(commits)
 
@@ -354,7 +390,11 @@ def step_rows(seq: Sequence, positions: list[int]):
     canvases = [seq.canvas] + ([seq.unconditional_canvas()] if seq.params.cfg_scale > 0 else [])
     rows = []
     for canvas, kv in zip(canvases, seq.kv):
-        if seq.params.cache == "prefix":
+        if seq.block_size is not None:
+            # Block diffusion: everything not cached yet up to the block's end (the block, and right after a block
+            # completes also that block, whose keys/values the step returns to be appended), over the whole cache.
+            q_lo, q_hi, past_len, hidden = kv.shape[-2], end, kv.shape[-2], (0, 0)
+        elif seq.params.cache == "prefix":
             q_lo, q_hi, past_len, hidden = start, len(canvas), start, (start, start)
         else:
             q_lo, q_hi, past_len, hidden = start, end, len(canvas), (start, end)
@@ -399,6 +439,19 @@ def build_step_batch(entries: list[tuple[Sequence, list[int]]], pad_id: int):
     return (input_ids, position_ids, attention_mask, past_kv, positions, cfg_scale, uncond_row), row_of
 
 
+def append_completed_blocks(seq: Sequence, present: torch.Tensor, row: int) -> None:
+    """Block diffusion: a cached step's query starts at the end of the cache; its leading positions up to the cache
+    frontier are blocks completed by the previous step, and their keys/values (present_kv, computed under the
+    block-causal rule from clean tokens) are appended. present [layers, 2, N, Hk, Q, Dh], queries left-padded."""
+    cached, end = seq.kv[0].shape[-2], seq.block_range()[1]
+    count = seq.cache_frontier() - cached
+    if count <= 0:
+        return
+    q_pad = present.shape[-2] - (end - cached)
+    seq.kv = [torch.cat((kv, present[:, :, r, :, q_pad:q_pad + count, :]), dim=-2)
+              for kv, r in zip(seq.kv, range(row, row + seq.row_count))]
+
+
 class ReferenceSampler:
     def __init__(self, model: LLaDA, spec: dict):
         self.graph = SamplingGraph(model.eval(), spec["topk"])
@@ -429,7 +482,14 @@ class ReferenceSampler:
         bos = self.spec.get("bos_token_id")
         prefix = ([bos] if bos is not None else []) + list(prompt_ids)
         seed = ((params.seed or 0) + choice) % 2**53
-        return Sequence(prefix, list(suffix_ids), params, self.spec["mask_token_id"], self.spec["eos_token_ids"], seed)
+        block_size = self.spec.get("block_size") if self.spec.get("architecture") == "block_diffusion" else None
+        if block_size is not None:
+            # What the engine refuses for such a model (src/engine/validation.ts): it decodes left to right only.
+            if params.block_length != block_size or suffix_ids or params.cfg_scale > 0 or params.cache == "dual":
+                raise ValueError("block diffusion: block_length must be the model's block size; no suffix, guidance "
+                                 "or dual cache")
+        return Sequence(prefix, list(suffix_ids), params, self.spec["mask_token_id"], self.spec["eos_token_ids"], seed,
+                        block_size)
 
     def generate(self, sequences: list[Sequence]) -> int:
         """Steps every sequence to its end, all unfinished ones batched per step. Returns the batched steps.
@@ -452,9 +512,11 @@ class ReferenceSampler:
                 entries = [(s, s.wanted_positions()) for s in group]
                 if kind == "cached":
                     feeds, row_of = build_step_batch(entries, self.spec["pad_token_id"])
-                    head, _ = self.run_cached(feeds)
-                    for seq, _ in entries:
+                    head, present = self.run_cached(feeds)
+                    for (seq, _), row in zip(entries, row_of):
                         seq.cached_steps += 1
+                        if seq.block_size is not None:
+                            append_completed_blocks(seq, present, row)
                 else:
                     feeds, row_of = build_batch(entries, self.spec["pad_token_id"])
                     if kind == "none":
@@ -464,10 +526,11 @@ class ReferenceSampler:
                         mask = feeds[1]
                         for (seq, _), row in zip(entries, row_of):
                             # Each graph row's keys/values over its real (unpadded) positions.
-                            seq.kv = [present[:, :, r, :, int((mask[r] == 0).sum()):, :].clone()
-                                      for r in range(row, row + seq.row_count)]
-                            if seq.params.cache == "prefix":  # only the part before the block is ever read
-                                seq.kv = [kv[..., :seq.block_range()[0], :] for kv in seq.kv]
+                            # Each graph row's keys/values over its real (unpadded) positions, as far as they are
+                            # ever read (prefix: before the block; block diffusion: the final blocks).
+                            pad = [int((mask[r] == 0).sum()) for r in range(row, row + seq.row_count)]
+                            seq.kv = [present[:, :, r, :, pad[i]:pad[i] + seq.kept_length(), :].clone()
+                                      for i, r in enumerate(range(row, row + seq.row_count))]
                             seq.refreshes += 1
                 for (seq, positions), row in zip(entries, row_of):
                     seq.apply_step(head, row, positions)

@@ -18,6 +18,7 @@ against the previous trainer, and `--no-bf16` turns it off.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import read_documents
-from .model import LLaDA, ModelConfig, load_checkpoint, save_checkpoint
+from .model import PADDING_KEY_BIAS, LLaDA, ModelConfig, load_checkpoint, save_checkpoint
 from .tokenizer import BOS, EOS, MASK, Tokenizer
 
 EPS = 1e-3  # LLaDA's minimum masking probability
@@ -47,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-layers", type=int, default=6)
     p.add_argument("--mlp-hidden", type=int, default=768)
     p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--block-size", type=int, default=0, help="train a block diffusion model (BD3-LM) with this block size; 0 = LLaDA")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--random-length-share", type=float, default=0.01, help="share of batches cut to a random length")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bfloat16 autocast of matmuls")
@@ -86,14 +88,63 @@ def stratified_times(rows: int) -> torch.Tensor:
 
 
 def masked_diffusion_loss(model: LLaDA, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """LLaDA's objective: mean over all positions of 1/p * CE at the masked ones. x: [N, L]; t: [N] in (0, 1]."""
-    p = ((1 - EPS) * t + EPS)[:, None].expand_as(x)  # [N, L]
+    """LLaDA's objective: mean over all positions of 1/p * CE at the masked ones. x: [N, L]; t: [N] (or [N, blocks]
+    for block diffusion) in (0, 1]."""
+    p = masking_probabilities(model, x, t)  # [N, L]
     masked = torch.rand(x.shape) < p
     noisy = torch.where(masked, torch.full_like(x, MASK), x)
-    h = model.hidden_states(noisy)  # [N, L, D]; no padding in a packed window
+    h = noisy_hidden_states(model, noisy, x)  # [N, L, D]
     logits = model.project(h[masked])  # only masked positions reach the head: [M, V]
     ce = F.cross_entropy(logits.float(), x[masked], reduction="none")  # [M]
     return (ce / p[masked]).sum() / x.numel()
+
+
+def block_causal_training_bias(length: int, block_size: int) -> torch.Tensor:
+    """BD3-LM's training mask (Arriola et al. 2025, section 3.3 and their `block_diff_mask`) as an additive bias
+    [1, 1, 2L, 2L] over the concatenation [x_t, x_0] of the noisy and the clean window:
+
+    - noisy block b sees the noisy tokens of block b (bidirectional inside the block, M_BD),
+    - and the clean tokens of the blocks before b (M_OBC): the context the sampler gives it at inference;
+    - clean block b sees the clean tokens of blocks 0..b (M_BC), which is how a finished block's keys/values are
+      computed at inference (so the cache the engine appends is the one trained for);
+    - clean tokens never see noisy ones.
+    One forward pass then trains every block against its clean past at once.
+    """
+    block = torch.arange(length) // block_size
+    q, k = block[:, None], block[None, :]
+    noisy_rows = torch.cat((q == k, k < q), dim=1)  # [L, 2L]
+    clean_rows = torch.cat((torch.zeros(length, length, dtype=torch.bool), k <= q), dim=1)
+    allowed = torch.cat((noisy_rows, clean_rows), dim=0)  # [2L, 2L]
+    return torch.where(allowed, 0.0, PADDING_KEY_BIAS)[None, None]
+
+
+def noisy_hidden_states(model: LLaDA, noisy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Hidden states [N, L, D] of the noisy window: a LLaDA model sees it alone; a block diffusion model sees it
+    beside the clean window under the block-causal training mask, both halves at positions 0..L-1."""
+    block_size = model.config.block_size
+    if block_size is None:
+        return model.hidden_states(noisy)  # no padding in a packed window
+    length = noisy.shape[1]
+    positions = torch.arange(length).repeat(2)[None, :].expand(noisy.shape[0], -1)  # [N, 2L]
+    bias = block_causal_training_bias(length, block_size)
+    return model.hidden_states_biased(torch.cat((noisy, clean), dim=1), positions, bias)[:, :length]
+
+
+def masking_probabilities(model: LLaDA, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """p = (1 - eps) t + eps per token [N, L] from t: one per row [N] (LLaDA), or one per block [N, blocks] (BD3-LM
+    draws a noise level per block: its objective is a sum of one diffusion loss per block)."""
+    p = (1 - EPS) * t + EPS
+    if p.dim() == 1:
+        return p[:, None].expand_as(x)
+    return p.repeat_interleave(model.config.block_size, dim=1)[:, : x.shape[1]]
+
+
+def sample_times(model: LLaDA, x: torch.Tensor) -> torch.Tensor:
+    """Stratified t: per row for LLaDA, per block (shuffled over the batch's blocks) for block diffusion."""
+    if model.config.block_size is None:
+        return stratified_times(x.shape[0])
+    blocks = -(-x.shape[1] // model.config.block_size)
+    return stratified_times(x.shape[0] * blocks)[torch.randperm(x.shape[0] * blocks)].view(x.shape[0], blocks)
 
 
 def validation_windows(tokenizer: Tokenizer, path: str, count: int, length: int) -> torch.Tensor:
@@ -107,14 +158,16 @@ def validation_windows(tokenizer: Tokenizer, path: str, count: int, length: int)
 
 @torch.no_grad()
 def validation_losses(model: LLaDA, windows: torch.Tensor, seed: int) -> dict[str, float]:
-    """Mean CE per masked token at each t of a fixed grid, with fixed masks (comparable across runs)."""
+    """Mean CE per masked token at each t of a fixed grid, with fixed masks (comparable across runs). A block
+    diffusion model predicts each block given the clean blocks before it, so its figures are lower than a LLaDA
+    model's on the same windows by construction: compare like with like."""
     model.eval()
     g = torch.Generator().manual_seed(seed)
     out = {}
     for t in VALID_T_GRID:
         masked = torch.rand(windows.shape, generator=g) < t
         noisy = torch.where(masked, torch.full_like(windows, MASK), windows)
-        logits = model.project(model.hidden_states(noisy)[masked])
+        logits = model.project(noisy_hidden_states(model, noisy, windows)[masked])
         out[f"t={t}"] = F.cross_entropy(logits, windows[masked]).item()
     out["mean"] = sum(out.values()) / len(VALID_T_GRID)
     model.train()
@@ -155,11 +208,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"resuming from step {state['step']}", flush=True)
     else:
         torch.manual_seed(args.seed)
-        model = LLaDA(ModelConfig(d_model=args.d_model, n_heads=args.n_heads, n_layers=args.n_layers,
-                                  mlp_hidden_size=args.mlp_hidden, vocab_size=tokenizer.vocab_size,
-                                  max_sequence_length=args.seq_len, mask_token_id=MASK))
-        if args.init_from:
-            model.load_state_dict(load_checkpoint(args.init_from)[0].state_dict())
+        block_size = args.block_size or None
+        if args.init_from:  # the architecture comes from the checkpoint; only the attention rule may change
+            init = load_checkpoint(args.init_from)[0]
+            model = LLaDA(dataclasses.replace(init.config, block_size=block_size, max_sequence_length=args.seq_len))
+            model.load_state_dict(init.state_dict())
+        else:
+            model = LLaDA(ModelConfig(d_model=args.d_model, n_heads=args.n_heads, n_layers=args.n_layers,
+                                      mlp_hidden_size=args.mlp_hidden, vocab_size=tokenizer.vocab_size,
+                                      max_sequence_length=args.seq_len, mask_token_id=MASK, block_size=block_size))
         ckpt, state = None, {"step": 0, "tokens": 0, "seconds": 0.0}
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -196,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
             length = int(rng.integers(1, args.seq_len + 1))
         x = stream_batch(stream, args.batch_size, length, rng)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            loss = masked_diffusion_loss(model, x, stratified_times(x.shape[0]))
+            loss = masked_diffusion_loss(model, x, sample_times(model, x))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
