@@ -613,6 +613,32 @@ for _mode in ("prefix", "dual"):
     ]
 
 
+# A block diffusion model (architecture block_diffusion) decodes its own blocks left to right: block_length is its block
+# size, and there is no infill or guidance. Each case runs without a cache and with the exact block cache (`prefix`);
+# golden() checks that both give the same tokens, and the node test checks the engine against both.
+BD3_BASE_CASES = [
+    ("lowconf-steps=len", 0, Params(max_tokens=32, steps=32), 1),
+    ("lowconf-steps=len/2", 1, Params(max_tokens=48, steps=24), 1),
+    ("lowconf-max20", 2, Params(max_tokens=20, steps=20), 1),
+    ("threshold0.9", 3, Params(max_tokens=64, steps=64, threshold=0.9), 1),
+    ("margin", 4, Params(max_tokens=32, steps=16, remasking="margin"), 1),
+    ("entropy", 5, Params(max_tokens=32, steps=32, remasking="entropy"), 1),
+    ("random-seed7", 6, Params(max_tokens=32, steps=32, remasking="random", seed=7), 1),
+    ("factor1", 7, Params(max_tokens=32, steps=32, factor=1.0), 1),
+    ("temperature0.8-seed42-n2", 0, Params(max_tokens=24, steps=24, temperature=0.8, seed=42), 2),
+    ("chat-lowconf", 8, Params(max_tokens=32, steps=32), 1),
+]
+
+
+def golden_cases(spec: dict) -> list[tuple[str, int, Params, int, str | None]]:
+    """The golden cases of a model folder: GOLDEN_CASES for LLaDA, BD3_BASE_CASES x {none, prefix} for block
+    diffusion (block_length set to its block size)."""
+    if spec.get("architecture") != "block_diffusion":
+        return GOLDEN_CASES
+    return [(f"{mode}-{name}", prompt, replace(params, block_length=spec["block_size"], cache=mode), n, None)
+            for name, prompt, params, n in BD3_BASE_CASES for mode in ("none", "prefix")]
+
+
 def sha256(path: str, *more: str) -> str:
     """sha256 of the files' bytes one after the other."""
     h = hashlib.sha256()
@@ -631,7 +657,7 @@ def model_sha256(model_dir: str, spec: dict) -> str:
 
 def golden(sampler: ReferenceSampler, tokenizer, model_dir: str) -> dict:
     cases = []
-    for name, prompt_index, params, n, suffix in GOLDEN_CASES:
+    for name, prompt_index, params, n, suffix in golden_cases(sampler.spec):
         prompt = PROMPTS[prompt_index]
         prompt_ids = tokenizer.encode(prompt)
         suffix_ids = tokenizer.encode(suffix) if suffix else []
@@ -643,6 +669,10 @@ def golden(sampler: ReferenceSampler, tokenizer, model_dir: str) -> dict:
                       "min_margin": margin if math.isfinite(margin) else None,
                       "near_tie": margin < NEAR_TIE, "expected": [result(s) for s in seqs]})
         print(f"{name}: " + " | ".join(repr(tokenizer.decode(r["token_ids"])) for r in cases[-1]["expected"]), flush=True)
+        if sampler.spec.get("architecture") == "block_diffusion" and params.cache == "prefix":
+            # The block cache is exact: the same tokens, steps and span as without it (the case before this one).
+            if cases[-1]["expected"] != cases[-2]["expected"]:
+                raise AssertionError(f"{name}: the block cache changed the output")
     # onnx_sha256: of model.onnx and, in format 2, its weights file after it (model_sha256).
     return {"model": sampler.spec["name"], "onnx_sha256": model_sha256(model_dir, sampler.spec), "cases": cases}
 

@@ -11,7 +11,18 @@ import { OnnxGraphRunner, type ProviderChoice } from './onnx_session.js';
 import { MAX_SEED, randomSeed } from './rng.js';
 import { Scheduler, type Schedulable } from './scheduler.js';
 import { Sequence, type Commit } from './sequence.js';
-import { buildStepBatch, cacheReservation, extractRowCache, fullPassFeeds, keptLength, passKind, stepLength, type RowCache } from './kv_cache.js';
+import {
+  appendCount,
+  appendRowCache,
+  buildStepBatch,
+  cacheReservation,
+  extractRowCache,
+  fullPassFeeds,
+  keptLength,
+  passKind,
+  stepLength,
+  type RowCache,
+} from './kv_cache.js';
 import {
   EngineError,
   type CacheMode,
@@ -115,6 +126,8 @@ export class DiffusionEngine implements EngineClient {
   ) {
     this.geometry = options.cachedGraph && spec.cached !== null ? spec.cached : null;
     this.defaultCache = this.geometry === null ? 'none' : (options.defaultCache ?? 'none');
+    // A block diffusion model's only cache is its exact block cache, which requests name `prefix`.
+    if (spec.blockSize !== null && this.defaultCache === 'dual') this.defaultCache = 'prefix';
     this.maxCacheBytes = options.maxCacheBytes ?? DEFAULT_MAX_CACHE_BYTES;
     this.scheduler = new Scheduler<Choice>(options.maxBatchSize ?? 16, this.maxCacheBytes);
     this.maxPaddedRatio = options.maxPaddedRatio ?? 1.5;
@@ -139,6 +152,7 @@ export class DiffusionEngine implements EngineClient {
         eosTokenIds: this.spec.eosTokenIds,
         seed: (seed + index) % (MAX_SEED + 1),
         defaultCache: this.defaultCache,
+        blockSize: this.spec.blockSize,
       });
       const cost = cacheReservation(sequence, this.geometry);
       if (cost > this.maxCacheBytes) {
@@ -242,7 +256,7 @@ export class DiffusionEngine implements EngineClient {
       const kind = this.geometry === null ? 'full' : passKind(choice.sequence, choice.kv !== null);
       (kind === 'full' ? full : cached).push(i);
     });
-    const runs: { indices: number[]; build: () => Batch; refresh: boolean }[] = [];
+    const runs: { indices: number[]; build: () => Batch; refresh: boolean; cached: boolean }[] = [];
     const rowCounts = (ix: number[]) => ix.map((i) => entries[i].sequence.rowCount);
     for (const group of groupByLength(full.map((i) => entries[i].sequence.canvas.length), rowCounts(full), this.maxPaddedRatio)) {
       const indices = group.map((g) => full[g]);
@@ -250,6 +264,7 @@ export class DiffusionEngine implements EngineClient {
       runs.push({
         indices,
         refresh,
+        cached: false,
         build: () => {
           const batch = buildBatch(indices.map((i) => entries[i]), this.spec.padTokenId);
           return this.geometry === null ? batch : { ...batch, feeds: fullPassFeeds(batch.feeds, this.geometry, refresh) };
@@ -261,10 +276,11 @@ export class DiffusionEngine implements EngineClient {
       runs.push({
         indices: group.map((g) => cached[g]),
         refresh: false,
+        cached: true,
         build: () => buildStepBatch(group.map((g) => cachedEntries[g]), this.spec.padTokenId, this.geometry!),
       });
     }
-    for (const { indices, build, refresh } of runs) {
+    for (const { indices, build, refresh, cached: fromCache } of runs) {
       let batch: Batch;
       try {
         batch = build();
@@ -290,9 +306,11 @@ export class DiffusionEngine implements EngineClient {
         if (choice.done) return;
         try {
           const { sequence } = choice;
-          if (batch.feeds.cached !== undefined) {
-            if (batch.feeds.cached.pastLength > 0) this.stats.cacheHits++;
-            else if (refresh && sequence.cacheMode !== 'none') this.storeCache(choice, head, batch.feeds.length, batch.rowOf[j]);
+          if (fromCache) {
+            this.stats.cacheHits++;
+            this.appendCache(choice, head, batch.feeds.length, batch.rowOf[j]);
+          } else if (refresh && sequence.cacheMode !== 'none') {
+            this.storeCache(choice, head, batch.feeds.length, batch.rowOf[j]);
           }
           const block = sequence.block;
           const commits = sequence.applyStep(head, batch.rowOf[j], entries[i].positions);
@@ -319,6 +337,19 @@ export class DiffusionEngine implements EngineClient {
     choice.kv = kv;
     this.kvBytes += kv.reduce((sum, c) => sum + c.data.byteLength, 0);
     this.stats.cacheRefreshes++;
+  }
+
+  /** Block diffusion: a block completed by the previous step is at the head of this step's query; append it. */
+  private appendCache(choice: Choice, head: HeadOutputs, queryLength: number, firstRow: number): void {
+    const { sequence } = choice;
+    const old = choice.kv!;
+    const count = appendCount(sequence, old[0]);
+    if (count === 0) return;
+    if (head.present === undefined) throw new Error('the cached graph returned no present_kv');
+    const pad = queryLength - (sequence.blockRange()[1] - old[0].length);
+    const kv = old.map((c, r) => appendRowCache(c, head.present!.data, head.present!.dims, firstRow + r, pad, count));
+    this.kvBytes += kv.reduce((sum, c) => sum + c.data.byteLength, 0) - old.reduce((sum, c) => sum + c.data.byteLength, 0);
+    choice.kv = kv;
   }
 
   private freeCache(choice: Choice): void {

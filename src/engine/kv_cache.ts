@@ -11,6 +11,13 @@
 // block's fresh keys/values come from the query, which is Fast-dLLM's replace_position update (attention does not
 // depend on the order of its keys, and cached keys are rotated by their own absolute positions).
 //
+// A block diffusion model (BD3-LM, Arriola et al. 2025) needs no approximation: under its block-causal attention a
+// finished block never changes and never sees what follows, so its cache is exact and only grows. One full pass
+// (the prefill) fills it with the blocks before the current one; every later step queries what is not cached yet up
+// to the block's end over the whole cache. Right after a block completes, that query also holds the completed block,
+// whose keys/values (present_kv, computed from its clean tokens) are appended: the same run that starts the next
+// block, so appending costs no extra graph run.
+//
 // Pure: no ONNX Runtime. models/dllm/reference_generate.py (step_rows, build_step_batch) mirrors it.
 
 import type { Batch, GraphFeeds, KvGeometry } from './batch.js';
@@ -34,14 +41,38 @@ export function cacheReservation(sequence: Sequence, g: KvGeometry | null): numb
   return sequence.rowCount * sequence.canvas.length * kvBytesPerPosition(g);
 }
 
-/** A full pass at every block start (and whenever there is no cache); the block's later steps run from the cache. */
+/**
+ * A full pass at every block start (and whenever there is no cache); the block's later steps run from the cache.
+ * Block diffusion: one full pass (the prefill), then cached steps only.
+ */
 export function passKind(sequence: Sequence, hasCache: boolean): PassKind {
-  return sequence.cacheMode === 'none' || sequence.stepInBlock === 0 || !hasCache ? 'full' : 'cached';
+  if (sequence.cacheMode === 'none' || !hasCache) return 'full';
+  return sequence.blockSize !== null || sequence.stepInBlock > 0 ? 'cached' : 'full';
 }
 
-/** Canvas positions a refreshed cache keeps: prefix mode only ever reads those before the block. */
+/** Canvas positions a full pass's keys/values are kept for: prefix mode only ever reads those before the block;
+ * block diffusion keeps the final blocks. */
 export function keptLength(sequence: Sequence): number {
+  if (sequence.blockSize !== null) return sequence.cacheFrontier();
   return sequence.cacheMode === 'prefix' ? sequence.blockRange()[0] : sequence.canvas.length;
+}
+
+/** Block diffusion: positions at the head of this cached step's query that complete the cache (0 mostly). */
+export function appendCount(sequence: Sequence, cache: RowCache): number {
+  return sequence.blockSize === null ? 0 : Math.max(0, sequence.cacheFrontier() - cache.length);
+}
+
+/** The cache with positions [from, from + count) of row `row` of present_kv appended. */
+export function appendRowCache(cache: RowCache, present: Float32Array, dims: readonly number[], row: number, from: number, count: number): RowCache {
+  const tail = extractRowCache(present, dims, row, from, count);
+  const [layers, , , kvHeads, , headDim] = dims;
+  const length = cache.length + count;
+  const data = new Float32Array(layers * 2 * kvHeads * length * headDim);
+  for (let lh = 0; lh < layers * 2 * kvHeads; lh++) {
+    data.set(cache.data.subarray(lh * cache.length * headDim, (lh + 1) * cache.length * headDim), lh * length * headDim);
+    data.set(tail.data.subarray(lh * count * headDim, (lh + 1) * count * headDim), (lh * length + cache.length) * headDim);
+  }
+  return { data, length };
 }
 
 /** Position ids of left-padded rows from their attention mask: the first real token is 0, padding 0. */
@@ -112,6 +143,20 @@ function stepRows(entry: CachedEntry, firstRow: number): StepRow[] {
   if (caches.length !== canvases.length) throw new Error(`a sequence of ${canvases.length} rows has ${caches.length} caches`);
   const partner = firstRow + sequence.rowCount - 1;
   return canvases.map((canvas, i) => {
+    if (sequence.blockSize !== null) {
+      const cached = caches[i].length;
+      return {
+        query: canvas.slice(cached, end),
+        queryStart: cached,
+        cache: caches[i],
+        take: cached,
+        hideFrom: 0,
+        hideTo: 0,
+        positions: positions.map((p) => p - cached),
+        cfgScale: i === 0 ? sequence.params.cfgScale : 0,
+        partner,
+      };
+    }
     const prefix = sequence.cacheMode === 'prefix';
     const queryEnd = prefix ? canvas.length : end;
     const take = prefix ? start : canvas.length;
@@ -133,6 +178,7 @@ function stepRows(entry: CachedEntry, firstRow: number): StepRow[] {
 /** Lengths a cached step of this entry feeds (past + query), for groupByLength. */
 export function stepLength(entry: CachedEntry): number {
   const [start, end] = entry.sequence.blockRange();
+  if (entry.sequence.blockSize !== null) return end;
   return entry.sequence.cacheMode === 'prefix' ? entry.sequence.canvas.length : entry.sequence.canvas.length + (end - start);
 }
 
@@ -163,7 +209,8 @@ export function buildStepBatch(entries: readonly CachedEntry[], padTokenId: numb
     positions: new BigInt64Array(n * p),
     cfgScale: new Float32Array(n),
     uncondRow: new BigInt64Array(n),
-    cached: { geometry, positionIds: new BigInt64Array(n * q), past, pastLength: lp, wantPresent: false },
+    // present_kv only when a completed block is to be appended (block diffusion, a block's first step).
+    cached: { geometry, positionIds: new BigInt64Array(n * q), past, pastLength: lp, wantPresent: entries.some((e) => e.caches.some((c) => appendCount(e.sequence, c) > 0)) },
   };
   const positionIds = feeds.cached!.positionIds;
   rows.forEach((row, r) => {

@@ -11,6 +11,8 @@ import type { RemaskingRule, SamplingParams } from './types.js';
 export const MODEL_FORMAT = 'dllm-onnx/2';
 export const MODEL_FORMATS: readonly string[] = ['dllm-onnx/1', 'dllm-onnx/2'];
 export const REMASKING_RULES: readonly RemaskingRule[] = ['low_confidence', 'random', 'margin', 'entropy'];
+export const ARCHITECTURES = ['llada', 'block_diffusion'] as const;
+export type Architecture = (typeof ARCHITECTURES)[number];
 
 export interface GenerationDefaults {
   maxTokens: number;
@@ -24,7 +26,10 @@ export interface GenerationDefaults {
 /** dllm.json, validated, in camelCase. */
 export interface ModelSpec {
   format: string;
-  architecture: string;
+  /** llada: bidirectional attention. block_diffusion (BD3-LM): bidirectional inside blocks of blockSize, causal across. */
+  architecture: Architecture;
+  /** block_diffusion: the block size it was trained with (blocks counted from position 0); null for llada. */
+  blockSize: number | null;
   name: string;
   vocabSize: number;
   maskTokenId: number;
@@ -158,13 +163,19 @@ export function parseModelSpec(raw: unknown, file = 'dllm.json'): ModelSpec {
   for (const id of eosTokenIds) {
     if (id >= vocabSize) throw new ModelFolderError(`${file}: field "eos_token_ids" holds ${id}, not below vocab_size (${vocabSize})`);
   }
+  const architecture = f.oneOf('architecture', ARCHITECTURES);
+  const blockSize = architecture === 'block_diffusion' ? f.int('block_size', 1) : null;
   const g = f.object('generation_defaults');
+  if (blockSize !== null && g.int('block_length', 1) !== blockSize) {
+    throw new ModelFolderError(`${file}: generation_defaults.block_length must equal block_size (${blockSize}) for a block_diffusion model`);
+  }
   const onnx = f.object('onnx');
   const bos = f.intOrNull('bos_token_id');
   if (bos !== null && bos >= vocabSize) throw new ModelFolderError(`${file}: field "bos_token_id" (${bos}) is not below vocab_size (${vocabSize})`);
   return {
     format,
-    architecture: f.oneOf('architecture', ['llada']),
+    architecture,
+    blockSize,
     name: f.str('name'),
     vocabSize,
     maskTokenId: token('mask_token_id'),

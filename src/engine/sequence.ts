@@ -2,6 +2,7 @@
 //
 // Canvas = [BOS] prompt, gen_length mask tokens, infill suffix. The generated span is cut into blocks decoded left
 // to right (LLaDA's semi-autoregressive remasking); a step commits some masked positions of the current block only.
+// A block diffusion model (BD3-LM) fixes the blocks itself: its blocks are counted from position 0 (blockStarts).
 // The state changes only through applyStep(head outputs), so every rule is testable without ONNX.
 
 import type { CacheMode, FinishReason, SamplingParams } from './types.js';
@@ -20,6 +21,8 @@ export interface SequenceInit {
   seed: number;
   /** Key/value cache mode when params.cache is absent (the engine's default); 'none' when not given. */
   defaultCache?: CacheMode;
+  /** A block diffusion model's block size (ModelSpec.blockSize); null or absent for LLaDA. */
+  blockSize?: number | null;
 }
 
 export interface Commit {
@@ -47,12 +50,32 @@ export function generatedLength(maxTokens: number, blockLength: number): number 
   return Math.ceil(maxTokens / blockLength) * blockLength;
 }
 
+/**
+ * Canvas indices where the generated span's blocks start, then its end. LLaDA: blocks of block_length from the
+ * prompt's end. Block diffusion: the model's blocks are counted from position 0 as in training, so the first
+ * generated block completes the prompt's last block, and the span ends at the first block boundary at or after
+ * genStart + maxTokens (as BD3-LM's, SDAR's and Fast-dLLM v2's samplers do).
+ */
+export function blockStarts(genStart: number, maxTokens: number, blockLength: number, blockSize: number | null): number[] {
+  const out: number[] = [];
+  if (blockSize === null) {
+    for (let i = genStart; i <= genStart + generatedLength(maxTokens, blockLength); i += blockLength) out.push(i);
+    return out;
+  }
+  const end = Math.ceil((genStart + maxTokens) / blockSize) * blockSize;
+  out.push(genStart);
+  for (let i = (Math.floor(genStart / blockSize) + 1) * blockSize; i <= end; i += blockSize) out.push(i);
+  return out;
+}
+
 export class Sequence {
   readonly canvas: number[];
   readonly genStart: number;
   readonly genLength: number;
   readonly numBlocks: number;
   readonly stepsPerBlock: number;
+  /** Block diffusion: the model's block size; null for LLaDA. */
+  readonly blockSize: number | null;
   readonly params: SamplingParams;
   /** params.cache, or the engine's default. */
   readonly cacheMode: CacheMode;
@@ -65,6 +88,7 @@ export class Sequence {
   private readonly maskTokenId: number;
   private readonly eos: Set<number>;
   private readonly rng: CounterRng;
+  private readonly blockStarts: number[];
   private schedule: number[];
 
   constructor(init: SequenceInit) {
@@ -75,16 +99,33 @@ export class Sequence {
     this.eos = new Set(init.eosTokenIds);
     this.rng = new CounterRng(init.seed);
     this.genStart = init.prefix.length;
-    this.genLength = generatedLength(params.maxTokens, params.blockLength);
-    this.numBlocks = this.genLength / params.blockLength;
+    this.blockSize = init.blockSize ?? null;
+    this.blockStarts = blockStarts(this.genStart, params.maxTokens, params.blockLength, this.blockSize);
+    this.genLength = this.blockStarts[this.blockStarts.length - 1] - this.genStart;
+    this.numBlocks = this.blockStarts.length - 1;
     this.stepsPerBlock = Math.max(1, Math.floor(params.steps / this.numBlocks));
     this.canvas = [...init.prefix, ...new Array<number>(this.genLength).fill(init.maskTokenId), ...init.suffix];
     this.logprobs = new Array<TokenLogprob | null>(this.genLength).fill(null);
-    this.schedule = transferSchedule(params.blockLength, this.stepsPerBlock);
+    this.schedule = this.blockSchedule();
   }
 
   get finished(): boolean {
     return this.end !== null;
+  }
+
+  /** The linear schedule of the current block: its (all masked) positions over stepsPerBlock steps. */
+  private blockSchedule(): number[] {
+    const [start, end] = this.blockRange();
+    return transferSchedule(end - start, this.stepsPerBlock);
+  }
+
+  /**
+   * Block diffusion: canvas positions before the model block that holds the current block are final (all committed,
+   * and nothing later changes their keys/values under the block-causal rule), so their cache is exact.
+   */
+  cacheFrontier(): number {
+    if (this.blockSize === null) throw new Error('cacheFrontier of a LLaDA sequence');
+    return Math.floor(this.blockRange()[0] / this.blockSize) * this.blockSize;
   }
 
   /** Graph rows this sequence needs per step: two with classifier-free guidance (conditional, unconditional). */
@@ -94,15 +135,14 @@ export class Sequence {
 
   /** Canvas indices [start, end) of the current block. */
   blockRange(): [number, number] {
-    const start = this.genStart + this.block * this.params.blockLength;
-    return [start, start + this.params.blockLength];
+    return [this.blockStarts[this.block], this.blockStarts[this.block + 1]];
   }
 
   /** Canvas indices of the masked positions of the current block, ascending: the positions the head must score. */
   wantedPositions(): number[] {
-    const start = this.genStart + this.block * this.params.blockLength;
+    const [start, end] = this.blockRange();
     const out: number[] = [];
-    for (let i = start; i < start + this.params.blockLength; i++) if (this.canvas[i] === this.maskTokenId) out.push(i);
+    for (let i = start; i < end; i++) if (this.canvas[i] === this.maskTokenId) out.push(i);
     return out;
   }
 
@@ -161,6 +201,7 @@ export class Sequence {
     if (this.wantedPositions().length === 0) {
       this.block++;
       this.stepInBlock = 0;
+      if (this.block < this.numBlocks) this.schedule = this.blockSchedule();
     }
     this.end = this.checkEnd();
     return commits;

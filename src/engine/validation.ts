@@ -5,7 +5,7 @@ import { CACHE_MODES, EngineError, type GenerateRequest, type SamplingParams } f
 import type { ModelSpec } from './model_folder.js';
 import { REMASKING_RULES } from './model_folder.js';
 import { MAX_SEED } from './rng.js';
-import { generatedLength } from './sequence.js';
+import { blockStarts, generatedLength } from './sequence.js';
 
 /** Most alternatives per token that logprobs returns (OpenAI's completions limit). */
 export const MAX_LOGPROBS = 5;
@@ -43,9 +43,11 @@ export function validateSamplingParams(spec: ModelSpec, p: SamplingParams): void
   checkInt(p.maxTokens, 'max_tokens', 1, spec.maxSequenceLength);
   checkInt(p.blockLength, 'block_length', 1, spec.maxSequenceLength);
   checkInt(p.steps, 'steps', 1, spec.maxSequenceLength);
+  if (spec.blockSize !== null) validateBlockDiffusion(spec.blockSize, p);
   const genLength = generatedLength(p.maxTokens, p.blockLength);
   const blocks = genLength / p.blockLength;
-  if (p.steps % blocks !== 0) {
+  // A block diffusion span's blocks depend on where the prompt ends: steps are shared out, floor(steps / blocks) each.
+  if (spec.blockSize === null && p.steps % blocks !== 0) {
     invalid(
       'steps',
       `steps (${p.steps}) must be a multiple of the number of blocks (${blocks}: max_tokens ${p.maxTokens} rounded up to ` +
@@ -75,6 +77,17 @@ export function validateSamplingParams(spec: ModelSpec, p: SamplingParams): void
   }
 }
 
+/** What a block diffusion model cannot do: it decodes its own blocks, left to right, from the prompt alone. */
+function validateBlockDiffusion(blockSize: number, p: SamplingParams): void {
+  if (p.blockLength !== blockSize) {
+    invalid('block_length', `block_length must be ${blockSize} for this block diffusion model (its block size), got ${p.blockLength}`);
+  }
+  if (p.cfgScale !== 0) invalid('cfg_scale', 'classifier-free guidance (cfg_scale) is not supported by block diffusion models');
+  if (p.cache === 'dual') {
+    invalid('cache', 'cache "dual" is for bidirectional models; a block diffusion model\'s exact block cache is "prefix"');
+  }
+}
+
 /** A whole request: prompt, suffix, n, the canvas against the model's length (checked first), parameters. */
 export function validateRequest(spec: ModelSpec, request: GenerateRequest): void {
   if (!Array.isArray(request.promptTokenIds) || request.promptTokenIds.length === 0) {
@@ -86,14 +99,19 @@ export function validateRequest(spec: ModelSpec, request: GenerateRequest): void
   checkInt(request.params.maxTokens, 'max_tokens', 1);
   checkInt(request.params.blockLength, 'block_length', 1);
   const p = request.params;
+  if (spec.blockSize !== null && request.suffixTokenIds.length > 0) {
+    invalid('suffix', 'suffix (infilling) is not supported by block diffusion models: they decode left to right');
+  }
   const prompt = request.promptTokenIds.length + (spec.bosTokenId === null ? 0 : 1);
-  const genLength = generatedLength(p.maxTokens, p.blockLength);
+  const starts = blockStarts(prompt, p.maxTokens, p.blockLength, spec.blockSize);
+  const genLength = starts[starts.length - 1] - prompt;
   const total = prompt + genLength + request.suffixTokenIds.length;
   if (total > spec.maxSequenceLength) {
     throw new EngineError(
       'context_length_exceeded',
       `This model's maximum context length is ${spec.maxSequenceLength} tokens, however you requested ${total} tokens ` +
-        `(${prompt} in the prompt, ${genLength} for the completion: max_tokens ${p.maxTokens} rounded up to whole blocks of ${p.blockLength}` +
+        `(${prompt} in the prompt, ${genLength} for the completion: max_tokens ${p.maxTokens} rounded up to ` +
+        `${spec.blockSize === null ? `whole blocks of ${p.blockLength}` : `the model's next block boundary (blocks of ${spec.blockSize})`}` +
         `${request.suffixTokenIds.length ? `, ${request.suffixTokenIds.length} in the suffix` : ''}). Please reduce the prompt or max_tokens.`,
       'max_tokens',
     );

@@ -15,6 +15,8 @@ export interface ServingModel {
   bosTokenId: number | null;
   /** K of the sampling head: the largest top_k accepted. */
   topk: number;
+  /** A block diffusion model's block size (its only block_length); null for LLaDA. */
+  blockSize: number | null;
   defaults: GenerationDefaults;
   chatTemplate: string | null;
   /** Text of the special tokens a chat template may need (bos_token, eos_token). */
@@ -38,6 +40,7 @@ export function servingModel(folder: ModelFolder): ServingModel {
     maxSequenceLength: s.maxSequenceLength,
     bosTokenId: s.bosTokenId,
     topk: s.topk,
+    blockSize: s.blockSize,
     defaults: { ...s.generationDefaults },
     chatTemplate: s.chatTemplate,
     // The engine puts the BOS token id in front of every prompt; a template's bos_token must not add a second one.

@@ -68,7 +68,11 @@ export function resolveParams(
 
   let maxTokens: number;
   let blockLength: number;
-  if (f.max_tokens != null) {
+  if (model.blockSize !== null) {
+    // Block diffusion: the model's blocks, counted from position 0; the engine checks the span against the context.
+    maxTokens = f.max_tokens ?? Math.min(d.maxTokens, room);
+    blockLength = f.block_length ?? model.blockSize;
+  } else if (f.max_tokens != null) {
     maxTokens = f.max_tokens;
     blockLength = f.block_length ?? Math.min(d.blockLength, maxTokens);
   } else {
@@ -86,14 +90,14 @@ export function resolveParams(
   }
   const numBlocks = Math.ceil(maxTokens / blockLength);
   const genLength = numBlocks * blockLength;
-  if (genLength > room) {
+  if (model.blockSize === null && genLength > room) {
     throw ctx(genLength, genLength !== maxTokens ? ` (max_tokens ${maxTokens} rounded up to whole blocks of ${blockLength})` : '');
   }
 
   let steps: number;
   if (f.steps != null) {
     steps = f.steps;
-    if (steps % numBlocks !== 0) {
+    if (model.blockSize === null && steps % numBlocks !== 0) {
       throw ApiError.invalid(
         `steps (${steps}) must be a multiple of the number of blocks (${numBlocks} = ${genLength} generated positions / block_length ${blockLength})`,
         'steps',

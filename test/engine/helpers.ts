@@ -10,6 +10,7 @@ import type { SamplingParams } from '../../src/engine/types.js';
 export const SPEC: ModelSpec = {
   format: 'dllm-onnx/1',
   architecture: 'llada',
+  blockSize: null,
   name: 'synthetic',
   vocabSize: 64,
   maskTokenId: 2,

@@ -33,6 +33,16 @@ test('parseModelSpec reads dllm.json into camelCase', () => {
   assert.equal(defaultSamplingParams(spec).steps, 64);
 });
 
+test('parseModelSpec reads a block diffusion folder: its block size is its only block length', () => {
+  const bd3 = { ...VALID, architecture: 'block_diffusion', block_size: 16, generation_defaults: { ...VALID.generation_defaults, block_length: 16 } };
+  const spec = parseModelSpec(bd3);
+  assert.equal(spec.architecture, 'block_diffusion');
+  assert.equal(spec.blockSize, 16);
+  assert.equal(parseModelSpec(VALID).blockSize, null);
+  assert.throws(() => parseModelSpec({ ...bd3, block_size: undefined }), /"block_size"/);
+  assert.throws(() => parseModelSpec({ ...bd3, generation_defaults: VALID.generation_defaults }), /block_length must equal block_size/);
+});
+
 test('parseModelSpec errors name the file and the field', () => {
   const bad: [object, RegExp][] = [
     [{ ...VALID, format: 'other/2' }, /"format"/],

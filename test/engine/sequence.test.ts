@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Sequence, generatedLength } from '../../src/engine/sequence.js';
+import { Sequence, blockStarts, generatedLength } from '../../src/engine/sequence.js';
 import type { HeadOutputs } from '../../src/engine/head.js';
 import { headFrom, params } from './helpers.js';
 
@@ -101,4 +101,20 @@ test('a predicted mask token is never committed', () => {
   const seq = sequence({ maxTokens: 8, blockLength: 8, steps: 8 });
   run(seq, () => MASK);
   assert.ok(seq.generated().every((t) => t === 30));
+});
+
+test('block diffusion: blocks are counted from position 0, so the first one completes the prompt\'s last block', () => {
+  assert.deepEqual(blockStarts(8, 8, 4, 4), [8, 12, 16]);
+  assert.deepEqual(blockStarts(6, 8, 4, 4), [6, 8, 12, 16]);
+  assert.deepEqual(blockStarts(5, 3, 4, 4), [5, 8]);
+  assert.deepEqual(blockStarts(3, 10, 8, null), [3, 11, 19], 'LLaDA: blocks of block_length from the prompt end');
+  const seq = new Sequence({ prefix: [6, 20, 21], suffix: [], params: params({ maxTokens: 6, blockLength: 4, steps: 6 }), maskTokenId: MASK, eosTokenIds: [1, 5], seed: 0, blockSize: 4 });
+  assert.equal(seq.genLength, 9, 'the span ends on the block boundary after max_tokens');
+  assert.deepEqual(seq.blockRange(), [3, 4]);
+  assert.equal(seq.cacheFrontier(), 0, 'the prompt\'s last block is not final until the first generated block is');
+  const steps = run(seq, () => 40);
+  // 2 steps per block: the one-position block takes one step, the next commits 2 + 2, the last stops at max_tokens.
+  assert.deepEqual(steps, [[0], [1, 2], [3, 4], [5, 6]]);
+  assert.deepEqual(seq.end, { reason: 'length', length: 6 });
+  assert.equal(seq.cacheFrontier(), 8);
 });

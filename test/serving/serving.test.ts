@@ -16,6 +16,7 @@ const model: ServingModel = {
   maxSequenceLength: 256,
   bosTokenId: 6,
   topk: 64,
+  blockSize: null,
   defaults: { maxTokens: 64, steps: 64, blockLength: 32, remasking: 'low_confidence', threshold: null, temperature: 0 },
   chatTemplate: null,
   bosToken: '',
