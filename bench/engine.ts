@@ -1,15 +1,18 @@
-// Engine benchmark (issues 3 and 11): key/value cache modes side by side. For each schedule (fixed: steps = generated
-// length; threshold 0.9), each batch size and each cache mode (none; Fast-dLLM's prefix and dual cache, Wu et al.
-// 2025), the same greedy workload runs through the engine and through the PyTorch reference of that mode
-// (models/dllm/reference_generate.py, same weights, same threads): tokens/s, steps, speed-up over `none`, and how many
-// generated tokens equal those of `none` (the caches of a bidirectional model are approximations). Every position is
-// decoded (ignore_eos), so each run does the same work. Writes bench/engine.json and bench/engine.md.
+// Engine benchmark: key/value cache modes side by side. For each schedule (fixed: steps = generated length; threshold
+// 0.9), each batch size and each cache mode, the same greedy workload runs through the engine and through the PyTorch
+// reference of that mode (models/dllm/reference_generate.py, same weights, same threads): tokens/s, steps, speed-up
+// over the default model's `none`, and how many generated tokens equal those of the model's own `none`.
+//   - the default model (LLaDA): none, and Fast-dLLM's prefix and dual cache (Wu et al. 2025), approximations;
+//   - the block diffusion model (BD3-LM, Arriola et al. 2025), in its own blocks: none, and its exact block cache
+//     (requests name it `prefix`).
+// Every position is decoded (ignore_eos), so each run does the same work. Writes bench/engine.json and bench/engine.md.
 //
 //   npm run bench:engine [-- --prompt-tokens 256 --max-tokens 128 --block-length 32 --batches 1,8
-//                            --caches none,prefix,dual --schedules fixed,threshold --threads 2 --repeat 2 --no-reference]
+//                            --caches none,prefix,dual --bd3-caches none,prefix --schedules fixed,threshold
+//                            --threads 2 --repeat 2 --no-reference --bd3-model '']
 //
-// The issue's workload is prompt 256 + generation 128 (context 512 models); a model of context 256 takes e.g.
-// --prompt-tokens 96. Block diffusion (issue 11 part 3) is not benchmarked yet: no such model exists here.
+// The workload is prompt 256 + generation 128 (context 512 models); a model of context 256 takes e.g.
+// --prompt-tokens 96. --block-length applies to the default model; the block diffusion model uses its block size.
 
 import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -26,6 +29,9 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values: args } = parseArgs({
   options: {
     model: { type: 'string', default: path.join(ROOT, 'models', 'tiny-llada') },
+    /** The block diffusion model benchmarked beside the default one; '' leaves it out. */
+    'bd3-model': { type: 'string', default: path.join(ROOT, 'models', 'tiny-bd3') },
+    'bd3-caches': { type: 'string', default: 'none,prefix' },
     'prompt-tokens': { type: 'string', default: '256' },
     'max-tokens': { type: 'string', default: '128' },
     'block-length': { type: 'string', default: '32' },
@@ -55,6 +61,7 @@ const TEXT = [
 
 type Schedule = 'fixed' | 'threshold';
 interface RunResult {
+  model: string;
   schedule: Schedule;
   batch: number;
   cache: CacheMode;
@@ -68,7 +75,10 @@ const promptTokens = Number(args['prompt-tokens']);
 const maxTokens = Number(args['max-tokens']);
 const blockLength = Number(args['block-length']);
 const batches = args.batches.split(',').map(Number);
-const caches = args.caches.split(',') as CacheMode[];
+const subjects: { dir: string; caches: CacheMode[] }[] = [
+  { dir: args.model, caches: args.caches.split(',') as CacheMode[] },
+  ...(args['bd3-model'] ? [{ dir: args['bd3-model'], caches: args['bd3-caches'].split(',') as CacheMode[] }] : []),
+];
 const schedules = args.schedules.split(',') as Schedule[];
 const repeat = Math.max(1, Number(args.repeat));
 
@@ -91,25 +101,6 @@ async function runBatch(engine: DiffusionEngine, prompts: number[][], params: Sa
   return { wallS: (performance.now() - t0) / 1000, stats: diff(engine.stats, before), finishes };
 }
 
-const { engine, model, modelPath } = await openEngine({ modelDir: args.model, provider: 'cpu', threads, maxBatchSize: Math.max(...batches), cache: 'none' });
-if (caches.some((c) => c !== 'none') && model.spec.cached === null) {
-  throw new Error(`${args.model} has no cached graph (format ${model.spec.format}); export it again with python3 -m dllm.export, or pass --caches none`);
-}
-const text = model.tokenizer.encode(TEXT.join(' '));
-const sentenceStarts = TEXT.map((_, i) => model.tokenizer.encode(TEXT.slice(0, i).join(' ') + (i ? ' ' : '')).length);
-const promptFor = (i: number) => Array.from({ length: promptTokens }, (_, j) => text[(sentenceStarts[i % TEXT.length] + j) % text.length]);
-const promptsFor = (batch: number) => Array.from({ length: batch }, (_, i) => promptFor(i));
-const base: SamplingParams = {
-  ...defaultSamplingParams(model.spec),
-  maxTokens,
-  steps: maxTokens,
-  blockLength,
-  temperature: 0,
-  remasking: 'low_confidence',
-  ignoreEos: true,
-};
-const paramsFor = (schedule: Schedule, cache: CacheMode): SamplingParams => ({ ...base, threshold: schedule === 'threshold' ? 0.9 : null, cache });
-
 interface ReferenceRun {
   name: string;
   wall_s: number;
@@ -124,8 +115,8 @@ class Reference {
   private readonly lines: AsyncIterator<string>;
   private stderrTail = '';
 
-  constructor() {
-    this.child = spawn(args.python, [path.join(ROOT, 'models/dllm/reference_generate.py'), '--model', args.model, '--threads', String(threads), '--bench']);
+  constructor(modelDir: string) {
+    this.child = spawn(args.python, [path.join(ROOT, 'models/dllm/reference_generate.py'), '--model', modelDir, '--threads', String(threads), '--bench']);
     this.child.stderr.on('data', (chunk: Buffer) => (this.stderrTail = (this.stderrTail + chunk.toString()).slice(-2000)));
     this.lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
   }
@@ -154,42 +145,77 @@ class Reference {
   }
 }
 
-const referenceProcess = args['no-reference'] ? null : new Reference();
-await referenceProcess?.ready();
-for (const cache of caches) await runBatch(engine, promptsFor(1), { ...paramsFor('fixed', cache), maxTokens: blockLength, steps: 2 }, `warmup-${cache}`);
 const runs: RunResult[] = [];
 const references: (ReferenceRun | null)[] = [];
-for (const schedule of schedules) {
-  for (const batch of batches) {
-    for (const cache of caches) {
-      const name = `${schedule}-b${batch}-${cache}`;
-      let r = await runBatch(engine, promptsFor(batch), paramsFor(schedule, cache), name);
-      for (let i = 1; i < repeat; i++) {
-        const again = await runBatch(engine, promptsFor(batch), paramsFor(schedule, cache), `${name}-${i}`);
-        if (again.wallS < r.wallS) r = again;
-      }
-      runs.push({ ...r, schedule, batch, cache });
-      let line = `engine ${name}: ${r.wallS.toFixed(2)} s, ${(r.stats.tokens / r.wallS).toFixed(1)} tok/s, load ${os.loadavg()[0].toFixed(2)}`;
-      let ref: ReferenceRun | null = null;
-      if (referenceProcess !== null) {
-        ref = await referenceProcess.run(name, paramsFor(schedule, cache), promptsFor(batch));
+const models: { name: string; graph: string; architecture: string; blockLength: number; eosTokenIds: number[] }[] = [];
+
+/** Every schedule x batch x cache of one model folder, engine and reference run by run. */
+async function benchModel(modelDir: string, caches: CacheMode[]): Promise<void> {
+  const { engine, model, modelPath } = await openEngine({ modelDir, provider: 'cpu', threads, maxBatchSize: Math.max(...batches), cache: 'none' });
+  if (caches.some((c) => c !== 'none') && model.spec.cached === null) {
+    throw new Error(`${modelDir} has no cached graph (format ${model.spec.format}); export it again with python3 -m dllm.export, or pass --caches none`);
+  }
+  const name = model.spec.name;
+  // A block diffusion model decodes in the blocks it was trained with.
+  const blocks = model.spec.blockSize ?? blockLength;
+  models.push({ name, graph: path.relative(ROOT, modelPath), architecture: model.spec.architecture, blockLength: blocks, eosTokenIds: model.spec.eosTokenIds });
+  const text = model.tokenizer.encode(TEXT.join(' '));
+  const sentenceStarts = TEXT.map((_, i) => model.tokenizer.encode(TEXT.slice(0, i).join(' ') + (i ? ' ' : '')).length);
+  const promptFor = (i: number) => Array.from({ length: promptTokens }, (_, j) => text[(sentenceStarts[i % TEXT.length] + j) % text.length]);
+  const promptsFor = (batch: number) => Array.from({ length: batch }, (_, i) => promptFor(i));
+  const base: SamplingParams = {
+    ...defaultSamplingParams(model.spec),
+    maxTokens,
+    steps: maxTokens,
+    blockLength: blocks,
+    temperature: 0,
+    remasking: 'low_confidence',
+    ignoreEos: true,
+  };
+  const paramsFor = (schedule: Schedule, cache: CacheMode): SamplingParams => ({ ...base, threshold: schedule === 'threshold' ? 0.9 : null, cache });
+
+  const referenceProcess = args['no-reference'] ? null : new Reference(modelDir);
+  await referenceProcess?.ready();
+  for (const cache of caches) await runBatch(engine, promptsFor(1), { ...paramsFor('fixed', cache), maxTokens: blocks, steps: 2 }, `warmup-${cache}`);
+  for (const schedule of schedules) {
+    for (const batch of batches) {
+      for (const cache of caches) {
+        const runName = `${name}-${schedule}-b${batch}-${cache}`;
+        let r = await runBatch(engine, promptsFor(batch), paramsFor(schedule, cache), runName);
         for (let i = 1; i < repeat; i++) {
-          const again = await referenceProcess.run(name, paramsFor(schedule, cache), promptsFor(batch));
-          if (again.wall_s < ref.wall_s) ref = again;
+          const again = await runBatch(engine, promptsFor(batch), paramsFor(schedule, cache), `${runName}-${i}`);
+          if (again.wallS < r.wallS) r = again;
         }
-        line += `; reference ${ref.wall_s.toFixed(2)} s`;
+        runs.push({ ...r, model: name, schedule, batch, cache });
+        const tokens = r.finishes.reduce((sum, f) => sum + f.tokenIds.length, 0);
+        let line = `engine ${runName}: ${r.wallS.toFixed(2)} s, ${(tokens / r.wallS).toFixed(1)} tok/s, load ${os.loadavg()[0].toFixed(2)}`;
+        let ref: ReferenceRun | null = null;
+        if (referenceProcess !== null) {
+          ref = await referenceProcess.run(runName, paramsFor(schedule, cache), promptsFor(batch));
+          for (let i = 1; i < repeat; i++) {
+            const again = await referenceProcess.run(runName, paramsFor(schedule, cache), promptsFor(batch));
+            if (again.wall_s < ref.wall_s) ref = again;
+          }
+          line += `; reference ${ref.wall_s.toFixed(2)} s`;
+        }
+        references.push(ref);
+        console.error(line);
       }
-      references.push(ref);
-      console.error(line);
     }
   }
+  await engine.close();
+  referenceProcess?.close();
 }
-await engine.close();
-referenceProcess?.close();
 
-/** Share of generated positions whose token equals the `none` run's (same schedule, batch and prompt). */
+for (const subject of subjects) await benchModel(subject.dir, subject.caches);
+
+/** The `none` run of a run's model, schedule and batch; of the default (first) model with `base`. */
+const noneOf = (r: RunResult, base = false) =>
+  runs.find((x) => x.model === (base ? models[0].name : r.model) && x.schedule === r.schedule && x.batch === r.batch && x.cache === 'none');
+
+/** Share of generated positions whose token equals the `none` run's (same model, schedule, batch and prompt). */
 function agreementWithNone(r: RunResult): number {
-  const none = runs.find((x) => x.schedule === r.schedule && x.batch === r.batch && x.cache === 'none');
+  const none = noneOf(r);
   if (none === undefined) return NaN;
   let same = 0;
   let total = 0;
@@ -205,9 +231,9 @@ function agreementWithNone(r: RunResult): number {
 
 /** Share of sequences whose text (tokens before the first end-of-text) equals the `none` run's: what a client gets. */
 function textAgreementWithNone(r: RunResult): number {
-  const none = runs.find((x) => x.schedule === r.schedule && x.batch === r.batch && x.cache === 'none');
+  const none = noneOf(r);
   if (none === undefined) return NaN;
-  const eos = new Set(model.spec.eosTokenIds);
+  const eos = new Set(models.find((m) => m.name === r.model)!.eosTokenIds);
   const text = (ids: number[]) => {
     const end = ids.findIndex((t) => eos.has(t));
     return JSON.stringify(end < 0 ? ids : ids.slice(0, end));
@@ -217,10 +243,12 @@ function textAgreementWithNone(r: RunResult): number {
 
 const rows = runs.map((r, i) => {
   const ref = references[i];
-  const none = runs.find((x) => x.schedule === r.schedule && x.batch === r.batch && x.cache === 'none');
-  const tokens = r.stats.tokens;
+  const none = noneOf(r, true);
+  // Tokens delivered (max_tokens each): a block diffusion span may decode a few positions past max_tokens.
+  const tokens = r.finishes.reduce((sum, f) => sum + f.tokenIds.length, 0);
   const steps = r.finishes.reduce((s, f) => s + f.steps, 0) / r.finishes.length;
   return {
+    model: r.model,
     schedule: r.schedule,
     batch: r.batch,
     cache: r.cache,
@@ -231,7 +259,7 @@ const rows = runs.map((r, i) => {
     graph_runs: r.stats.graphRuns,
     cached_steps: r.stats.cacheHits,
     ort_share: r.stats.graphMs / r.stats.stepMs,
-    speedup_vs_none: none === undefined ? null : none.wallS / r.wallS,
+    speedup_vs_default_none: none === undefined ? null : none.wallS / r.wallS,
     agreement_with_none: agreementWithNone(r),
     text_agreement_with_none: textAgreementWithNone(r),
     reference_wall_s: ref?.wall_s ?? null,
@@ -259,8 +287,7 @@ const machine = {
 };
 const report = {
   date: new Date().toISOString(),
-  model: model.spec.name,
-  graph: path.relative(ROOT, modelPath),
+  models,
   machine,
   workload: { prompt_tokens: promptTokens, max_tokens: maxTokens, block_length: blockLength, steps: maxTokens, threshold: 0.9, temperature: 0, ignore_eos: true },
   runs: rows,
@@ -272,21 +299,26 @@ const pct = (x: number | null) => (x === null || Number.isNaN(x) ? '–' : `${(1
 const md = [
   '# Engine benchmark: key/value cache modes',
   '',
-  `${report.date} · model \`${report.model}\` (${report.graph}) · ${machine.cpu}, ${machine.cores} cores, ${machine.memory_gib} GiB · ${machine.platform} · ` +
+  `${report.date} · ${models.map((m) => `\`${m.name}\` (${m.architecture}, ${m.graph}, block ${m.blockLength})`).join(', ')} · ${machine.cpu}, ${machine.cores} cores, ${machine.memory_gib} GiB · ${machine.platform} · ` +
     `Node ${machine.node}, onnxruntime-node ${machine.onnxruntime_node} (CPU, ${threads} threads), torch ${machine.torch} (${threads} threads) · ` +
     `**load average at the end ${machine.load_average.join(' ')}**`,
   '',
   `Workload: ${batches.join(' and ')} prompts of ${promptTokens} tokens started together, ${maxTokens} generated tokens (every position decoded: ` +
-    `ignore_eos), block_length ${blockLength}, greedy, low_confidence; fixed schedule (steps = ${maxTokens}) and threshold 0.9. ` +
-    'Cache: `none` runs the whole canvas every step; `prefix` and `dual` (Fast-dLLM) refresh at each block start and then run the block and what ' +
-    'follows it (prefix) or the block alone (dual). Agreement: generated positions whose token equals `none`\'s; same text: sequences whose tokens ' +
-    'before the first end-of-text equal `none`\'s (what a client receives). Each run is repeated and the fastest kept.',
+    `ignore_eos), greedy, low_confidence; fixed schedule (steps = ${maxTokens}) and threshold 0.9. ` +
+    `\`${models[0].name}\` (block_length ${blockLength}): \`none\` runs the whole canvas every step; \`prefix\` and \`dual\` (Fast-dLLM) refresh at each block ` +
+    'start and then run the block and what follows it (prefix) or the block alone (dual). ' +
+    (models.length > 1
+      ? `\`${models[1].name}\` (${models[1].architecture}, in its own blocks of ${models[1].blockLength}): \`none\` runs the whole canvas every step; \`prefix\` is its exact ` +
+        'block cache (the prompt prefilled once, each completed block appended, each step runs only the current block). '
+      : '') +
+    `Speed-up: against \`${models[0].name}\` without a cache (same schedule and batch). Agreement: generated positions whose token equals the same model's \`none\`; ` +
+    'same text: sequences whose tokens before the first end-of-text equal `none`\'s (what a client receives). Each run is repeated and the fastest kept.',
   '',
-  '| schedule | batch | cache | tokens/s | speed-up vs none | steps / sequence | cached steps | agreement with none | same text as none | ORT share | PyTorch reference tokens/s | engine = reference |',
-  '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+  `| model | schedule | batch | cache | tokens/s | speed-up vs ${models[0].name} none | steps / sequence | cached steps | agreement with none | same text as none | ORT share | PyTorch reference tokens/s | engine = reference |`,
+  '| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ...rows.map(
     (r) =>
-      `| ${r.schedule} | ${r.batch} | ${r.cache} | ${f(r.tokens_per_s)} | ${r.speedup_vs_none === null ? '–' : `${f(r.speedup_vs_none, 2)}×`} | ${f(r.steps_per_sequence)} | ` +
+      `| ${r.model} | ${r.schedule} | ${r.batch} | ${r.cache} | ${f(r.tokens_per_s)} | ${r.speedup_vs_default_none === null ? '–' : `${f(r.speedup_vs_default_none, 2)}×`} | ${f(r.steps_per_sequence)} | ` +
       `${r.cached_steps} | ${pct(r.agreement_with_none)} | ${pct(r.text_agreement_with_none)} | ${pct(r.ort_share)} | ${f(r.reference_tokens_per_s)} | ${r.engine_matches_reference === null ? '–' : r.engine_matches_reference ? 'yes' : 'no'} |`,
   ),
   '',

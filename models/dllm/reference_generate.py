@@ -240,7 +240,6 @@ class Sequence:
         self.block_starts = block_starts(self.gen_start, params, block_size)
         self.gen_length = self.block_starts[-1] - self.gen_start
         self.num_blocks = len(self.block_starts) - 1
-        self.steps_per_block = max(1, params.steps // self.num_blocks)
         self.canvas = list(prefix) + [mask_id] * self.gen_length + list(suffix)
         self.block = self.step_in_block = self.steps = 0
         self.end: tuple[str, int] | None = None
@@ -252,9 +251,15 @@ class Sequence:
         self.refreshes = self.cached_steps = 0
 
     def block_schedule(self) -> list[int]:
-        """The linear schedule of the current block: its (all masked) positions over steps_per_block steps."""
+        """The linear schedule of the current block: its (all masked) positions over the block's steps. LLaDA: steps
+        shared equally by the blocks. Block diffusion, whose first block may be short: a block of n positions gets
+        ceil(n * steps / max_tokens) steps, so steps = max_tokens commits one token per step in every block."""
         start, end = self.block_range()
-        return transfer_schedule(end - start, self.steps_per_block)
+        if self.block_size is None:
+            block_steps = max(1, self.params.steps // self.num_blocks)
+        else:
+            block_steps = max(1, -(-(end - start) * self.params.steps // self.params.max_tokens))
+        return transfer_schedule(end - start, block_steps)
 
     def cache_frontier(self) -> int:
         """Block diffusion: the canvas positions before the model block holding the current block are final (every

@@ -73,7 +73,6 @@ export class Sequence {
   readonly genStart: number;
   readonly genLength: number;
   readonly numBlocks: number;
-  readonly stepsPerBlock: number;
   /** Block diffusion: the model's block size; null for LLaDA. */
   readonly blockSize: number | null;
   readonly params: SamplingParams;
@@ -103,7 +102,6 @@ export class Sequence {
     this.blockStarts = blockStarts(this.genStart, params.maxTokens, params.blockLength, this.blockSize);
     this.genLength = this.blockStarts[this.blockStarts.length - 1] - this.genStart;
     this.numBlocks = this.blockStarts.length - 1;
-    this.stepsPerBlock = Math.max(1, Math.floor(params.steps / this.numBlocks));
     this.canvas = [...init.prefix, ...new Array<number>(this.genLength).fill(init.maskTokenId), ...init.suffix];
     this.logprobs = new Array<TokenLogprob | null>(this.genLength).fill(null);
     this.schedule = this.blockSchedule();
@@ -113,10 +111,16 @@ export class Sequence {
     return this.end !== null;
   }
 
-  /** The linear schedule of the current block: its (all masked) positions over stepsPerBlock steps. */
+  /**
+   * The linear schedule of the current block: its (all masked) positions over the block's steps. LLaDA: steps shared
+   * equally by the blocks. Block diffusion, whose first block may be short: a block of n positions gets
+   * ceil(n * steps / max_tokens) steps, so steps = max_tokens commits one token per step in every block.
+   */
   private blockSchedule(): number[] {
     const [start, end] = this.blockRange();
-    return transferSchedule(end - start, this.stepsPerBlock);
+    const { steps, maxTokens } = this.params;
+    const blockSteps = this.blockSize === null ? Math.floor(steps / this.numBlocks) : Math.ceil(((end - start) * steps) / maxTokens);
+    return transferSchedule(end - start, Math.max(1, blockSteps));
   }
 
   /**

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { defaultSamplingParams, loadModelFolder, ModelFolderError, parseModelSpec } from '../../src/engine/model_folder.js';
-import { validateSamplingParams } from '../../src/engine/validation.js';
+import { validateRequest, validateSamplingParams } from '../../src/engine/validation.js';
 import { EngineError } from '../../src/engine/types.js';
 import { MODEL_DIR, SKIP_NO_MODEL } from './model_fixture.js';
 import { params, SPEC } from './helpers.js';
@@ -76,6 +76,25 @@ test('validateSamplingParams refuses out-of-range values with the field name', (
     assert.throws(() => validateSamplingParams(SPEC, params(p)), (err: unknown) => err instanceof EngineError && err.param === param, param);
   }
   validateSamplingParams(SPEC, params({ threshold: 0.9, temperature: 0.7, topP: 0.9, topK: 4, seed: 1, stop: ['x'], logprobs: 4 }));
+});
+
+test('block diffusion: what such a model cannot do is refused with the field name; its span ends on a block boundary', () => {
+  const bd3 = { ...SPEC, architecture: 'block_diffusion' as const, blockSize: 8, format: 'dllm-onnx/2', cached: { fp32: 'model.kv.onnx', fp16: null, layers: 1, kvHeads: 1, headDim: 4 } };
+  const req = (p: object, extra: object = {}) => ({ id: 'r', promptTokenIds: [20, 21], suffixTokenIds: [], params: params({ blockLength: 8, ...p }), n: 1, includeCanvas: false, ...extra });
+  const refused: [object, object, string][] = [
+    [{ blockLength: 4 }, {}, 'block_length'],
+    [{ cfgScale: 1.5 }, {}, 'cfg_scale'],
+    [{ cache: 'dual' }, {}, 'cache'],
+    [{}, { suffixTokenIds: [30] }, 'suffix'],
+  ];
+  for (const [p, extra, param] of refused) {
+    assert.throws(() => validateRequest(bd3, req(p, extra)), (err: unknown) => err instanceof EngineError && err.param === param, param);
+  }
+  // steps need not divide into blocks: the blocks depend on where the prompt ends.
+  validateRequest(bd3, req({ maxTokens: 16, steps: 7, cache: 'prefix' }));
+  // BOS + 2 prompt tokens = 3; context 128: max_tokens 125 ends on the boundary 128, 126 needs the block up to 136.
+  validateRequest(bd3, req({ maxTokens: 125, steps: 125 }));
+  assert.throws(() => validateRequest(bd3, req({ maxTokens: 126, steps: 126 })), (err: unknown) => err instanceof EngineError && err.code === 'context_length_exceeded');
 });
 
 test('loadModelFolder: missing and malformed files are named', { skip: SKIP_NO_MODEL }, async () => {

@@ -113,8 +113,14 @@ test('block diffusion: blocks are counted from position 0, so the first one comp
   assert.deepEqual(seq.blockRange(), [3, 4]);
   assert.equal(seq.cacheFrontier(), 0, 'the prompt\'s last block is not final until the first generated block is');
   const steps = run(seq, () => 40);
-  // 2 steps per block: the one-position block takes one step, the next commits 2 + 2, the last stops at max_tokens.
-  assert.deepEqual(steps, [[0], [1, 2], [3, 4], [5, 6]]);
+  // steps = max_tokens: one token per step in every block, the short first one included; it stops at max_tokens.
+  assert.deepEqual(steps, [[0], [1], [2], [3], [4], [5]]);
   assert.deepEqual(seq.end, { reason: 'length', length: 6 });
   assert.equal(seq.cacheFrontier(), 8);
+});
+
+test('block diffusion: a block of n positions gets ceil(n * steps / max_tokens) steps', () => {
+  const seq = new Sequence({ prefix: [6, 20, 21], suffix: [], params: params({ maxTokens: 8, blockLength: 4, steps: 4 }), maskTokenId: MASK, eosTokenIds: [1, 5], seed: 0, blockSize: 4 });
+  // Blocks [3, 4) [4, 8) [8, 12): 1 position in ceil(1 * 4 / 8) = 1 step, then 4 in 2 steps, then 2 per step.
+  assert.deepEqual(run(seq, () => 40), [[0], [1, 2], [3, 4], [5, 6], [7, 8]]);
 });
