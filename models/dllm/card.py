@@ -204,15 +204,25 @@ def training_section(run: dict, bench: dict | None, first_phase_steps: int = 0) 
     a, s, c = run["args"], run["state"], run["config"]
     final = run["valid"][-1] if run["valid"] else None
     avg = s["tokens"] / s["seconds"] if s["seconds"] else None
+    objective = (
+        f"The objective is BD3-LM's (Arriola et al. 2025, block diffusion with block size {c['block_size']}): each "
+        "window is fed twice, noisy and clean, as one sequence [x_t, x_0] under the block-causal training mask "
+        "(`train.block_causal_training_bias`): a noisy block sees itself and the clean blocks before it, a clean "
+        "block sees the clean blocks up to itself, so one pass trains every block against its clean past. Each "
+        "block draws its own t in (0, 1] (stratified over the batch's blocks), "
+        if c.get("block_size") else
+        "Each row draws t in (0, 1] (stratified over the batch, MDLM's low-discrepancy sampler), ")
     lines = [
         "## Training",
         "",
-        "LLaDA's pre-training (Nie et al. 2025, Algorithm 1; `dllm/train.py`). Every document becomes "
+        ("Fine-tuned from the weights named below with block diffusion's objective on LLaDA's packed pre-training "
+         "data (`dllm/train.py --block-size`). " if c.get("block_size") else
+         "LLaDA's pre-training (Nie et al. 2025, Algorithm 1; `dllm/train.py`). ") + "Every document becomes "
         "`<|startoftext|>` document `<|endoftext|>`, the documents are concatenated into one stream, and each row of "
         f"a batch is a window of {a['seq_len']} tokens cut from the stream at a random offset: no padding, every "
         f"position can be masked. A share of {a['random_length_share']:g} of the batches is cut to a random length "
-        f"in [1, {a['seq_len']}] so the model also sees short canvases. Each row draws t in (0, 1] (stratified over "
-        f"the batch, MDLM's low-discrepancy sampler), masks each token with probability p = (1 - {train.EPS:g}) t + "
+        f"in [1, {a['seq_len']}] so the model also sees short canvases. " + objective +
+        f"masks each token with probability p = (1 - {train.EPS:g}) t + "
         f"{train.EPS:g}, and the loss is the cross-entropy on the masked tokens weighted by 1/p, averaged over all "
         "positions. "
         + ("Matrix products run in bfloat16 under CPU autocast; master weights, optimiser state, norms, softmax and the "
@@ -325,6 +335,21 @@ def quality_section(q: dict) -> list[str]:
     return lines + [""]
 
 
+def introduction(spec: dict) -> str:
+    if spec.get("architecture") == "block_diffusion":
+        return ("A small block diffusion language model (BD3-LM, Arriola et al. 2025: \"Block Diffusion: "
+                "Interpolating Between Autoregressive and Diffusion Language Models\"): the LLaDA transformer with "
+                f"attention bidirectional inside blocks of {spec['block_size']} positions and causal across them, so "
+                "text is written block after block, each block by masked diffusion. A finished block never changes, "
+                "so the server caches its keys/values exactly (`cache: \"prefix\"`, the default on CPU) and each "
+                "step runs only the current block. Trained on CPU from registry text, like the default model it "
+                "starts from; serve it with `MODEL_DIR=models/tiny-bd3 npm start`.")
+    return ("A small masked diffusion language model with the LLaDA architecture (bidirectional Llama-style "
+            "transformer: RMSNorm, rotary embeddings, SwiGLU, no causal mask), trained from scratch on CPU from "
+            "registry text so that the server has a real model to serve with no download. It is the embedded default "
+            "of `npm start` and the model of the test suite.")
+
+
 def limitations(run: dict, q: dict) -> list[str]:
     failed = [c["what"] for c in q["criteria"] if c["passed"] is False]
     unmeasured = [c["what"] for c in q["criteria"] if c["passed"] is None]
@@ -339,7 +364,7 @@ def limitations(run: dict, q: dict) -> list[str]:
             "training split, so its loss measures fit to this corpus, not to English at large. It is the server's "
             "embedded default and the test suite's model, not a model to build products on.")
     if failed:
-        text += " Criteria of issue 10 not met by this folder: " + "; ".join(failed) + "."
+        text += (" Criteria of issue 10 (the default model's bar) not met by this folder: " + "; ".join(failed) + ".")
     if unmeasured:
         text += " Not measured: " + "; ".join(unmeasured) + "."
     return ["## Limitations", "", text, ""]
@@ -351,10 +376,7 @@ def render(spec: dict, run: dict, corpus: dict, corpus_dir: str, model_dir: str,
     lines = [
         f"# {spec['name']}",
         "",
-        "A small masked diffusion language model with the LLaDA architecture (bidirectional Llama-style transformer: "
-        "RMSNorm, rotary embeddings, SwiGLU, no causal mask), trained from scratch on CPU from registry text so that "
-        "the server has a real model to serve with no download. It is the embedded default of `npm start` and the "
-        "model of the test suite.",
+        introduction(spec),
         "",
         "## Model",
         "",
@@ -385,7 +407,8 @@ def render(spec: dict, run: dict, corpus: dict, corpus_dir: str, model_dir: str,
         lines.append(f"- **{a['prompt']}**{text}  _({len(a['token_ids'])} tokens, finish: {a['finish_reason']})_")
     lines += [""] + limitations(run, q)
     lines += ["## Reproduce", "",
-              "`bash models/train_tiny.sh` (corpus, training, export, this card). Training resumes from "
+              f"`bash models/{'train_bd3.sh' if spec.get('architecture') == 'block_diffusion' else 'train_tiny.sh'}` "
+              "(corpus, training, export, this card). Training resumes from "
               f"`models/runs/{run['name']}/ckpt.pt` when interrupted. The card: `python3 -m dllm.quality` then "
               "`python3 -m dllm.card` (see `models/dllm/card.py`).", ""]
     return "\n".join(lines)
@@ -399,6 +422,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quality", help="report of dllm.quality for this folder (JSON); measured here when absent")
     p.add_argument("--sweep", nargs="*", default=[], help="runs of the model-size sweep")
     p.add_argument("--first-phase-steps", type=int, default=0, help="steps trained on the per-item corpus first")
+    p.add_argument("--title", default="masked-diffusion pre-training", help="the loss plot's title after the name")
     p.add_argument("--bench", default=os.path.join(REPO, "bench", "train.json"),
                    help="trainer benchmark (bench/train.json, written with bench/train.md); skipped when absent")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
@@ -436,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
         target = next(t for k, _, t in quality.TARGETS if k == "valid_improvement")
         references = [(v["old"]["mean"], f"previous model, validation mean ({v['windows']} windows, dllm.quality)"),
                       (v["old"]["mean"] - target, f"previous model - {target:g} nat (issue 10)")]
-    plot_loss(run, os.path.join(args.model, "loss_curve.png"), f"{spec['name']}: masked-diffusion pre-training",
+    plot_loss(run, os.path.join(args.model, "loss_curve.png"), f"{spec['name']}: {args.title}",
               references)
     if sweep:
         plot_sweep(sweep, os.path.join(args.model, "sweep.png"))

@@ -4,6 +4,10 @@ Follows LLaDA-8B's own modelling code (`modeling_llada.py`, the `LLaDALlamaBlock
 embeddings, SwiGLU MLP, no causal mask) so that a Hugging Face LLaDA checkpoint loads through one name mapping:
 every parameter here is the checkpoint's name without its leading `model.` (see `hf_state_dict_to_ours`).
 
+Block diffusion (BD3-LM, `ModelConfig.block_size`): the same transformer with attention bidirectional inside each
+block and causal across blocks (`attention_bias`), decided from position ids so that full passes, cached steps and
+batches all follow one rule (docs/models.md).
+
 Padding: rows are left-padded. Padding keys get no attention weight and position ids are derived from the
 attention mask (first real token = position 0), so a padded row computes what it computes alone (design.md §3).
 

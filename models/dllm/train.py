@@ -12,7 +12,12 @@ Speed on CPU: matrix products run in bfloat16 under autocast (master weights, op
 loss stay float32), which oneDNN runs on AVX512-BF16 at about twice the float32 rate; `bench/train.sh` measures it
 against the previous trainer, and `--no-bf16` turns it off.
 
+With `--block-size` the model is a block diffusion model (BD3-LM, Arriola et al. 2025) and the objective is BD3-LM's:
+a noise level per block, and the noisy and the clean window side by side under the block-causal training mask
+(block_causal_training_bias), so every block learns to denoise given its clean past.
+
     python3 -m dllm.train --out models/runs/tiny-llada            # resumes from out/ckpt.pt when present
+    python3 -m dllm.train --out models/runs/tiny-bd3 --init-from tiny-llada --block-size 16
 """
 
 from __future__ import annotations
@@ -65,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--time-limit-min", type=float, default=0, help="stop (with a checkpoint) after this many minutes; 0 = none")
     p.add_argument("--halt-at-step", type=int, default=0, help="stop (with a checkpoint) at this step, schedule unchanged; 0 = none")
-    p.add_argument("--init-from", default="", help="start from this checkpoint's weights (a fresh optimiser and schedule)")
+    p.add_argument("--init-from", default="", help="start from this checkpoint's weights, or a model folder's (recovered "
+                   "from its model.onnx); a fresh optimiser and schedule")
     p.add_argument("--max-docs", type=int, default=0, help="use only the first N training documents (tests)")
     return p.parse_args(argv)
 
@@ -174,6 +180,17 @@ def validation_losses(model: LLaDA, windows: torch.Tensor, seed: int) -> dict[st
     return out
 
 
+def initial_model(path: str) -> LLaDA:
+    """The weights to start from: a checkpoint, or a model folder (its model.onnx holds them; a block diffusion model
+    is fine-tuned from the default model's folder this way, as Fast-dLLM v2 and SDAR adapt trained models)."""
+    if not os.path.isdir(path):
+        return load_checkpoint(path)[0]
+    from .reference_generate import model_from_onnx
+
+    with open(os.path.join(path, "dllm.json")) as f:
+        return model_from_onnx(path, json.load(f))
+
+
 def lr_at(step: int, args: argparse.Namespace) -> float:
     """Linear warm-up, then cosine decay to min_lr_ratio * lr at max_steps."""
     if step < args.warmup:
@@ -210,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(args.seed)
         block_size = args.block_size or None
         if args.init_from:  # the architecture comes from the checkpoint; only the attention rule may change
-            init = load_checkpoint(args.init_from)[0]
+            init = initial_model(args.init_from)
             model = LLaDA(dataclasses.replace(init.config, block_size=block_size, max_sequence_length=args.seq_len))
             model.load_state_dict(init.state_dict())
         else:
