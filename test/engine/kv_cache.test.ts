@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import type { GraphFeeds } from '../../src/engine/batch.js';
 import { DiffusionEngine } from '../../src/engine/engine.js';
 import type { GraphRun, GraphRunner } from '../../src/engine/graph_runner.js';
-import { buildStepBatch, extractRowCache, kvBytesPerPosition, passKind, type RowCache } from '../../src/engine/kv_cache.js';
+import { appendRowCache, buildStepBatch, extractRowCache, kvBytesPerPosition, passKind, type RowCache } from '../../src/engine/kv_cache.js';
 import type { ModelSpec } from '../../src/engine/model_folder.js';
 import { Scheduler } from '../../src/engine/scheduler.js';
 import { Sequence } from '../../src/engine/sequence.js';
@@ -15,7 +15,7 @@ import type { CacheMode, EngineEvent, GenerateRequest } from '../../src/engine/t
 import { headFrom, params, SPEC, TOKENIZER } from './helpers.js';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { MODEL_DIR, openTestEngine, SKIP_NO_MODEL } from './model_fixture.js';
+import { BD3_MODEL_DIR, MODEL_DIR, openTestEngine, SKIP_NO_MODEL } from './model_fixture.js';
 
 const SKIP_NO_CACHED_MODEL =
   SKIP_NO_MODEL ||
@@ -285,4 +285,42 @@ test('real cached graph: caches are held while streams run and all released afte
   assert.deepEqual([h.activeSequences, h.kvCache!.bytes, h.kvCache!.reservedBytes], [0, 0, 0]);
   assert.ok(h.kvCache!.hits > 0 && h.kvCache!.refreshes >= 100);
   await engine.close();
+});
+
+test('block diffusion: the block cache grows block by block while streams run and is all released after 100 abandoned streams', { skip: existsSync(path.join(BD3_MODEL_DIR, 'model.kv.onnx')) ? false : `no model at ${BD3_MODEL_DIR}` }, async () => {
+  const { engine, model } = await openTestEngine(32, { modelDir: BD3_MODEL_DIR, cache: 'auto' });
+  assert.equal((await engine.health()).kvCache!.defaultMode, 'prefix', "auto on CPU is the model's exact block cache");
+  const prompt = model.tokenizer.encode('Once upon a time, there was a little girl who');
+  const grew: number[] = [];
+  await Promise.all(
+    Array.from({ length: 100 }, async (_, i) => {
+      let steps = 0;
+      // Blocks of 16: steps = max_tokens / 2 gives 8 steps a block; leave after 2 to 30 steps, inside later blocks too.
+      const r = req(`bd3-${i}`, 'prefix', {}, { maxTokens: 64, steps: 32, blockLength: 16, ignoreEos: true });
+      for await (const e of engine.generate({ ...r, promptTokenIds: prompt })) {
+        if (e.type === 'step' && ++steps === 2 + ((7 * i) % 29)) {
+          grew.push(engine.cacheBytes);
+          break;
+        }
+      }
+    }),
+  );
+  for (let i = 0; i < 200 && ((await engine.health()).activeSequences > 0 || engine.cacheBytes > 0); i++) await new Promise((r) => setTimeout(r, 10));
+  const h = await engine.health();
+  assert.ok(Math.max(...grew) > Math.min(...grew), 'caches grow as blocks complete');
+  assert.deepEqual([h.activeSequences, h.kvCache!.bytes, h.kvCache!.reservedBytes], [0, 0, 0]);
+  assert.ok(h.kvCache!.hits > 0);
+  assert.equal(h.kvCache!.refreshes, 100, 'one prefill per stream, never a refresh');
+  await engine.close();
+});
+
+test('appendRowCache: the cache keeps its positions and gains the query positions after them, layer by layer', () => {
+  // present_kv [layers 1, 2, N 2, kvHeads 1, Q 3, headDim 2]: value = 100 * row + 10 * query index + dim (+ 1000 for values).
+  const dims = [1, 2, 2, 1, 3, 2];
+  const present = new Float32Array(24);
+  for (let kv = 0; kv < 2; kv++) for (let r = 0; r < 2; r++) for (let q = 0; q < 3; q++) for (let d = 0; d < 2; d++) present[((kv * 2 + r) * 3 + q) * 2 + d] = 1000 * kv + 100 * r + 10 * q + d;
+  const cache: RowCache = { data: new Float32Array([-1, -2, -3, -4]), length: 1 }; // keys [-1, -2], values [-3, -4]
+  const grown = appendRowCache(cache, present, dims, 1, 1, 2);
+  assert.equal(grown.length, 3);
+  assert.deepEqual([...grown.data], [-1, -2, 110, 111, 120, 121, -3, -4, 1110, 1111, 1120, 1121]);
 });
