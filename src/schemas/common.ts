@@ -87,7 +87,7 @@ export const SamplingFields = {
   ignore_eos: Type.Optional(
     Type.Boolean({
       description:
-        "vLLM's ignore_eos: an end-of-text does not end the choice; every one of the max_tokens positions is decoded, as LLaDA's generate() does (fixed-length outputs for benchmarks). The text is the whole span, end-of-text tokens left out.",
+        "vLLM's ignore_eos: an end-of-text does not end the choice; every one of the max_tokens positions is decoded, as LLaDA's generate() does (fixed-length outputs for benchmarks). The text decodes the whole span, end-of-text tokens included as their text.",
     }),
   ),
   min_tokens: Type.Optional(
