@@ -100,14 +100,14 @@ test('non-streamed: one object per request, choices in index order, usage summed
   };
   const { res, engine } = await post(script, '/v1/completions', completion({ prompt: ['one', 'two'] }));
   assert.equal(res.statusCode, 200);
-  assert.deepEqual({ ...res.json(), id: 'ID', created: 0 }, {
+  assert.deepEqual({ ...(res.json() as object), id: 'ID', created: 0 }, {
     ...head('text_completion'),
     choices: [0, 1].map((index) => ({ index, text: `text of ${index}`, logprobs: null, finish_reason: 'length' })),
     usage: { prompt_tokens: 6, completion_tokens: 10, total_tokens: 16 },
   });
   assert.equal(engine.requests.length, 2);
   const c = await post(HELLO, '/v1/chat/completions', chat());
-  assert.deepEqual({ ...c.res.json(), id: 'ID', created: 0 }, {
+  assert.deepEqual({ ...(c.res.json() as object), id: 'ID', created: 0 }, {
     ...head('chat.completion'),
     choices: [{ index: 0, message: { role: 'assistant', content: 'Hello', refusal: null }, logprobs: null, finish_reason: 'length' }],
     usage: { prompt_tokens: 2, completion_tokens: 2, total_tokens: 4 },
