@@ -5,7 +5,7 @@ embeddings, SwiGLU MLP, no causal mask) so that a Hugging Face LLaDA checkpoint 
 every parameter here is the checkpoint's name without its leading `model.` (see `hf_state_dict_to_ours`).
 
 Padding: rows are left-padded. Padding keys get no attention weight and position ids are derived from the
-attention mask (first real token = position 0), so a padded row computes what it computes alone (design.md §3).
+attention mask (first real token = position 0), so a padded row computes what it computes alone (docs/design.md §3).
 
 Shapes in comments: N batch, L sequence, D d_model, H heads, Hk kv heads, Dh head dim, F MLP hidden, V vocab.
 """

@@ -1,4 +1,4 @@
-"""Reference sampler of a masked diffusion language model (design.md §4), in PyTorch + NumPy.
+"""Reference sampler of a masked diffusion language model (docs/design.md §4), in PyTorch + NumPy.
 
 The TypeScript engine (src/engine/{rng,sampler,sequence}.ts) must reproduce it token for token; this module mirrors
 it function for function and produces the golden vectors that test/engine/golden.test.ts checks. Semantics follow

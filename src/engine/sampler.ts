@@ -1,4 +1,4 @@
-// Per-position token choice and per-step commit selection of a masked diffusion sampler (design.md §4).
+// Per-position token choice and per-step commit selection of a masked diffusion sampler (docs/design.md §4).
 //
 // Follows LLaDA's generate() (Nie et al., "Large Language Diffusion Models", 2025; GitHub ML-GSAI/LLaDA generate.py):
 // Gumbel-max sampling in float64, the linear commit schedule, low_confidence / random remasking; Dream's

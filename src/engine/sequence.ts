@@ -1,4 +1,4 @@
-// One choice of one request as a masked diffusion canvas, advanced one denoising step at a time (design.md §4).
+// One choice of one request as a masked diffusion canvas, advanced one denoising step at a time (docs/design.md §4).
 //
 // Canvas = [BOS] prompt, gen_length mask tokens, infill suffix. The generated span is cut into blocks decoded left
 // to right (LLaDA's semi-autoregressive remasking); a step commits some masked positions of the current block only.
@@ -187,7 +187,7 @@ export class Sequence {
   }
 
   /**
-   * Ends (design.md §4): an end-of-text token committed with every position before it committed ends the sequence
+   * Ends (docs/design.md §4): an end-of-text token committed with every position before it committed ends the sequence
    * (`stop`; what follows counts as end-of-text); the first max_tokens positions all committed without one ends it
    * (`length`). Both equal running every block and truncating, since committed tokens never change.
    */

@@ -1,8 +1,8 @@
 // The narrow interface between the serving layer (HTTP, queue) and the diffusion engine.
 // Shaped after vLLM's EngineClient: generate() is an async iterable of events, abort(id), health().
-// Every event is plain JSON so that it can cross a Redis Stream unchanged (design.md §6).
+// Every event is plain JSON so that it can cross a Redis Stream unchanged (docs/design.md §6).
 
-/** Which masked positions a step commits first (design.md §4). */
+/** Which masked positions a step commits first (docs/design.md §4). */
 export type RemaskingRule = 'low_confidence' | 'random' | 'margin' | 'entropy';
 
 export type FinishReason = 'stop' | 'length';

@@ -2,7 +2,7 @@
 // It is a plain client of the public API (GET /v1/models, POST /v1/completions with stream + include_canvas),
 // so what it shows is exactly what any client receives. No framework, no build step.
 
-/** How the API draws a still-masked position in `draft` (design.md §5); the canvas cells use the same glyph. */
+/** How the API draws a still-masked position in `draft` (docs/design.md §5); the canvas cells use the same glyph. */
 const MASK_GLYPH = '\u2591';
 
 const $ = (id) => document.getElementById(id);
@@ -163,7 +163,7 @@ function drawStep(run, index) {
     const token = snapshot.canvas[position];
     let kind;
     if (token !== null) kind = fresh.has(position) ? 'fresh' : 'committed';
-    // Once the text has ended, positions never committed count as end of text (design.md §4), not as masks.
+    // Once the text has ended, positions never committed count as end of text (docs/design.md §4), not as masks.
     else kind = isFinal ? 'after-end' : 'masked';
     cell.className = `cell ${kind}`;
     if (token === null) {
