@@ -4,7 +4,7 @@
 // are dispatchers.
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { FinishEvent, GenerateRequest, StepEvent, Usage } from '../engine/types.js';
+import type { EngineClient, FinishEvent, GenerateRequest, StepEvent, Usage } from '../engine/types.js';
 import { ApiError } from './errors.js';
 import { SYSTEM_FINGERPRINT } from './ids.js';
 import type { ServingObserver } from './observe.js';
@@ -43,7 +43,7 @@ export interface Prepared {
   format: Format;
 }
 
-export function usageBody(u: Usage) {
+function usageBody(u: Usage) {
   return { prompt_tokens: u.promptTokens, completion_tokens: u.completionTokens, total_tokens: u.totalTokens };
 }
 
@@ -72,10 +72,11 @@ export class Generation {
 
   constructor(
     readonly p: Prepared,
-    run: Run,
+    client: EngineClient,
+    timeoutMs: number,
     private readonly obs: ServingObserver,
   ) {
-    this.run = run;
+    this.run = new Run(client, p.requests, timeoutMs);
   }
 
   private get endpoint(): Endpoint {
@@ -148,8 +149,8 @@ export class Generation {
 
 /** Runs a prepared request and replies: JSON, or SSE when it streams. Records the outcome either way. */
 export async function serveGeneration(app: FastifyInstance, req: FastifyRequest, reply: FastifyReply, p: Prepared) {
-  const run = new Run(app.transport, p.requests, app.config.requestTimeoutMs);
-  const generation = new Generation(p, run, app.metrics.observer);
+  const generation = new Generation(p, app.transport, app.config.requestTimeoutMs, app.metrics.observer);
+  const { run } = generation;
   let outcome = 'ok';
   const failed = (err: unknown) => {
     outcome = run.stopReason === 'disconnect' ? 'disconnect' : err instanceof ApiError ? (err.code ?? String(err.status)) : 'error';
