@@ -2,20 +2,20 @@
 // Liveness only (a container that fails it is reported unhealthy; compose restarts only what exits):
 //   ROLE=all|api  GET /health on this container's PORT answers {"status":"ok"}.
 //   ROLE=worker   (no HTTP server) this worker's heartbeat in Redis is fresh: the sorted set dllm:<QUEUE_NAME>:workers
-//                 that QueueWorker refreshes every 500 ms (src/queue/keys.ts; test/deploy checks the names agree).
-//                 Worker ids carry the host name (src/queue/worker.ts names them w-<hostname>-<random>), so the
+//                 that QueueWorker refreshes every 500 ms (src/transports/keys.ts; test/deploy checks the names agree).
+//                 Worker ids carry the host name (src/transports/worker.ts names them w-<hostname>-<random>), so the
 //                 ids that contain this container's hostname are this container's; with none, any fresh one counts.
 // Readiness (a worker present, the queue reachable) is GET /ready, for load balancers and `docker compose ps`.
 
 import os from 'node:os';
 import { pathToFileURL } from 'node:url';
 
-/** Redis key of the worker heartbeats (src/queue/keys.ts: keys(queue).workers). */
+/** Redis key of the worker heartbeats (src/transports/keys.ts: keys(queue).workers). */
 export function workersKey(queueName) {
   return `dllm:${queueName}:workers`;
 }
 
-/** A heartbeat older than this is a dead worker (src/queue/keys.ts: WORKER_STALE_MS). */
+/** A heartbeat older than this is a dead worker (src/transports/keys.ts: WORKER_STALE_MS). */
 export const WORKER_STALE_MS = 3000;
 
 /** The address to probe for a listening HOST. */

@@ -7,7 +7,7 @@ import type { Socket } from 'node:net';
 import fp from 'fastify-plugin';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from './config.js';
-import type { Transport } from './queue/transport.js';
+import type { Transport } from './transports/transport.js';
 import type { ServingModel } from './serving/model.js';
 import type { Run } from './serving/run.js';
 import { ApiError, clip } from './serving/errors.js';

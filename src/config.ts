@@ -1,5 +1,5 @@
 // Configuration from the environment, validated once at start (TypeBox) with clear errors.
-// Every variable is documented in README.md ("Configuration"); keep the two in step.
+// Every variable is documented in docs/configuration.md; test/api/config.test.ts keeps the two in step.
 
 import { Type, type Static, type TSchema } from 'typebox';
 import Value from 'typebox/value';
@@ -70,7 +70,7 @@ interface VarSpec {
   def: string | null;
 }
 
-/** Environment variable → config field, kind and default. The README's configuration table mirrors this. */
+/** Environment variable → config field, kind and default. docs/configuration.md mirrors this. */
 export const ENV: Record<string, VarSpec> = {
   ROLE: { key: 'role', kind: 'string', def: 'all' },
   HOST: { key: 'host', kind: 'string', def: '127.0.0.1' },

@@ -8,10 +8,10 @@ import app, { logSerializers, openapiDocument, serverOptions } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { openEngine, type DiffusionEngine } from './engine/engine.js';
 import { loadModelFolder, type ModelFolder } from './engine/model_folder.js';
-import { LocalTransport } from './queue/local.js';
-import { RedisTransport } from './queue/redis.js';
-import type { Transport } from './queue/transport.js';
-import { QueueWorker } from './queue/worker.js';
+import { LocalTransport } from './transports/local.js';
+import { RedisTransport } from './transports/redis.js';
+import type { Transport } from './transports/transport.js';
+import { QueueWorker } from './transports/worker.js';
 import { servingModel } from './serving/model.js';
 
 export interface Started {
@@ -93,7 +93,7 @@ export async function start(config: Config, log: Logger = pino({ level: config.l
     const { logger: _unused, ...opts } = serverOptions(config);
     const http = Fastify({ ...opts, loggerInstance: log.child({ role: 'api' }, { serializers: logSerializers }) as FastifyBaseLogger });
     server = http as unknown as FastifyInstance;
-    // Beyond this many open connections Node closes new ones at once (issue 9 §2: slow clients cannot exhaust sockets).
+    // Beyond this many open connections Node closes new ones at once (docs/security.md: slow clients cannot exhaust sockets).
     http.server.maxConnections = config.httpMaxConnections;
     await http.register(app, { config, model, transport });
     url = await http.listen({ host: config.host, port: config.port });
@@ -106,16 +106,8 @@ export async function start(config: Config, log: Logger = pino({ level: config.l
       if (server) await server.close();
       if (transport) await transport.close();
       if (worker) await worker.close();
-      if (engine) {
-        // Cancelled sequences leave at the next step boundary: let the step in flight finish before the session goes.
-        const until = Date.now() + 5000;
-        for (;;) {
-          const h = await engine.health();
-          if ((h.activeSequences === 0 && h.waitingSequences === 0) || Date.now() > until) break;
-          await new Promise((r) => setTimeout(r, 10));
-        }
-        await engine.close();
-      }
+      // close() cancels what is left and waits for the step in flight before the session goes.
+      if (engine) await engine.close();
     })());
   return { config, server, url, engine, transport, worker, stop };
 }

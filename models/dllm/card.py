@@ -388,7 +388,7 @@ def render(spec: dict, run: dict, corpus: dict, corpus_dir: str, model_dir: str,
         f"- Files ({folder_size_mb(model_dir, spec):.1f} MB in all): "
         + ", ".join(f"`{f}` ({os.path.getsize(os.path.join(model_dir, f)) / 1e6:.2f} MB)"
                     for f in quality.model_files(model_dir, spec))
-        + f"; sampling head of design.md §3 with top-K = {spec['topk']}; format `{spec.get('format')}`",
+        + f"; sampling head of docs/design.md §3 with top-K = {spec['topk']}; format `{spec.get('format')}`",
         f"- Generation defaults (`dllm.json`): {json.dumps(spec['generation_defaults'])}",
         "",
     ]

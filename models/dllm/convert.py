@@ -1,4 +1,4 @@
-"""Hugging Face LLaDA checkpoint folder -> dllm-serve model folder (design.md §2).
+"""Hugging Face LLaDA checkpoint folder -> dllm-serve model folder (docs/design.md §2).
 
 Reads config.json, the *.safetensors weights (one file or sharded with model.safetensors.index.json),
 tokenizer.json and tokenizer_config.json (chat template, special tokens), loads them into our LLaDA module

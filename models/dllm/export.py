@@ -1,4 +1,4 @@
-"""ONNX export of a LLaDA model with the sampling head (design.md §3).
+"""ONNX export of a LLaDA model with the sampling head (docs/design.md §3).
 
 Full logits [N, L, V] never leave the graph: the graph gathers the wanted positions, applies classifier-free
 guidance over the whole vocabulary, and returns the top-K logits and ids, the softmax normaliser and the entropy.
@@ -297,7 +297,7 @@ DEFAULT_GENERATION = {"max_tokens": 64, "steps": 64, "block_length": 8, "remaski
 def dllm_json(model: LLaDA, k: int, name: str, fp16: bool, chat_template: str | None = LLADA_CHAT_TEMPLATE,
               eos_token_ids: tuple[int, ...] = (EOS, EOT), pad_token_id: int = PAD, bos_token_id: int | None = BOS,
               mask_token_id: int = MASK, generation_defaults: dict | None = None) -> dict:
-    """The model folder's dllm.json (design.md §2; format 2 adds `cached` and `weights`, docs/models.md).
+    """The model folder's dllm.json (docs/design.md §2; format 2 adds `cached` and `weights`, docs/models.md).
     generation_defaults update DEFAULT_GENERATION (what a request leaves out). A block diffusion model's block size
     is also its block_length: it cannot decode in other blocks than it was trained with."""
     block_size = model.config.block_size

@@ -9,7 +9,7 @@ block and causal across blocks (`attention_bias`), decided from position ids so 
 batches all follow one rule (docs/models.md).
 
 Padding: rows are left-padded. Padding keys get no attention weight and position ids are derived from the
-attention mask (first real token = position 0), so a padded row computes what it computes alone (design.md §3).
+attention mask (first real token = position 0), so a padded row computes what it computes alone (docs/design.md §3).
 
 Shapes in comments: N batch, L sequence, D d_model, H heads, Hk kv heads, Dh head dim, F MLP hidden, V vocab.
 """

@@ -1,4 +1,4 @@
-"""Reference sampler of a masked diffusion language model (design.md §4), in PyTorch + NumPy.
+"""Reference sampler of a masked diffusion language model (docs/design.md §4), in PyTorch + NumPy.
 
 The TypeScript engine (src/engine/{rng,sampler,sequence}.ts) must reproduce it token for token; this module mirrors
 it function for function and produces the golden vectors that test/engine/golden.test.ts checks. Semantics follow
@@ -94,6 +94,7 @@ class Params:
     seed: int | None = None
     cache: str = "none"  # key/value cache mode (Fast-dLLM): none | prefix | dual
     ignore_eos: bool = False  # vLLM's ignore_eos: end-of-text does not end the sequence (benchmarks)
+    min_tokens: int = 0  # vLLM's min_tokens, adapted: no end-of-text is chosen at generated positions below it
 
     def to_ts(self) -> dict:
         """The SamplingParams object of the TypeScript engine."""
@@ -101,7 +102,8 @@ class Params:
                 "remasking": self.remasking, "threshold": self.threshold, "factor": self.factor,
                 "temperature": self.temperature, "topP": self.top_p, "topK": self.top_k, "cfgScale": self.cfg_scale,
                 "seed": self.seed, "stop": [], "logprobs": None, "cache": self.cache,
-                **({"ignoreEos": True} if self.ignore_eos else {})}
+                **({"ignoreEos": True} if self.ignore_eos else {}),
+                **({"minTokens": self.min_tokens} if self.min_tokens else {})}
 
 
 @dataclass
@@ -129,14 +131,16 @@ def candidate_count(logits: np.ndarray, p: Params) -> int:
     return count
 
 
-def choose_token(logits: np.ndarray, ids: np.ndarray, lse: float, p: Params, mask_id: int, rng: CounterRng | None):
+def choose_token(logits: np.ndarray, ids: np.ndarray, lse: float, p: Params, mask_id: int, rng: CounterRng | None,
+                 banned: frozenset[int] = frozenset()):
     """(token id, rank among the K, logprob, margin): greedy, or Gumbel-max argmax l - T·log(-log u) in float64.
 
     margin (not in the TypeScript engine): how far the winner is ahead of the runner-up, to tell the golden test which
-    decisions float32 rounding differences between PyTorch and ONNX Runtime could flip.
+    decisions float32 rounding differences between PyTorch and ONNX Runtime could flip. The mask token and `banned`
+    (end-of-text before min_tokens) are never chosen.
     """
     k = len(logits)
-    allowed = [i for i in range(k) if int(ids[i]) != mask_id]
+    allowed = [i for i in range(k) if int(ids[i]) != mask_id and int(ids[i]) not in banned]
     rank = allowed[0] if allowed else k - 1
     values = {i: float(logits[i]) for i in allowed}
     if p.temperature > 0:
@@ -145,7 +149,7 @@ def choose_token(logits: np.ndarray, ids: np.ndarray, lse: float, p: Params, mas
         best = -math.inf
         values = {}
         for i in range(k):
-            if i >= count or int(ids[i]) == mask_id:
+            if i >= count or int(ids[i]) == mask_id or int(ids[i]) in banned:
                 continue
             score = float(logits[i]) - p.temperature * math.log(-math.log(float(uniforms[i])))
             values[i] = score
@@ -308,9 +312,11 @@ class Sequence:
     def apply_step(self, head: Head, row: int, positions: list[int]) -> list[tuple[int, int, float]]:
         p = self.params
         choices, scores = [], []
+        no_eos = frozenset(self.eos)
         for j in range(len(positions)):
+            banned = no_eos if positions[j] - self.gen_start < p.min_tokens else frozenset()
             choices.append(choose_token(head.topk_logits[row, j], head.topk_ids[row, j], head.logsumexp[row, j], p,
-                                        self.mask_id, self.rng if p.temperature > 0 else None))
+                                        self.mask_id, self.rng if p.temperature > 0 else None, banned))
         for j in range(len(positions)):
             uniform = self.rng.next() if p.remasking == "random" else 0.0
             scores.append(confidence_score(p.remasking, head.topk_logits[row, j], head.logsumexp[row, j],

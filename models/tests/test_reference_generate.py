@@ -82,6 +82,19 @@ def test_end_of_text_stops_early_and_infill_keeps_suffix():
     assert seq.canvas[-2:] == [40, 41]
 
 
+def test_min_tokens_holds_end_of_text_off_and_ignore_eos_decodes_every_position():
+    # The same rules as the TypeScript engine (test/engine/request_fields.test.ts, same stub graph shape).
+    sampler = stub_sampler(eos_at=9)
+    seq = sampler.new_sequence([20, 21], ref.Params(max_tokens=32, steps=32, block_length=8, min_tokens=12))
+    sampler.generate([seq])
+    assert seq.end == ("stop", 12)
+    assert not any(t in (1, 5) for t in seq.generated()[:12])
+    seq = sampler.new_sequence([20, 21], ref.Params(max_tokens=16, steps=16, block_length=8, ignore_eos=True))
+    sampler.generate([seq])
+    assert seq.end == ("length", 16)
+    assert seq.generated()[6:] == [1] * 10
+
+
 def test_batching_does_not_change_greedy_results():
     sampler = ref.ReferenceSampler(tiny_model(), SPEC)
     prompts = [[20], [21, 22, 23, 24, 25, 26, 27], [30, 31, 32]]

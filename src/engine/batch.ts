@@ -1,4 +1,4 @@
-// One graph run's inputs from many sequences (design.md §3): left-padded canvases with their attention mask, the
+// One graph run's inputs from many sequences (docs/design.md §3): left-padded canvases with their attention mask, the
 // wanted positions per row, and guidance pairs (a conditional row and its unconditional partner in the same batch).
 
 import type { Sequence } from './sequence.js';

@@ -1,4 +1,4 @@
-// The text side of one choice: which text is stable (design.md §5: the longest mask-free prefix of the completion,
+// The text side of one choice: which text is stable (docs/design.md §5: the longest mask-free prefix of the completion,
 // minus what was already sent), stop strings, the final text, and OpenAI-style logprobs with text offsets.
 
 import type { TextTokenizer } from './model_folder.js';

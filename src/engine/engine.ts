@@ -33,7 +33,7 @@ import {
   type GenerateRequest,
   type StepEvent,
 } from './types.js';
-import { validateRequest } from './validation.js';
+import { promptPrefix, validateRequest } from './validation.js';
 
 export interface EngineOptions {
   /** The graph's precision, reported by health(). */
@@ -141,7 +141,7 @@ export class DiffusionEngine implements EngineClient {
     }
     if (this.requests.has(request.id)) throw new EngineError('invalid_request', `request id ${request.id} is already running`, 'id');
     const active = new ActiveRequest(request);
-    const prefix = this.spec.bosTokenId === null ? request.promptTokenIds : [this.spec.bosTokenId, ...request.promptTokenIds];
+    const prefix = promptPrefix(request, this.spec.bosTokenId);
     const seed = request.params.seed ?? randomSeed();
     for (let index = 0; index < request.n; index++) {
       const sequence = new Sequence({
@@ -375,6 +375,7 @@ export class DiffusionEngine implements EngineClient {
       const generated = sequence.generated();
       event.canvas = generated.map((t) => (t === this.spec.maskTokenId ? null : t));
       event.draft = text.draft(generated, this.spec.maskTokenId);
+      event.provisional = [...sequence.provisional].map(([position, tokenId]) => ({ position, tokenId, text: this.tokenizer.decode([tokenId]) }));
     }
     owner.channel.push(event);
     if (sequence.end !== null || choice.stoppedText !== null) this.finish(choice);
@@ -401,7 +402,7 @@ export class DiffusionEngine implements EngineClient {
     owner.finishedChoices++;
     if (owner.finishedChoices === owner.choices.length) {
       const { request } = owner;
-      const promptTokens = request.promptTokenIds.length + request.suffixTokenIds.length + (this.spec.bosTokenId === null ? 0 : 1);
+      const promptTokens = promptPrefix(request, this.spec.bosTokenId).length + request.suffixTokenIds.length;
       owner.channel.push({
         type: 'done',
         usage: { promptTokens, completionTokens: owner.completionTokens, totalTokens: promptTokens + owner.completionTokens },

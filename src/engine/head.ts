@@ -1,4 +1,4 @@
-// What one run of the graph returns (design.md §3), reshaped for the sampler: the sampling head's outputs for
+// What one run of the graph returns (docs/design.md §3), reshaped for the sampler: the sampling head's outputs for
 // N rows × P wanted positions × the K best tokens. Full logits never leave the graph.
 
 export interface HeadOutputs {

@@ -1,4 +1,4 @@
-// A model folder (design.md §2): dllm.json validated field by field, the Hugging Face tokenizer, the chat template.
+// A model folder (docs/design.md §2): dllm.json validated field by field, the Hugging Face tokenizer, the chat template.
 // Loads no ONNX Runtime, so an API process that only tokenizes and validates (Redis mode) can use it alone.
 
 import { readFile, stat } from 'node:fs/promises';

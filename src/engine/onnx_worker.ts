@@ -1,5 +1,5 @@
 // Worker thread owning the ONNX Runtime session: in onnxruntime-node 1.30 session.run blocks its thread for the whole
-// run (design.md §7), so it must not run on the event loop of the server.
+// run (docs/design.md §7), so it must not run on the event loop of the server.
 
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';

@@ -1,4 +1,4 @@
-// Per-position token choice and per-step commit selection of a masked diffusion sampler (design.md §4).
+// Per-position token choice and per-step commit selection of a masked diffusion sampler (docs/design.md §4).
 //
 // Follows LLaDA's generate() (Nie et al., "Large Language Diffusion Models", 2025; GitHub ML-GSAI/LLaDA generate.py):
 // Gumbel-max sampling in float64, the linear commit schedule, low_confidence / random remasking; Dream's
@@ -26,6 +26,8 @@ export interface ChoiceParams {
   topP: number;
   /** Never chosen: committing the mask token would leave the position masked. */
   maskTokenId: number;
+  /** Never chosen either: end-of-text before min_tokens (vLLM's min_tokens, docs/design.md §4). */
+  banned?: ReadonlySet<number>;
 }
 
 /**
@@ -60,19 +62,20 @@ export function candidateCount(slot: HeadSlot, params: ChoiceParams): number {
  * Gumbel-max in float64 as LLaDA's add_gumbel_noise: argmax exp(l) / (-log u)^T, computed in log space as
  * argmax l - T·log(-log u), which draws from softmax(l / T) restricted to the allowed candidates. Exactly K
  * uniforms are drawn per position whatever the candidate count, so the RNG stream does not depend on top_p.
- * The mask token is never chosen (the next best candidate is).
+ * The mask token and `banned` tokens are never chosen (the next best candidate is).
  */
 export function chooseToken(slot: HeadSlot, params: ChoiceParams, rng: CounterRng | null): TokenChoice {
   const { topkLogits, topkIds, logsumexp, k } = slot.outputs;
+  const excluded = (id: number) => id === params.maskTokenId || params.banned?.has(id) === true;
   let rank = 0;
-  while (rank < k - 1 && topkIds[slot.offset + rank] === params.maskTokenId) rank++;
+  while (rank < k - 1 && excluded(topkIds[slot.offset + rank])) rank++;
   if (params.temperature > 0) {
     if (rng === null) throw new Error('temperature sampling needs an RNG');
     const count = candidateCount(slot, params);
     let best = -Infinity;
     for (let i = 0; i < k; i++) {
       const u = rng.next();
-      if (i >= count || topkIds[slot.offset + i] === params.maskTokenId) continue;
+      if (i >= count || excluded(topkIds[slot.offset + i])) continue;
       const score = topkLogits[slot.offset + i] - params.temperature * Math.log(-Math.log(u));
       if (score > best) {
         best = score;

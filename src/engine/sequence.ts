@@ -1,4 +1,4 @@
-// One choice of one request as a masked diffusion canvas, advanced one denoising step at a time (design.md §4).
+// One choice of one request as a masked diffusion canvas, advanced one denoising step at a time (docs/design.md §4).
 //
 // Canvas = [BOS] prompt, gen_length mask tokens, infill suffix. The generated span is cut into blocks decoded left
 // to right (LLaDA's semi-autoregressive remasking); a step commits some masked positions of the current block only.
@@ -82,6 +82,11 @@ export class Sequence {
   stepInBlock = 0;
   steps = 0;
   end: SequenceEnd | null = null;
+  /**
+   * The last step's choice at each position of the current block it left masked (generated-span index → token id):
+   * the provisional draft of docs/design.md §5 (empty when the step finished its block).
+   */
+  provisional: Map<number, number> = new Map();
   /** Per generated position, the logprobs recorded when it was committed (when params.logprobs is set). */
   readonly logprobs: (TokenLogprob | null)[];
   private readonly maskTokenId: number;
@@ -105,10 +110,6 @@ export class Sequence {
     this.canvas = [...init.prefix, ...new Array<number>(this.genLength).fill(init.maskTokenId), ...init.suffix];
     this.logprobs = new Array<TokenLogprob | null>(this.genLength).fill(null);
     this.schedule = this.blockSchedule();
-  }
-
-  get finished(): boolean {
-    return this.end !== null;
   }
 
   /**
@@ -167,7 +168,7 @@ export class Sequence {
     const limit = Math.min(this.params.maxTokens, this.genLength);
     for (let i = 0; i < limit; i++) {
       const token = this.canvas[this.genStart + i];
-      if (token === this.maskTokenId || this.eos.has(token)) break;
+      if (token === this.maskTokenId || (this.eos.has(token) && this.params.ignoreEos !== true)) break;
       out.push(token);
     }
     return out;
@@ -187,7 +188,12 @@ export class Sequence {
     if (this.end !== null) throw new Error('applyStep on a finished sequence');
     const { params } = this;
     const choiceParams = { ...params, maskTokenId: this.maskTokenId };
-    const choices: TokenChoice[] = positions.map((_, p) => chooseToken(headSlot(head, row, p), choiceParams, this.rng));
+    // min_tokens: no end-of-text before that position of the generated span.
+    const noEos = { ...choiceParams, banned: this.eos };
+    const minTokens = params.minTokens ?? 0;
+    const choices: TokenChoice[] = positions.map((at, p) =>
+      chooseToken(headSlot(head, row, p), at - this.genStart < minTokens ? noEos : choiceParams, this.rng),
+    );
     const scores = positions.map((_, p) =>
       confidenceScore(params.remasking, headSlot(head, row, p), choices[p], params.remasking === 'random' ? this.rng.next() : 0),
     );
@@ -200,6 +206,10 @@ export class Sequence {
       if (params.logprobs !== null) this.logprobs[position] = this.recordLogprobs(head, row, p, choice);
     }
     commits.sort((a, b) => a.position - b.position);
+    this.provisional = new Map();
+    positions.forEach((at, p) => {
+      if (this.canvas[at] === this.maskTokenId) this.provisional.set(at - this.genStart, choices[p].tokenId);
+    });
     this.steps++;
     this.stepInBlock++;
     if (this.wantedPositions().length === 0) {
@@ -222,7 +232,7 @@ export class Sequence {
   }
 
   /**
-   * Ends (design.md §4): an end-of-text token committed with every position before it committed ends the sequence
+   * Ends (docs/design.md §4): an end-of-text token committed with every position before it committed ends the sequence
    * (`stop`; what follows counts as end-of-text); the first max_tokens positions all committed without one ends it
    * (`length`). Both equal running every block and truncating, since committed tokens never change.
    */

@@ -1,8 +1,8 @@
 // The narrow interface between the serving layer (HTTP, queue) and the diffusion engine.
 // Shaped after vLLM's EngineClient: generate() is an async iterable of events, abort(id), health().
-// Every event is plain JSON so that it can cross a Redis Stream unchanged (design.md §6).
+// Every event is plain JSON so that it can cross a Redis Stream unchanged (docs/design.md §6).
 
-/** Which masked positions a step commits first (design.md §4). */
+/** Which masked positions a step commits first (docs/design.md §4). */
 export type RemaskingRule = 'low_confidence' | 'random' | 'margin' | 'entropy';
 
 export type FinishReason = 'stop' | 'length';
@@ -44,15 +44,19 @@ export interface SamplingParams {
   logprobs: number | null;
   /** Key/value cache mode; absent = the engine's default (KV_CACHE). */
   cache?: CacheMode;
-  /** vLLM's ignore_eos: an end-of-text token does not end the choice (benchmarks decode every position); not in the API. */
+  /** vLLM's ignore_eos: an end-of-text token does not end the choice; every position is decoded (benchmarks). */
   ignoreEos?: boolean;
+  /** vLLM's min_tokens, adapted: no end-of-text is chosen at generated positions below it; absent = 0. */
+  minTokens?: number;
 }
 
 export interface GenerateRequest {
   /** Unique id (the completion id); abort(id) cancels every choice of it. */
   id: string;
-  /** Prompt token ids without BOS; the engine prepends the model's bos_token_id when it has one. */
+  /** Prompt token ids; the engine prepends the model's bos_token_id when it has one, unless verbatimPrompt. */
   promptTokenIds: number[];
+  /** The prompt was given as token ids: used as sent, no BOS added (vLLM's behaviour). */
+  verbatimPrompt?: boolean;
   /** Infill: token ids placed after the masked span. */
   suffixTokenIds: number[];
   params: SamplingParams;
@@ -86,6 +90,18 @@ export interface StepEvent {
   canvas?: (number | null)[];
   /** When includeCanvas: the current draft as text, masked positions rendered as MASK_PLACEHOLDER. */
   draft?: string;
+  /**
+   * When includeCanvas: the model's current guess at each still-masked position of the block being decoded, not
+   * committed and free to change at the next step (docs/design.md §5).
+   */
+  provisional?: ProvisionalToken[];
+}
+
+/** A guess at a masked position: what the step chose there but did not commit. */
+export interface ProvisionalToken {
+  position: number;
+  tokenId: number;
+  text: string;
 }
 
 export interface TokenLogprobs {
@@ -173,6 +189,8 @@ export type EngineErrorCode =
   | 'context_length_exceeded'
   | 'cancelled'
   | 'overloaded'
+  /** A transport cannot reach a worker or its queue (503: the client retries). */
+  | 'unavailable'
   | 'internal';
 
 export class EngineError extends Error {

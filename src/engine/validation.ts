@@ -13,6 +13,15 @@ export const MAX_LOGPROBS = 5;
 export const MAX_CHOICES = 16;
 /** Most stop strings per request (OpenAI's limit). */
 export const MAX_STOP_STRINGS = 4;
+/** Highest sampling temperature (the API schema states the same limits: src/schemas/common.ts). */
+export const MAX_TEMPERATURE = 100;
+/** Highest classifier-free guidance scale. */
+export const MAX_CFG_SCALE = 100;
+
+/** The canvas's prefix: the prompt, after the model's BOS unless the prompt was given as token ids (verbatimPrompt). */
+export function promptPrefix(request: Pick<GenerateRequest, 'promptTokenIds' | 'verbatimPrompt'>, bosTokenId: number | null): number[] {
+  return bosTokenId === null || request.verbatimPrompt === true ? request.promptTokenIds : [bosTokenId, ...request.promptTokenIds];
+}
 
 function invalid(param: string, message: string): never {
   throw new EngineError('invalid_request', message, param);
@@ -59,16 +68,17 @@ export function validateSamplingParams(spec: ModelSpec, p: SamplingParams): void
   }
   if (p.threshold !== null) checkNumber(p.threshold, 'threshold', 0, 1, true);
   if (p.factor !== null) checkNumber(p.factor, 'factor', 0, Number.MAX_VALUE, true);
-  checkNumber(p.temperature, 'temperature', 0, 100);
+  checkNumber(p.temperature, 'temperature', 0, MAX_TEMPERATURE);
   checkNumber(p.topP, 'top_p', 0, 1, true);
   checkInt(p.topK, 'top_k', 0, spec.topk);
-  checkNumber(p.cfgScale, 'cfg_scale', 0, 100);
+  checkNumber(p.cfgScale, 'cfg_scale', 0, MAX_CFG_SCALE);
   if (p.seed !== null) checkInt(p.seed, 'seed', 0, MAX_SEED);
   if (!Array.isArray(p.stop) || p.stop.length > MAX_STOP_STRINGS || !p.stop.every((s) => typeof s === 'string' && s.length > 0)) {
     invalid('stop', `stop must be at most ${MAX_STOP_STRINGS} non-empty strings`);
   }
   if (p.logprobs !== null) checkInt(p.logprobs, 'logprobs', 0, Math.min(MAX_LOGPROBS, spec.topk));
   if (p.ignoreEos !== undefined && typeof p.ignoreEos !== 'boolean') invalid('ignore_eos', 'ignore_eos must be a boolean');
+  if (p.minTokens !== undefined) checkInt(p.minTokens, 'min_tokens', 0, p.maxTokens);
   if (p.cache !== undefined) {
     if (!CACHE_MODES.includes(p.cache)) invalid('cache', `cache must be one of ${CACHE_MODES.join(', ')}, got ${JSON.stringify(p.cache)}`);
     if (p.cache !== 'none' && spec.cached === null) {
@@ -102,7 +112,7 @@ export function validateRequest(spec: ModelSpec, request: GenerateRequest): void
   if (spec.blockSize !== null && request.suffixTokenIds.length > 0) {
     invalid('suffix', 'suffix (infilling) is not supported by block diffusion models: they decode left to right');
   }
-  const prompt = request.promptTokenIds.length + (spec.bosTokenId === null ? 0 : 1);
+  const prompt = promptPrefix(request, spec.bosTokenId).length;
   const starts = blockStarts(prompt, p.maxTokens, p.blockLength, spec.blockSize);
   const genLength = starts[starts.length - 1] - prompt;
   const total = prompt + genLength + request.suffixTokenIds.length;
@@ -113,7 +123,8 @@ export function validateRequest(spec: ModelSpec, request: GenerateRequest): void
         `(${prompt} in the prompt, ${genLength} for the completion: max_tokens ${p.maxTokens} rounded up to ` +
         `${spec.blockSize === null ? `whole blocks of ${p.blockLength}` : `the model's next block boundary (blocks of ${spec.blockSize})`}` +
         `${request.suffixTokenIds.length ? `, ${request.suffixTokenIds.length} in the suffix` : ''}). Please reduce the prompt or max_tokens.`,
-      'max_tokens',
+      // A prompt that leaves no room for even one generated position is at fault whatever max_tokens says.
+      prompt + request.suffixTokenIds.length + 1 > spec.maxSequenceLength ? 'prompt' : 'max_tokens',
     );
   }
   validateSamplingParams(spec, request.params);

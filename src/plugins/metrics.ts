@@ -4,12 +4,12 @@ import fp from 'fastify-plugin';
 import client from 'prom-client';
 import type { FastifyInstance } from 'fastify';
 import type { ServingObserver } from '../serving/observe.js';
-import type { Transport } from '../queue/transport.js';
+import type { Transport } from '../transports/transport.js';
 import type { KvCacheHealth } from '../engine/types.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
-    metrics: { registry: client.Registry; observer: ServingObserver; countRequest(method: string, route: string, status: number): void };
+    metrics: { registry: client.Registry; observer: ServingObserver };
   }
 }
 
@@ -105,11 +105,8 @@ export default fp(
         if (completionTokens > 0) tokens.inc({ endpoint }, completionTokens);
       },
     };
-    app.decorate('metrics', {
-      registry,
-      observer,
-      countRequest: (method: string, route: string, status: number) => requests.inc({ method, route, status: String(status) }),
-    });
+    app.decorate('metrics', { registry, observer });
+    // Every response once, streamed (hijacked) ones included: Fastify runs onResponse when the socket response ends.
     app.addHook('onResponse', async (req, reply) => {
       requests.inc({ method: req.method, route: req.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
     });

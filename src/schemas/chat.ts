@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox';
-import { DiffusionParams, FinishReason, Nullable, Stop, StreamOptions, Usage, completionObject, errorResponses } from './common.js';
+import { DiffusionParams, FinishReason, LogprobsLimit, Nullable, SamplingFields, Usage, completionObject, errorResponses } from './common.js';
 
 const TextPart = Type.Object({ type: Type.Literal('text'), text: Type.String() });
 
@@ -13,30 +13,19 @@ export const ChatRequest = Type.Object(
   {
     model: Type.String(),
     messages: Type.Array(ChatMessage, { minItems: 1 }),
-    max_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
     max_completion_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
-    temperature: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 2 }))),
-    top_p: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0, maximum: 1 }))),
-    n: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 16 }))),
-    stream: Type.Optional(Nullable(Type.Boolean())),
-    stream_options: StreamOptions,
-    stop: Stop,
-    seed: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 9007199254740991 }))),
     logprobs: Type.Optional(Nullable(Type.Boolean())),
-    top_logprobs: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 5 }))),
-    user: Type.Optional(Type.String()),
+    top_logprobs: Type.Optional(Nullable(Type.Integer(LogprobsLimit))),
     diffusing: Type.Optional(
       Type.Boolean({ description: "Inception Mercury convention: each chunk's delta.content is the whole current draft (replace, not append)." }),
     ),
-    frequency_penalty: Type.Optional(Nullable(Type.Number({ description: 'Not supported: only 0.' }))),
-    presence_penalty: Type.Optional(Nullable(Type.Number({ description: 'Not supported: only 0.' }))),
-    logit_bias: Type.Optional(Nullable(Type.Record(Type.String(), Type.Number(), { description: 'Not supported: only empty.' }))),
     response_format: Type.Optional(Nullable(Type.Object({ type: Type.String() }, { description: "Only {type: 'text'}." }))),
     tools: Type.Optional(Nullable(Type.Array(Type.Unknown(), { description: 'Not supported: only empty.' }))),
     tool_choice: Type.Optional(Nullable(Type.Unknown({ description: "Not supported: only 'none'." }))),
     parallel_tool_calls: Type.Optional(Nullable(Type.Boolean())),
     store: Type.Optional(Nullable(Type.Boolean({ description: 'Not supported: only false.' }))),
     service_tier: Type.Optional(Nullable(Type.String({ description: "Only 'auto' or 'default'." }))),
+    ...SamplingFields,
     ...DiffusionParams,
   },
   { additionalProperties: false },

@@ -1,4 +1,10 @@
 import { Type, type TSchema } from 'typebox';
+import { CACHE_MODES } from '../engine/types.js';
+import { MAX_SEED } from '../engine/rng.js';
+import { MAX_CFG_SCALE, MAX_CHOICES, MAX_LOGPROBS, MAX_STOP_STRINGS, MAX_TEMPERATURE } from '../engine/validation.js';
+
+// Numeric limits are the engine's (engine/validation.ts): the schema refuses early what the engine would refuse,
+// with the same bounds. Limits that depend on the model (max_tokens, top_k) are checked by the engine alone.
 
 export const ErrorResponse = Type.Object(
   {
@@ -60,6 +66,39 @@ export function completionObject<O extends string, C extends TSchema, U extends 
   );
 }
 
+/** Fields of OpenAI's sampling parameters that both generation requests share. */
+export const SamplingFields = {
+  max_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+  temperature: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: MAX_TEMPERATURE }))),
+  top_p: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0, maximum: 1 }))),
+  n: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: MAX_CHOICES }))),
+  stream: Type.Optional(Nullable(Type.Boolean())),
+  stream_options: Type.Optional(Nullable(Type.Object({ include_usage: Type.Optional(Type.Boolean()) }, { additionalProperties: false }))),
+  stop: Type.Optional(
+    Nullable(
+      Type.Union([Type.String(), Type.Array(Type.String(), { maxItems: MAX_STOP_STRINGS })], { description: `Up to ${MAX_STOP_STRINGS} stop strings.` }),
+    ),
+  ),
+  seed: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: MAX_SEED }))),
+  user: Type.Optional(Type.String()),
+  frequency_penalty: Type.Optional(Nullable(Type.Number({ description: 'Not supported: only 0.' }))),
+  presence_penalty: Type.Optional(Nullable(Type.Number({ description: 'Not supported: only 0.' }))),
+  logit_bias: Type.Optional(Nullable(Type.Record(Type.String(), Type.Number(), { description: 'Not supported: only empty.' }))),
+  ignore_eos: Type.Optional(
+    Type.Boolean({
+      description:
+        "vLLM's ignore_eos: an end-of-text does not end the choice; every one of the max_tokens positions is decoded, as LLaDA's generate() does (fixed-length outputs for benchmarks). The text decodes the whole span, end-of-text tokens included as their text.",
+    }),
+  ),
+  min_tokens: Type.Optional(
+    Type.Integer({
+      minimum: 0,
+      description:
+        "vLLM's min_tokens, adapted to diffusion: no end-of-text is chosen at the first min_tokens positions of the generated span (at most max_tokens), so the completion has at least that many tokens unless a stop string cuts it.",
+    }),
+  ),
+};
+
 /** Diffusion parameters, at top level like vLLM's extra sampling parameters. */
 export const DiffusionParams = {
   steps: Type.Optional(
@@ -78,26 +117,27 @@ export const DiffusionParams = {
     Nullable(Type.Number({ exclusiveMinimum: 0, maximum: 1, description: 'Parallel decoding (Fast-dLLM): commit every position with confidence >= threshold.' })),
   ),
   factor: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0, description: "Fast-dLLM's factor rule for parallel decoding." }))),
-  cfg_scale: Type.Optional(Type.Number({ minimum: 0, maximum: 100, description: 'Classifier-free guidance scale; 0 = none.' })),
+  cfg_scale: Type.Optional(Type.Number({ minimum: 0, maximum: MAX_CFG_SCALE, description: 'Classifier-free guidance scale; 0 = none.' })),
   top_k: Type.Optional(Type.Integer({ minimum: 0, description: "Sample among the k most likely tokens (0 = off; at most the model head's K)." })),
   include_canvas: Type.Optional(
-    Type.Boolean({ description: 'Streaming: put the whole generated span (token ids, null where masked) and its draft text on every step chunk.' }),
+    Type.Boolean({
+      description:
+        'Streaming: put the whole generated span (token ids, null where masked), its draft text and the provisional tokens (the current guess at each masked position of the block being decoded) on every step chunk.',
+    }),
   ),
   cache: Type.Optional(
-    Type.Union([Type.Literal('none'), Type.Literal('prefix'), Type.Literal('dual')], {
-      description:
-        "Key/value cache (Fast-dLLM): none runs the whole canvas every step; prefix and dual refresh it with a full pass at each block start, then run the block and what follows it (prefix) or the block alone (dual). Approximations; default: the server's KV_CACHE.",
-    }),
+    Type.Union(
+      CACHE_MODES.map((m) => Type.Literal(m)),
+      {
+        description:
+          "Key/value cache (Fast-dLLM): none runs the whole canvas every step; prefix and dual refresh it with a full pass at each block start, then run the block and what follows it (prefix) or the block alone (dual). Approximations; default: the server's KV_CACHE.",
+      },
+    ),
   ),
 };
 
-export const StreamOptions = Type.Optional(
-  Nullable(Type.Object({ include_usage: Type.Optional(Type.Boolean()) }, { additionalProperties: false })),
-);
-
-export const Stop = Type.Optional(
-  Nullable(Type.Union([Type.String(), Type.Array(Type.String(), { maxItems: 4 })], { description: 'Up to 4 stop strings.' })),
-);
+/** Most alternatives per token a completion's logprobs may ask for. */
+export const LogprobsLimit = { minimum: 0, maximum: MAX_LOGPROBS };
 
 /** The per-step streaming extension placed on each choice of a chunk (named once: `diffusion`). */
 export const DiffusionStep = Type.Object(
@@ -114,6 +154,19 @@ export const DiffusionStep = Type.Object(
     ),
     canvas: Type.Optional(Type.Array(Nullable(Type.Integer()), { description: 'include_canvas: token per position, null = masked' })),
     draft: Type.Optional(Type.String({ description: 'include_canvas: current draft, masked positions as U+2591' })),
+    provisional: Type.Optional(
+      Type.Array(
+        Type.Object({
+          position: Type.Integer({ description: 'Index in the generated span; still masked' }),
+          token_id: Type.Integer(),
+          text: Type.String(),
+        }),
+        {
+          description:
+            "include_canvas: the model's current guess at each still-masked position of the block being decoded. Provisional: not committed, may change at the next step, never part of the text (docs/design.md §5).",
+        },
+      ),
+    ),
   },
   { $id: 'DiffusionStep', description: 'One denoising step, on each choice of a streamed chunk as `diffusion`.' },
 );

@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox';
-import { DiffusionParams, FinishReason, Nullable, Stop, StreamOptions, Usage, completionObject, errorResponses } from './common.js';
+import { DiffusionParams, FinishReason, LogprobsLimit, Nullable, SamplingFields, Usage, completionObject, errorResponses } from './common.js';
 
 export const CompletionRequest = Type.Object(
   {
@@ -11,26 +11,15 @@ export const CompletionRequest = Type.Object(
         Type.Array(Type.Integer({ minimum: 0 }), { minItems: 1 }),
         Type.Array(Type.Array(Type.Integer({ minimum: 0 }), { minItems: 1 }), { minItems: 1 }),
       ],
-      { description: 'A string, strings, token ids, or arrays of token ids. Several prompts give n choices each.' },
+      { description: "A string, strings, token ids, or arrays of token ids. Several prompts give n choices each. Text is tokenized after the model's BOS; token ids are used verbatim, no BOS added (vLLM's behaviour)." },
     ),
     suffix: Type.Optional(
       Nullable(Type.String({ description: 'Infill: the masked span sits between prompt and suffix, decoded with both in view.' })),
     ),
-    max_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
-    temperature: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 2 }))),
-    top_p: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0, maximum: 1 }))),
-    n: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 16 }))),
-    stream: Type.Optional(Nullable(Type.Boolean())),
-    stream_options: StreamOptions,
-    stop: Stop,
-    seed: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 9007199254740991 }))),
     echo: Type.Optional(Nullable(Type.Boolean())),
-    logprobs: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 5 }))),
-    user: Type.Optional(Type.String()),
+    logprobs: Type.Optional(Nullable(Type.Integer(LogprobsLimit))),
     best_of: Type.Optional(Nullable(Type.Integer({ minimum: 1, description: 'Not supported: only null, 1 or n.' }))),
-    frequency_penalty: Type.Optional(Nullable(Type.Number({ description: 'Not supported: only 0.' }))),
-    presence_penalty: Type.Optional(Nullable(Type.Number({ description: 'Not supported: only 0.' }))),
-    logit_bias: Type.Optional(Nullable(Type.Record(Type.String(), Type.Number(), { description: 'Not supported: only empty.' }))),
+    ...SamplingFields,
     ...DiffusionParams,
   },
   { additionalProperties: false },

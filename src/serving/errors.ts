@@ -4,7 +4,7 @@ import { EngineError } from '../engine/types.js';
 
 /**
  * Client-chosen text (field names, model names, paths) as it may appear in an error message or a log line: at most
- * `max` characters, so that a request cannot make either as large as its body (issue 9).
+ * `max` characters, so that a request cannot make either as large as its body (docs/security.md).
  */
 export function clip(text: string, max = 64): string {
   return text.length <= max ? text : `${text.slice(0, max)}…`;
@@ -28,6 +28,11 @@ export class ApiError extends Error {
     this.name = 'ApiError';
   }
 
+  /** The same error about another request field (an engine field name → the endpoint's own). */
+  withParam(param: string): ApiError {
+    return new ApiError(this.status, this.message, this.type, this.code, param, this.retryAfter);
+  }
+
   body(): OpenAIErrorBody {
     return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
   }
@@ -49,9 +54,6 @@ export class ApiError extends Error {
   }
   static notFound(message: string): ApiError {
     return new ApiError(404, message, 'invalid_request_error', 'not_found');
-  }
-  static tooLarge(limit: number): ApiError {
-    return new ApiError(413, `Request body larger than ${limit} bytes`, 'invalid_request_error', 'request_too_large');
   }
   static overloaded(message = 'The server is at capacity: too many requests queued. Retry later.', retryAfter = 1): ApiError {
     return new ApiError(429, message, 'rate_limit_error', 'queue_full', null, retryAfter);
@@ -88,6 +90,8 @@ export function fromEngineError(e: unknown): ApiError {
         return ApiError.contextLength(err.message, err.param ?? null);
       case 'overloaded':
         return ApiError.overloaded(err.message);
+      case 'unavailable':
+        return ApiError.notReady(err.message);
       case 'cancelled':
         return new ApiError(499, 'Request cancelled', 'cancelled', 'cancelled');
       default:

@@ -1,5 +1,5 @@
 // What the serving layer needs to know about the model: its name and limits, the tokenizer, the chat template.
-// The API tokenizes and validates before it enqueues (design.md §6), so it loads the model folder without ONNX.
+// The API tokenizes and validates before it enqueues (docs/design.md §6), so it loads the model folder without ONNX.
 
 import { Template } from '@huggingface/jinja';
 import type { GenerateRequest } from '../engine/types.js';

@@ -1,8 +1,7 @@
 // Runs one API request as one or more engine generations (one per prompt), merged into a single event sequence,
 // with the request time limit and cancellation (client gone) applied.
 
-import type { EngineClient, EngineEvent, FinishEvent, GenerateRequest, Usage } from '../engine/types.js';
-import type { ServingObserver } from './observe.js';
+import type { EngineClient, EngineEvent, GenerateRequest, Usage } from '../engine/types.js';
 import { ApiError, fromEngineError } from './errors.js';
 
 export interface TaggedEvent {
@@ -11,18 +10,13 @@ export interface TaggedEvent {
   event: EngineEvent;
 }
 
-export interface RunObserver {
-  onStep?(part: number): void;
-  onFirstStep?(): void;
-}
-
 export class Run {
   private readonly controller = new AbortController();
   private timer: NodeJS.Timeout | null = null;
   private finished = false;
   /** Why the run stopped early: 'timeout' | 'disconnect' | 'shutdown'. */
   stopReason: string | null = null;
-  /** Usage summed over the generations' done events. */
+  /** Usage summed over the generations' done events: the one place usage is added up. */
   usage: Usage = { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
 
   constructor(
@@ -67,7 +61,14 @@ export class Run {
           throw fromEngineError(winner.err);
         }
         if (winner.res.done) continue;
-        if (winner.res.value.type === 'done') this.usage = addUsage(this.usage, winner.res.value.usage);
+        if (winner.res.value.type === 'done') {
+          const u = winner.res.value.usage;
+          this.usage = {
+            promptTokens: this.usage.promptTokens + u.promptTokens,
+            completionTokens: this.usage.completionTokens + u.completionTokens,
+            totalTokens: this.usage.totalTokens + u.totalTokens,
+          };
+        }
         yield { part: winner.part, event: winner.res.value };
         pull(winner.part);
       }
@@ -88,61 +89,4 @@ export class Run {
     if (this.stopReason === 'shutdown') return ApiError.notReady('the server is shutting down');
     return new ApiError(499, 'Client closed the request', 'cancelled', 'cancelled');
   }
-}
-
-export function addUsage(a: Usage, b: Usage): Usage {
-  return {
-    promptTokens: a.promptTokens + b.promptTokens,
-    completionTokens: a.completionTokens + b.completionTokens,
-    totalTokens: a.totalTokens + b.totalTokens,
-  };
-}
-
-/**
- * The run's events with the first one awaited up front: the caller learns of admission errors (queue full,
- * validation) before it sends anything, so that they become plain HTTP errors rather than stream errors.
- */
-export async function admitted(run: Run): Promise<AsyncGenerator<TaggedEvent>> {
-  const it = run.events();
-  const head = await it.next();
-  return (async function* () {
-    try {
-      if (head.done) return;
-      yield head.value;
-      yield* it;
-    } finally {
-      await it.return(undefined);
-    }
-  })();
-}
-
-/**
- * Drains a non-streamed run: reports steps to the metrics, turns each finished choice into the endpoint's choice
- * object, sums the usage of every generation. Choices come back in index order.
- */
-export async function collectChoices<C extends { index: number }>(
-  run: Run,
-  obs: ServingObserver,
-  endpoint: string,
-  toChoice: (part: number, event: FinishEvent) => C,
-): Promise<{ choices: C[]; usage: Usage }> {
-  const t0 = performance.now();
-  let first = true;
-  const choices: C[] = [];
-  let usage: Usage = { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
-  for await (const { part, event } of run.events()) {
-    if (event.type === 'step') {
-      if (first) {
-        first = false;
-        obs.firstStep(endpoint, (performance.now() - t0) / 1000);
-      }
-      obs.step(endpoint);
-    } else if (event.type === 'finish') {
-      choices.push(toChoice(part, event));
-    } else {
-      usage = addUsage(usage, event.usage);
-    }
-  }
-  choices.sort((a, b) => a.index - b.index);
-  return { choices, usage };
 }

@@ -1,4 +1,4 @@
-// Server-sent events, OpenAI framing (design.md §5): `data: <json>\n\n`, `: ping` comments to keep the connection
+// Server-sent events, OpenAI framing (docs/design.md §5): `data: <json>\n\n`, `: ping` comments to keep the connection
 // alive, an error after the stream has begun as one `data: {"error": ...}` chunk, and `data: [DONE]` last, always.
 
 import type { ServerResponse } from 'node:http';

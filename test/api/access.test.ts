@@ -129,7 +129,7 @@ describe('API keys: every request target form (rate limit high enough not to int
 
   test('targets the router cannot decode: 400 with the OpenAI error object, key or not', async () => {
     for (const target of UNDECODABLE) {
-      for (const headers of [{}, { authorization: `Bearer ${KEY}` }]) {
+      for (const headers of [{}, { authorization: `Bearer ${KEY}` }] as Record<string, string>[]) {
         assertOpenAIError(await send(s.url, { method: 'GET', target }, headers), 400, 'invalid_request_error', target);
       }
     }
@@ -147,7 +147,7 @@ describe('API keys: every request target form (rate limit high enough not to int
     const models = { method: 'GET', target: '/v1/models' };
     const refused = ['Bearer', 'Bearer ', 'Bearer wrong', `Bearer ${KEY}x`, `Bearer ${KEY.slice(0, -1)}`, `Bearer${KEY}`, `Basic ${Buffer.from(KEY).toString('base64')}`, KEY, `Token ${KEY}`];
     for (const authorization of refused) assertOpenAIError(await send(s.url, models, { authorization }), 401, 'authentication_error', authorization);
-    for (const headers of [{ 'x-api-key': KEY }, { cookie: `api_key=${KEY}` }]) {
+    for (const headers of [{ 'x-api-key': KEY }, { cookie: `api_key=${KEY}` }] as Record<string, string>[]) {
       assertOpenAIError(await send(s.url, models, headers), 401, 'authentication_error', JSON.stringify(headers));
     }
     assertOpenAIError(await send(s.url, { method: 'GET', target: `/v1/models?api_key=${KEY}` }), 401, 'authentication_error', 'key in the query');

@@ -9,7 +9,9 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import Ajv2019 from 'ajv/dist/2019.js';
+// Ajv's CommonJS default export seen from an ES module: the class is the module's `default`.
+import Ajv2019Module from 'ajv/dist/2019.js';
+const Ajv2019 = Ajv2019Module.default;
 import { parse } from 'yaml';
 import { ENV } from '../../src/config.js';
 import { ROOT } from './dockerfile.js';

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { keys, WORKER_STALE_MS } from '../../src/queue/keys.js';
+import { keys, WORKER_STALE_MS } from '../../src/transports/keys.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { ROOT } from './dockerfile.js';
 // @ts-ignore: a plain .mjs script without type declarations
@@ -104,7 +104,7 @@ describe('docker/healthcheck.mjs', () => {
     await redis.stop();
   });
 
-  test('its Redis key and staleness agree with src/queue/keys.ts', () => {
+  test('its Redis key and staleness agree with src/transports/keys.ts', () => {
     assert.equal(workersKey('q1'), keys('q1').workers);
     assert.equal(CHECK_STALE_MS, WORKER_STALE_MS);
     assert.equal(probeHost('0.0.0.0'), '127.0.0.1');

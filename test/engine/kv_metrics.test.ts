@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import Fastify from 'fastify';
 import metricsPlugin from '../../src/plugins/metrics.js';
-import type { Transport } from '../../src/queue/transport.js';
+import type { Transport } from '../../src/transports/transport.js';
 import { sumKvCache, type EngineHealth } from '../../src/engine/types.js';
 
 const health = (bytes: number, hits: number): EngineHealth => ({

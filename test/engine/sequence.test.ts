@@ -18,7 +18,7 @@ function headFor(positions: number[], token: (canvasIndex: number) => number, co
 
 function run(seq: Sequence, token: (canvasIndex: number) => number, confidence?: (i: number) => number): number[][] {
   const committedPerStep: number[][] = [];
-  while (!seq.finished) {
+  while (seq.end === null) {
     const positions = seq.wantedPositions();
     const commits = seq.applyStep(headFor(positions, token, confidence), 0, positions);
     committedPerStep.push(commits.map((c) => c.position));

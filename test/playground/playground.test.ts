@@ -174,6 +174,20 @@ describe('playground page (embedded server, headless Chromium)', () => {
     assert.equal(await textOf(page, '#step-counter'), '1');
     assert.ok((await maskedCells(page)) > 0, 'the first step still shows masks');
     assert.ok((await page.locator('#canvas .cell.fresh').count()) > 0, 'the first step highlights what it committed');
+    // The first step leaves most of block 0 masked: each such cell shows the model's provisional guess, faintly.
+    const guesses = page.locator('#canvas .block.current .cell.provisional');
+    assert.ok((await guesses.count()) > 0, 'provisional guesses drawn in the block being decoded');
+    assert.equal(await page.locator('#canvas .block:not(.current) .cell.provisional').count(), 0, 'none outside it');
+    const look = await guesses.first().evaluate((el) => {
+      const style = getComputedStyle(el);
+      return { opacity: Number(style.opacity), italic: style.fontStyle === 'italic', text: el.textContent ?? '', title: el.getAttribute('title') ?? '' };
+    });
+    assert.ok(look.opacity < 1 && look.italic, `drawn faintly: ${JSON.stringify(look)}`);
+    assert.notEqual(look.text, '\u2591', 'a guess shows its text, not the mask glyph');
+    assert.match(look.title, /provisional guess/);
+    await page.keyboard.press('End');
+    assert.equal(await page.locator('#canvas .cell.provisional').count(), 0, 'no guess is left once everything is committed');
+    await page.keyboard.press('Home');
     await page.keyboard.press('ArrowRight');
     assert.equal(await page.inputValue('#replay-step'), '2');
     assert.equal(await textOf(page, '#step-counter'), '2');

@@ -1,85 +1,81 @@
-// Serving logic without HTTP: stable-text streaming, parameter defaults and limits, error mapping.
+// Serving logic without HTTP: parameter defaults, the engine's validation as the API reports it, refusals, error
+// mapping. The model is the committed tiny model folder (its tokenizer and limits; no ONNX Runtime needed).
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { EngineError } from '../../src/engine/types.js';
+import { loadModelFolder } from '../../src/engine/model_folder.js';
+import { EngineError, type GenerateRequest } from '../../src/engine/types.js';
 import { ApiError, fromEngineError } from '../../src/serving/errors.js';
+import { servingModel } from '../../src/serving/model.js';
 import { resolveParams } from '../../src/serving/params.js';
-import { ChoiceText } from '../../src/serving/text.js';
-import type { ServingModel } from '../../src/serving/model.js';
+import { validated } from '../../src/serving/prepare.js';
+import { refuseChatFields, refuseCompletionFields } from '../../src/serving/refusals.js';
 import { keyMatcher } from '../../src/plugins/auth.js';
+import { MODEL_DIR } from '../engine/model_fixture.js';
 
-const model: ServingModel = {
-  name: 'm',
-  dir: '.',
-  vocabSize: 4096,
-  maxSequenceLength: 256,
-  bosTokenId: 6,
-  topk: 64,
-  blockSize: null,
-  defaults: { maxTokens: 64, steps: 64, blockLength: 32, remasking: 'low_confidence', threshold: null, temperature: 0 },
-  chatTemplate: null,
-  bosToken: '',
-  eosToken: '',
-  maxBytesPerToken: null,
-  encode: () => [],
-  decode: () => '',
-  validate: () => undefined,
-};
+const model = servingModel(await loadModelFolder(MODEL_DIR));
 
-test('ChoiceText: deltas concatenate to the final text; text near a stop string is held back, never retracted', () => {
-  const t = new ChoiceText(['END']);
-  const deltas = [t.push('Hello wor'), t.push('ld E'), t.push('N')];
-  assert.deepEqual(deltas, ['Hello w', 'orld', ' ']); // 'EN' could start 'END': held back
-  const rest = t.finish('Hello world ');
-  assert.equal(rest, '');
-  assert.equal(deltas.join('') + rest, 'Hello world ');
-  const plain = new ChoiceText([]);
-  assert.equal(plain.push('ab') + plain.push('cd') + plain.finish('abcd'), 'abcd');
-  const bad = new ChoiceText([]);
-  bad.push('xyz');
-  assert.equal(bad.finish('abc'), null);
-});
+/** A request for a prompt of `promptLen` tokens with the parameters resolved from `fields`. */
+function request(fields: Parameters<typeof resolveParams>[1], promptLen = 10): GenerateRequest {
+  const { params, n } = resolveParams(model, fields, promptLen + 1, 0, null);
+  return { id: 'r', promptTokenIds: new Array(promptLen).fill(100), suffixTokenIds: [], params, n, includeCanvas: false };
+}
 
-test('resolveParams: model defaults, whole blocks, steps scaled to the length', () => {
-  const d = resolveParams(model, {}, 10, 0, null, 'prompt').params;
-  assert.equal(d.maxTokens, 64);
-  assert.equal(d.blockLength, 32);
-  assert.equal(d.steps, 64);
-  assert.equal(d.temperature, 0);
+const refused = (fields: Parameters<typeof resolveParams>[1], param: string, code = 'invalid_value', promptLen = 10, promptParam: 'prompt' | 'messages' = 'prompt') =>
+  assert.throws(
+    () => validated(model, request(fields, promptLen), promptParam),
+    (e: ApiError) => e instanceof ApiError && e.status === 400 && e.param === param && (code === 'invalid_value' || e.code === code),
+    `${JSON.stringify(fields)} → ${param}`,
+  );
+
+test('resolveParams: model defaults, whole blocks, steps scaled to the length; the tiny model: 64 tokens, blocks of 8', () => {
+  const d = request({}).params;
+  assert.deepEqual([d.maxTokens, d.blockLength, d.steps, d.temperature], [64, 8, 64, 0]);
   assert.ok(d.seed !== null && d.seed >= 0);
-  const small = resolveParams(model, { max_tokens: 16 }, 10, 0, null, 'prompt').params;
-  assert.equal(small.blockLength, 16);
-  assert.equal(small.steps, 16);
-  const seeded = resolveParams(model, { seed: 7, stop: 'x', top_k: 5, threshold: 0.9 }, 10, 0, 2, 'prompt').params;
+  const small = request({ max_tokens: 16 }).params;
+  assert.deepEqual([small.blockLength, small.steps], [8, 16]);
+  const seeded = resolveParams(model, { seed: 7, stop: 'x', top_k: 5, threshold: 0.9 }, 11, 0, 2).params;
   assert.deepEqual([seeded.seed, seeded.stop, seeded.topK, seeded.threshold, seeded.logprobs], [7, ['x'], 5, 0.9, 2]);
+  const fixed = request({ ignore_eos: true, min_tokens: 3 }).params;
+  assert.deepEqual([fixed.ignoreEos, fixed.minTokens], [true, 3]);
+  assert.ok(!('ignoreEos' in d) && !('minTokens' in d), 'absent unless asked for');
 });
 
-test('resolveParams: a default that does not fit shrinks; an explicit one is a context_length_exceeded error', () => {
-  const fit = resolveParams(model, {}, 200, 0, null, 'prompt').params;
-  assert.equal(fit.maxTokens, 32);
-  const tight = resolveParams(model, {}, 240, 0, null, 'prompt').params;
-  assert.equal(tight.maxTokens, 15);
-  assert.equal(tight.blockLength, 15);
+test('resolveParams fills defaults only: a default that does not fit shrinks; what the client set is kept', () => {
+  assert.equal(request({}, 470).params.maxTokens, 40, '512 - 471 = 41 positions left: five blocks of 8');
+  const tight = request({}, 507).params;
+  assert.deepEqual([tight.maxTokens, tight.blockLength], [4, 4]);
+  assert.equal(request({ max_tokens: 64 }, 470).params.maxTokens, 64);
+  assert.equal(request({ steps: 3, max_tokens: 64 }).params.steps, 3);
+});
+
+test('validation is the engine\'s, reported with the API\'s field names', () => {
+  validated(model, request({}), 'prompt');
+  refused({ max_tokens: 64 }, 'max_tokens', 'context_length_exceeded', 470);
+  // A prompt that leaves no room at all is the prompt's fault, max_tokens or not; in a chat, the messages'.
+  refused({ max_tokens: 8 }, 'prompt', 'context_length_exceeded', 511);
+  refused({}, 'messages', 'context_length_exceeded', 511, 'messages');
+  refused({ steps: 3, max_tokens: 64 }, 'steps');
+  refused({ top_k: 65 }, 'top_k');
+  refused({ stop: ['ok', ''] }, 'stop');
+  refused({ temperature: 101 }, 'temperature');
+  refused({ min_tokens: 17, max_tokens: 16 }, 'min_tokens');
   assert.throws(
-    () => resolveParams(model, { max_tokens: 64 }, 200, 0, null, 'prompt'),
-    (e: ApiError) => e.status === 400 && e.code === 'context_length_exceeded' && e.param === 'max_tokens',
-  );
-  assert.throws(() => resolveParams(model, {}, 255, 0, null, 'prompt'), (e: ApiError) => e.code === 'context_length_exceeded');
-  // A prompt that leaves no room at all is the prompt's fault, max_tokens or not.
-  assert.throws(
-    () => resolveParams(model, { max_tokens: 8 }, 300, 0, null, 'prompt'),
-    (e: ApiError) => e.code === 'context_length_exceeded' && e.param === 'prompt',
+    () => validated(model, { ...request({}), promptTokenIds: [5000] }, 'prompt'),
+    (e: ApiError) => e.param === 'prompt' && /vocabulary/.test(e.message),
   );
 });
 
-test('resolveParams: unsupported OpenAI fields with non-default values are refused by name', () => {
-  for (const [field, value] of [['frequency_penalty', 0.1], ['presence_penalty', -1], ['logit_bias', { '1': 2 }]] as const) {
-    assert.throws(() => resolveParams(model, { [field]: value }, 5, 0, null, 'prompt'), (e: ApiError) => e.param === field && e.status === 400);
+test('unsupported OpenAI fields with non-default values are refused by name', () => {
+  const base = { model: 'm', prompt: 'x' };
+  for (const [field, value] of [['frequency_penalty', 0.1], ['presence_penalty', -1], ['logit_bias', { '1': 2 }], ['best_of', 3]] as const) {
+    assert.throws(() => refuseCompletionFields({ ...base, [field]: value }), (e: ApiError) => e.param === field && e.status === 400);
   }
-  assert.doesNotThrow(() => resolveParams(model, { frequency_penalty: 0, presence_penalty: 0, logit_bias: {} }, 5, 0, null, 'prompt'));
-  assert.throws(() => resolveParams(model, { steps: 3, max_tokens: 64 }, 5, 0, null, 'prompt'), (e: ApiError) => e.param === 'steps');
-  assert.throws(() => resolveParams(model, { top_k: 65 }, 5, 0, null, 'prompt'), (e: ApiError) => e.param === 'top_k');
+  assert.doesNotThrow(() => refuseCompletionFields({ ...base, frequency_penalty: 0, presence_penalty: 0, logit_bias: {}, best_of: 1 }));
+  const chat = { model: 'm', messages: [{ role: 'user' as const, content: 'x' }] };
+  for (const [field, value] of [['tools', [{}]], ['tool_choice', 'auto'], ['store', true], ['service_tier', 'flex']] as const) {
+    assert.throws(() => refuseChatFields({ ...chat, [field]: value }), (e: ApiError) => e.param === field && e.status === 400);
+  }
 });
 
 test('engine errors map to OpenAI statuses; internal details stay hidden', () => {

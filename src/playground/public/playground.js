@@ -2,7 +2,7 @@
 // It is a plain client of the public API (GET /v1/models, POST /v1/completions with stream + include_canvas),
 // so what it shows is exactly what any client receives. No framework, no build step.
 
-/** How the API draws a still-masked position in `draft` (design.md §5); the canvas cells use the same glyph. */
+/** How the API draws a still-masked position in `draft` (docs/design.md §5); the canvas cells use the same glyph. */
 const MASK_GLYPH = '\u2591';
 
 const $ = (id) => document.getElementById(id);
@@ -154,19 +154,28 @@ function visibleText(text) {
   return text.replace(/\n/g, '\u23ce').replace(/\t/g, '\u21e5');
 }
 
-/** Draws one recorded step: masked, committed earlier, committed in this step, or after the end of the text. */
+/**
+ * Draws one recorded step: masked, committed earlier, committed in this step, or after the end of the text. A masked
+ * position of the block being decoded shows, faintly, the model's provisional guess there (docs/design.md §5).
+ */
 function drawStep(run, index) {
   const snapshot = run.snapshots[index];
   const isFinal = run.finishReason !== null && index === run.snapshots.length - 1;
   const fresh = new Set(snapshot.committed);
+  const guesses = new Map(snapshot.provisional.map((t) => [t.position, t]));
   run.cells.forEach((cell, position) => {
     const token = snapshot.canvas[position];
     let kind;
     if (token !== null) kind = fresh.has(position) ? 'fresh' : 'committed';
-    // Once the text has ended, positions never committed count as end of text (design.md §4), not as masks.
+    // Once the text has ended, positions never committed count as end of text (docs/design.md §4), not as masks.
     else kind = isFinal ? 'after-end' : 'masked';
     cell.className = `cell ${kind}`;
-    if (token === null) {
+    const guess = kind === 'masked' ? guesses.get(position) : undefined;
+    if (guess !== undefined) {
+      cell.className = 'cell masked provisional';
+      cell.textContent = visibleText(guess.text);
+      cell.title = `position ${position}: masked; provisional guess: token ${guess.token_id} ${JSON.stringify(guess.text)}`;
+    } else if (token === null) {
       cell.textContent = kind === 'masked' ? MASK_GLYPH : '';
       cell.title = kind === 'masked' ? `position ${position}: masked` : `position ${position}: after the end`;
     } else {
@@ -264,6 +273,7 @@ function takeChunk(run, chunk) {
     block: step.block,
     canvas: step.canvas,
     committed: step.committed.map((c) => c.position),
+    provisional: step.provisional ?? [],
     committedSoFar: run.committedSoFar,
     elapsedMs: performance.now() - run.startedAt,
     output: run.output,

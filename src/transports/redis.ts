@@ -14,7 +14,6 @@ import {
   type EngineHealth,
   type GenerateRequest,
 } from '../engine/types.js';
-import { ApiError } from '../serving/errors.js';
 import { keys, WORKER_STALE_MS, type WireEvent } from './keys.js';
 import { countProviders, type Transport, type TransportStatus } from './transport.js';
 
@@ -32,8 +31,9 @@ export interface RedisTransportOptions {
   workerGoneGraceMs: number;
 }
 
-const redisUnreachable = () => ApiError.notReady('the queue (Redis) is unreachable');
-const noWorker = () => ApiError.notReady('no worker present');
+const unavailable = (reason: string) => new EngineError('unavailable', reason);
+const redisUnreachable = () => unavailable('the queue (Redis) is unreachable');
+const noWorker = () => unavailable('no worker present');
 
 export class RedisTransport implements Transport {
   readonly kind = 'redis' as const;
@@ -107,7 +107,7 @@ export class RedisTransport implements Transport {
             // Nothing for a while: is the job still there (waiting, active, or started again after a worker died)?
             const state = await this.queue.getJobState(id);
             if (state === 'failed' || (state === 'unknown' && (await this.conn.xlen(evKey)) === 0)) {
-              throw ApiError.notReady('the worker running this request was lost');
+              throw unavailable('the worker running this request was lost');
             }
             // Is any worker alive to run it, or to take it over from a dead one?
             if ((await this.liveWorkers()) > 0) goneSince = null;
@@ -115,7 +115,7 @@ export class RedisTransport implements Transport {
             continue;
           }
         } catch (err) {
-          if (err instanceof ApiError || err instanceof EngineError) throw err;
+          if (err instanceof EngineError) throw err;
           throw redisUnreachable();
         }
         for (const [entryId, fields] of res[0][1]) {
