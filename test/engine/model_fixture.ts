@@ -11,6 +11,8 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const MODEL_DIR = process.env.DLLM_TEST_MODEL ?? path.join(ROOT, 'models', 'tiny-llada');
 export const HAVE_MODEL = existsSync(path.join(MODEL_DIR, 'model.onnx'));
 export const SKIP_NO_MODEL = HAVE_MODEL ? false : `no model at ${MODEL_DIR}`;
+/** The block diffusion model (BD3-LM) of the golden and benchmark runs. */
+export const BD3_MODEL_DIR = path.join(ROOT, 'models', 'tiny-bd3');
 
 /** The engine on the test model; requests without `cache` run without one, whatever the provider's default. */
 export async function openTestEngine(maxBatchSize = 16, options: Partial<OpenEngineOptions> = {}): Promise<{ engine: DiffusionEngine; model: ModelFolder }> {
