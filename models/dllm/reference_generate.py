@@ -225,13 +225,14 @@ def block_starts(gen_start: int, params: Params, block_size: int | None) -> list
 
     LLaDA: max_tokens rounded up to whole blocks of block_length from the prompt's end. Block diffusion: the model's
     blocks are counted from position 0 (as in training), so the first generated block completes the prompt's last
-    block and the span ends at the block boundary at or after gen_start + max_tokens (BD3-LM's sampler; SDAR and
-    Fast-dLLM v2 pad the prompt's last block the same way)."""
+    block (SDAR and Fast-dLLM v2 continue a prompt the same way), and the span ends after exactly max_tokens: under the
+    block-causal rule nothing after it could change what comes before, so a last block cut short decodes only the
+    positions that are returned (the trainer's random-length windows end in such blocks too)."""
     if block_size is None:
         length = generated_length(params.max_tokens, params.block_length)
         return list(range(gen_start, gen_start + length + 1, params.block_length))
-    end = -(-(gen_start + params.max_tokens) // block_size) * block_size
-    return [gen_start] + list(range((gen_start // block_size + 1) * block_size, end + 1, block_size))
+    end = gen_start + params.max_tokens
+    return [gen_start] + list(range((gen_start // block_size + 1) * block_size, end, block_size)) + [end]
 
 
 class Sequence:

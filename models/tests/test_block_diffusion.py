@@ -63,9 +63,10 @@ def test_later_blocks_do_not_change_earlier_ones():
 
 @pytest.mark.parametrize("gen_start,max_tokens,expected", [
     (8, 8, [8, 12, 16]),         # the prompt ends on a block boundary
-    (6, 8, [6, 8, 12, 16]),      # the first block completes the prompt's last one
+    (6, 8, [6, 8, 12, 14]),      # the first block completes the prompt's last one; the last is cut at max_tokens
     (5, 3, [5, 8]),
     (7, 1, [7, 8]),
+    (5, 1, [5, 6]),
 ])
 def test_block_starts_are_counted_from_position_zero(gen_start, max_tokens, expected):
     assert block_starts(gen_start, Params(max_tokens=max_tokens, steps=max_tokens, block_length=BLOCK), BLOCK) == expected

@@ -53,8 +53,9 @@ export function generatedLength(maxTokens: number, blockLength: number): number 
 /**
  * Canvas indices where the generated span's blocks start, then its end. LLaDA: blocks of block_length from the
  * prompt's end. Block diffusion: the model's blocks are counted from position 0 as in training, so the first
- * generated block completes the prompt's last block, and the span ends at the first block boundary at or after
- * genStart + maxTokens (as BD3-LM's, SDAR's and Fast-dLLM v2's samplers do).
+ * generated block completes the prompt's last block (as SDAR and Fast-dLLM v2 continue a prompt), and the span ends
+ * after exactly maxTokens: under the block-causal rule nothing after it could change what comes before, so a last
+ * block cut short decodes only the positions that are returned.
  */
 export function blockStarts(genStart: number, maxTokens: number, blockLength: number, blockSize: number | null): number[] {
   const out: number[] = [];
@@ -62,9 +63,10 @@ export function blockStarts(genStart: number, maxTokens: number, blockLength: nu
     for (let i = genStart; i <= genStart + generatedLength(maxTokens, blockLength); i += blockLength) out.push(i);
     return out;
   }
-  const end = Math.ceil((genStart + maxTokens) / blockSize) * blockSize;
+  const end = genStart + maxTokens;
   out.push(genStart);
-  for (let i = (Math.floor(genStart / blockSize) + 1) * blockSize; i <= end; i += blockSize) out.push(i);
+  for (let i = (Math.floor(genStart / blockSize) + 1) * blockSize; i < end; i += blockSize) out.push(i);
+  out.push(end);
   return out;
 }
 

@@ -120,8 +120,8 @@ export function validateRequest(spec: ModelSpec, request: GenerateRequest): void
     throw new EngineError(
       'context_length_exceeded',
       `This model's maximum context length is ${spec.maxSequenceLength} tokens, however you requested ${total} tokens ` +
-        `(${prompt} in the prompt, ${genLength} for the completion: max_tokens ${p.maxTokens} rounded up to ` +
-        `${spec.blockSize === null ? `whole blocks of ${p.blockLength}` : `the model's next block boundary (blocks of ${spec.blockSize})`}` +
+        `(${prompt} in the prompt, ${genLength} for the completion` +
+        `${spec.blockSize === null ? `: max_tokens ${p.maxTokens} rounded up to whole blocks of ${p.blockLength}` : ''}` +
         `${request.suffixTokenIds.length ? `, ${request.suffixTokenIds.length} in the suffix` : ''}). Please reduce the prompt or max_tokens.`,
       // A prompt that leaves no room for even one generated position is at fault whatever max_tokens says.
       prompt + request.suffixTokenIds.length + 1 > spec.maxSequenceLength ? 'prompt' : 'max_tokens',

@@ -92,9 +92,10 @@ test('block diffusion: what such a model cannot do is refused with the field nam
   }
   // steps need not divide into blocks: the blocks depend on where the prompt ends.
   validateRequest(bd3, req({ maxTokens: 16, steps: 7, cache: 'prefix' }));
-  // BOS + 2 prompt tokens = 3; context 128: max_tokens 125 ends on the boundary 128, 126 needs the block up to 136.
+  // BOS + 2 prompt tokens = 3; context 128: the span is max_tokens long, not rounded to blocks.
   validateRequest(bd3, req({ maxTokens: 125, steps: 125 }));
   assert.throws(() => validateRequest(bd3, req({ maxTokens: 126, steps: 126 })), (err: unknown) => err instanceof EngineError && err.code === 'context_length_exceeded');
+  validateRequest(bd3, req({ maxTokens: 3, steps: 3 }));
 });
 
 test('loadModelFolder: missing and malformed files are named', { skip: SKIP_NO_MODEL }, async () => {

@@ -105,11 +105,12 @@ test('a predicted mask token is never committed', () => {
 
 test('block diffusion: blocks are counted from position 0, so the first one completes the prompt\'s last block', () => {
   assert.deepEqual(blockStarts(8, 8, 4, 4), [8, 12, 16]);
-  assert.deepEqual(blockStarts(6, 8, 4, 4), [6, 8, 12, 16]);
+  assert.deepEqual(blockStarts(6, 8, 4, 4), [6, 8, 12, 14], 'the last block is cut at max_tokens');
   assert.deepEqual(blockStarts(5, 3, 4, 4), [5, 8]);
+  assert.deepEqual(blockStarts(5, 1, 4, 4), [5, 6]);
   assert.deepEqual(blockStarts(3, 10, 8, null), [3, 11, 19], 'LLaDA: blocks of block_length from the prompt end');
   const seq = new Sequence({ prefix: [6, 20, 21], suffix: [], params: params({ maxTokens: 6, blockLength: 4, steps: 6 }), maskTokenId: MASK, eosTokenIds: [1, 5], seed: 0, blockSize: 4 });
-  assert.equal(seq.genLength, 9, 'the span ends on the block boundary after max_tokens');
+  assert.equal(seq.genLength, 6, 'the span is max_tokens long');
   assert.deepEqual(seq.blockRange(), [3, 4]);
   assert.equal(seq.cacheFrontier(), 0, 'the prompt\'s last block is not final until the first generated block is');
   const steps = run(seq, () => 40);
@@ -121,6 +122,6 @@ test('block diffusion: blocks are counted from position 0, so the first one comp
 
 test('block diffusion: a block of n positions gets ceil(n * steps / max_tokens) steps', () => {
   const seq = new Sequence({ prefix: [6, 20, 21], suffix: [], params: params({ maxTokens: 8, blockLength: 4, steps: 4 }), maskTokenId: MASK, eosTokenIds: [1, 5], seed: 0, blockSize: 4 });
-  // Blocks [3, 4) [4, 8) [8, 12): 1 position in ceil(1 * 4 / 8) = 1 step, then 4 in 2 steps, then 2 per step.
-  assert.deepEqual(run(seq, () => 40), [[0], [1, 2], [3, 4], [5, 6], [7, 8]]);
+  // Blocks [3, 4) [4, 8) [8, 11): 1 position in ceil(1 * 4 / 8) = 1 step, 4 in 2 steps, 3 in ceil(3 * 4 / 8) = 2.
+  assert.deepEqual(run(seq, () => 40), [[0], [1, 2], [3, 4], [5, 6], [7]]);
 });
