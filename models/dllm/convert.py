@@ -108,6 +108,16 @@ def chat_template(folder: str, tok_config: dict) -> tuple[str | None, str]:
     return template, "tokenizer_config.json"
 
 
+def peak_rss() -> int:
+    """This process's peak resident set size in bytes: VmHWM, the high-water mark of its own address space
+    (ru_maxrss would also count the parent it was forked from, which Linux carries across fork and exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux: KiB there too on most systems
+
+
 def load_config(folder: str) -> tuple[dict, ModelConfig]:
     hf_config = read_json(folder, "config.json")
     try:
@@ -172,8 +182,7 @@ def convert(checkpoint: str, out: str, name: str, k: int = 64, fp16: bool = Fals
                 "float16 products and weights, float32 RoPE, norm statistics, softmax and head"
             log(f"  {precision:<13} {sizes} ({what})")
     log(f"  dllm.json     format {meta['format']}, top-K {k}")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-    log(f"peak memory {peak:.2f} GiB (max RSS), {time.perf_counter() - started:.1f} s")
+    log(f"peak memory {peak_rss() / 2**30:.2f} GiB (peak RSS), {time.perf_counter() - started:.1f} s")
     return meta
 
 

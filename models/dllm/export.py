@@ -299,7 +299,7 @@ def cached_proto(config: ModelConfig, k: int) -> onnx.ModelProto:
 
 # --- streaming the weights ----------------------------------------------------------------------------------------
 
-BLOCK_ELEMENTS = 1 << 24  # 16 Mi values (64 MiB as float32) per block: what writing holds, whatever the tensor
+BLOCK_ELEMENTS = 1 << 22  # 4 Mi values (16 MiB as float32) per block: what writing holds, whatever the tensor
 
 
 class ModuleWeights:
@@ -359,7 +359,7 @@ def _stream(tensor: onnx.TensorProto, source, f) -> None:
         out = np.ascontiguousarray(block, dtype=dtype)
         if dtype == np.float16 and not np.isfinite(out).all() and np.isfinite(block).all():
             raise ValueError(f"{name}: values beyond float16's range (|x| > 65504); convert without --fp16")
-        f.write(out.tobytes())
+        f.write(memoryview(out).cast("B"))
 
 
 # --- the fp16 graph: float16 products, float32 islands ----------------------------------------------------------

@@ -88,7 +88,9 @@ def shard_files(folder: str) -> list[str]:
 def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
     """Stored values -> float32; bfloat16 is the high half of a float32, so widening it is exact."""
     if dtype == "BF16":
-        return (raw.astype(np.uint32) << 16).view(np.float32)
+        wide = raw.astype(np.uint32)
+        wide <<= 16
+        return wide.view(np.float32)
     return raw.astype(np.float32)
 
 
