@@ -356,7 +356,8 @@ def _stream(tensor: onnx.TensorProto, source, f) -> None:
     for start in range(0, rows, step):
         stop = min(rows, start + step)
         block = source.columns(name, start, stop).T if transposed else source.rows(name, start, stop)
-        out = np.ascontiguousarray(block, dtype=dtype)
+        with np.errstate(over="ignore"):  # checked on the next line, with the tensor named
+            out = np.ascontiguousarray(block, dtype=dtype)
         if dtype == np.float16 and not np.isfinite(out).all() and np.isfinite(block).all():
             raise ValueError(f"{name}: values beyond float16's range (|x| > 65504); convert without --fp16")
         f.write(memoryview(out).cast("B"))
