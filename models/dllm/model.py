@@ -217,7 +217,7 @@ class LLaDA(nn.Module):
         else:
             positions = position_ids_from_mask(attention_mask)
             # Additive key bias [N, 1, 1, L]: padding keys get exactly zero weight (exp underflows to 0). The constant
-            # is float16's lowest finite value so that the fp16 export (export.to_fp16) keeps it finite.
+            # is float16's lowest finite value, so it stays finite wherever the fp16 graph (export.fp16_proto) holds it.
             key_bias = torch.where(attention_mask[:, None, None, :] > 0, 0.0, PADDING_KEY_BIAS).to(x.dtype)
         cos, sin = rotary_cos_sin(positions, c.head_dim, c.rope_theta)
         for block in self.transformer["blocks"]:
