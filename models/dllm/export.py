@@ -167,7 +167,7 @@ class _OnMeta(torch.overrides.TorchFunctionMode):
 
 class _Placeholder(nn.Module):
     """A parameter's stand-in while tracing: one number (distinct per parameter, so the exporter's merging of equal
-    initializers leaves them apart) broadcast to the parameter's shape."""
+    parameters leaves them apart) broadcast to the parameter's shape."""
 
     def __init__(self, shape: torch.Size):
         super().__init__()
@@ -216,10 +216,10 @@ def _trace(graph: nn.Module, inputs: tuple, input_names: list[str], output_names
         # torch 1.13's exporter warns about prim::Constant shape inference on every export; the graph is checked
         # against PyTorch by models/tests instead.
         warnings.simplefilter("ignore", UserWarning)
-        # No constant folding: it would fold each placeholder Expand into a full-size constant. ONNX Runtime folds
-        # the remaining constant subgraphs (e.g. the rotary frequencies) when it loads the graph.
-        # export_params=False: the placeholders stay graph inputs of unknown value; as initializers, the exporter's
-        # shape inference would evaluate each Expand into a full-size constant (peak memory of the whole model).
+        # The placeholders stay graph inputs of unknown value (export_params=False) and nothing is folded: as known
+        # initializers, constant folding and the exporter's shape inference would evaluate each placeholder's
+        # Expand into a full-size constant. ONNX Runtime folds the remaining constant subgraphs (e.g. the rotary
+        # frequencies) when it loads the graph.
         torch.onnx.export(graph, inputs, buffer, opset_version=OPSET, input_names=input_names,
                           output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=False,
                           export_params=False, **kwargs)
