@@ -1,76 +1,70 @@
-"""Hugging Face LLaDA checkpoint folder -> dllm-serve model folder (docs/design.md §2).
+"""Hugging Face LLaDA checkpoint folder -> dllm-serve model folder (docs/design.md §2), streaming.
 
-Reads config.json, the *.safetensors weights (one file or sharded with model.safetensors.index.json),
-tokenizer.json and tokenizer_config.json (chat template, special tokens), loads them into our LLaDA module
-through `hf_state_dict_to_ours` and exports the ONNX graph with the sampling head.
+Reads config.json (every flag mapped, or refused by name: model.config_from_hf), the *.safetensors weights (one file
+or shards with model.safetensors.index.json; headers first, tensors later, block by block through memory maps:
+safetensors.py), tokenizer.json, tokenizer_config.json and chat_template.jinja. The graphs are traced from the
+config alone and the weights streamed into the external data files (export.write_folder), so peak memory is set by
+one block of weights plus the exporter, not by the model (docs/deploy.md has the measurements).
 
     python3 -m dllm.convert --checkpoint /data/LLaDA-8B-Instruct --out models/llada-8b-instruct --fp16
 
-The weights are read with our own safetensors reader (the format is an 8-byte header length, a JSON header,
-then raw little-endian tensors), so nothing beyond torch, numpy and onnx is needed.
+It prints a report: what it read (architecture, dimensions, dtype, shards, special ids, chat template source), what
+it wrote (files, sizes, precision), peak memory and time.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
+import resource
 import shutil
+import time
 
 import numpy as np
-import torch
 
-from .export import write_model_folder
-from .model import LLaDA, config_from_hf, hf_state_dict_to_ours
-
-SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
-                      "I64": np.int64, "I32": np.int32}
+from . import safetensors
+from .export import parameter_shapes, write_folder
+from .model import ModelConfig, config_from_hf, hf_state_dict_to_ours
 
 
 class CheckpointError(ValueError):
-    """A checkpoint folder that cannot be converted; the message names the file or tensor."""
+    """A checkpoint folder that cannot be converted; the message names the file, field or tensor."""
 
 
-def read_safetensors(path: str) -> dict[str, torch.Tensor]:
-    """One .safetensors file -> {name: float32 tensor} (bf16 widened exactly by shifting into float32's high bits)."""
-    with open(path, "rb") as f:
-        header_len = int.from_bytes(f.read(8), "little")
+class CheckpointWeights:
+    """A checkpoint's tensors under our parameter names (model.hf_state_dict_to_ours), checked against the
+    shapes `config` implies; read block by block as float32 for export.write_weights."""
+
+    def __init__(self, folder: str, config: ModelConfig):
         try:
-            header = json.loads(f.read(header_len))
-        except ValueError as e:
-            raise CheckpointError(f"{path}: unreadable safetensors header ({e})") from e
-    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len)
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] not in SAFETENSORS_DTYPES:
-            raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
-        start, end = info["data_offsets"]
-        array = np.frombuffer(data[start:end], dtype=SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
-        if info["dtype"] == "BF16":
-            array = (array.astype(np.uint32) << 16).view(np.float32)
-        tensors[name] = torch.from_numpy(array.astype(np.float32) if array.dtype != np.float32 else array.copy())
-    return tensors
+            self.checkpoint = safetensors.Checkpoint(folder)
+        except safetensors.SafetensorsError as e:
+            raise CheckpointError(str(e)) from e
+        self.hf_name = {ours: hf for ours, hf in hf_state_dict_to_ours({k: k for k in self.checkpoint.tensors}).items()}
+        expected = parameter_shapes(config)
+        missing = sorted(set(expected) - set(self.hf_name))
+        if missing:
+            raise CheckpointError(f"{folder}: tensor {missing[0]} missing from the checkpoint ({len(missing)} missing)")
+        unexpected = sorted(set(self.hf_name) - set(expected))
+        if unexpected:
+            raise CheckpointError(f"{folder}: unexpected tensor {unexpected[0]} (is this a LLaDA checkpoint?)")
+        for name, shape in expected.items():
+            info = self.checkpoint.tensors[self.hf_name[name]]
+            if info.shape != shape:
+                raise CheckpointError(f"{folder}: tensor {name} has shape {list(info.shape)}, "
+                                      f"config.json implies {list(shape)}")
+            if info.dtype not in safetensors.FLOAT_DTYPES:
+                raise CheckpointError(f"{info.file}: tensor {self.hf_name[name]} has dtype {info.dtype}, not a float")
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.checkpoint.tensors[self.hf_name[name]].shape
 
-def load_hf_weights(folder: str) -> dict[str, torch.Tensor]:
-    index = os.path.join(folder, "model.safetensors.index.json")
-    if os.path.exists(index):
-        with open(index) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
-    else:
-        files = sorted(os.path.basename(p) for p in glob.glob(os.path.join(folder, "*.safetensors")))
-    if not files:
-        raise CheckpointError(f"{folder}: no *.safetensors weights found")
-    state: dict[str, torch.Tensor] = {}
-    for name in files:
-        path = os.path.join(folder, name)
-        if not os.path.exists(path):
-            raise CheckpointError(f"{path}: listed in the index but missing")
-        state.update(read_safetensors(path))
-    return state
+    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        return self.checkpoint.rows(self.hf_name[name], start, stop)
+
+    def columns(self, name: str, start: int, stop: int) -> np.ndarray:
+        return self.checkpoint.columns(self.hf_name[name], start, stop)
 
 
 def read_json(folder: str, name: str, required: bool = True) -> dict | None:
@@ -95,36 +89,51 @@ def token_id(tokenizer: dict, content: str | dict | None) -> int | None:
     return tokenizer.get("model", {}).get("vocab", {}).get(content)
 
 
-def load_model(folder: str) -> LLaDA:
+def chat_template(folder: str, tok_config: dict) -> tuple[str | None, str]:
+    """The chat template and where it came from. transformers >= 4.47 saves it as chat_template.jinja (and no
+    longer in tokenizer_config.json), and reads that file first when both exist; so do we. tokenizer_config.json
+    may hold a string or a list of named templates ({"name", "template"}), of which "default" is the one used."""
+    path = os.path.join(folder, "chat_template.jinja")
+    if os.path.exists(path):
+        with open(path) as f:
+            return f.read(), "chat_template.jinja"
+    template = tok_config.get("chat_template")
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template") for t in template}
+        if "default" not in named:
+            raise CheckpointError(f"{folder}/tokenizer_config.json: chat_template lists {sorted(named)}, no 'default'")
+        return named["default"], "tokenizer_config.json (default of a list)"
+    if template is None:
+        return None, "none (chat requests will be refused)"
+    return template, "tokenizer_config.json"
+
+
+def peak_rss() -> int:
+    """This process's peak resident set size in bytes: VmHWM, the high-water mark of its own address space
+    (ru_maxrss would also count the parent it was forked from, which Linux carries across fork and exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux: KiB there too on most systems
+
+
+def load_config(folder: str) -> tuple[dict, ModelConfig]:
     hf_config = read_json(folder, "config.json")
     try:
-        config = config_from_hf(hf_config)
+        return hf_config, config_from_hf(hf_config)
     except KeyError as e:
         raise CheckpointError(f"{os.path.join(folder, 'config.json')}: missing field {e}") from e
     except ValueError as e:
         raise CheckpointError(str(e)) from e
-    model = LLaDA(config)
-    ours = hf_state_dict_to_ours(load_hf_weights(folder))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(ours))
-    if missing:
-        raise CheckpointError(f"{folder}: tensor {missing[0]} missing from the checkpoint ({len(missing)} missing)")
-    unexpected = sorted(set(ours) - set(expected))
-    if unexpected:
-        raise CheckpointError(f"{folder}: unexpected tensor {unexpected[0]} (is this a LLaDA checkpoint?)")
-    for name, tensor in ours.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise CheckpointError(f"{folder}: tensor {name} has shape {list(tensor.shape)}, "
-                                  f"config.json implies {list(expected[name].shape)}")
-    model.load_state_dict(ours)
-    return model
 
 
-def convert(checkpoint: str, out: str, name: str, k: int = 64, fp16: bool = False) -> dict:
-    hf_config = read_json(checkpoint, "config.json")
+def convert(checkpoint: str, out: str, name: str, k: int = 64, fp16: bool = False, log=print) -> dict:
+    started = time.perf_counter()
+    hf_config, config = load_config(checkpoint)
     tokenizer = read_json(checkpoint, "tokenizer.json")
     tok_config = read_json(checkpoint, "tokenizer_config.json", required=False) or {}
-    model = load_model(checkpoint)
+    weights = CheckpointWeights(checkpoint, config)
     mask = hf_config.get("mask_token_id", token_id(tokenizer, "<|mdm_mask|>"))
     if mask is None:
         raise CheckpointError(f"{checkpoint}/config.json: no mask_token_id and no <|mdm_mask|> token in tokenizer.json")
@@ -135,11 +144,46 @@ def convert(checkpoint: str, out: str, name: str, k: int = 64, fp16: bool = Fals
         raise CheckpointError(f"{checkpoint}: no end-of-sequence token found in config.json or tokenizer files")
     pad = hf_config.get("pad_token_id", token_id(tokenizer, tok_config.get("pad_token")))
     bos = token_id(tokenizer, tok_config.get("bos_token")) if "bos_token" in tok_config else hf_config.get("bos_token_id")
+    template, template_source = chat_template(checkpoint, tok_config)
+    c = config
+    params = sum(int(np.prod(s)) for s in parameter_shapes(c).values())
+    files = weights.checkpoint.files
+    log(f"read {checkpoint}")
+    log(f"  architecture  LLaDA (LLaDALlamaBlock): {c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads "
+        f"({c.effective_n_kv_heads} kv heads{', grouped-query' if c.effective_n_kv_heads < c.n_heads else ''}), "
+        f"head dim {c.head_dim}, MLP {c.mlp_hidden_size}, rope theta {c.rope_theta:g}, "
+        f"{'tied' if c.weight_tying else 'untied'} embeddings"
+        + "".join(f", {flag}" for flag in ("include_bias", "include_qkv_bias", "input_emb_norm", "scale_logits")
+                  if getattr(c, flag)))
+    log(f"  vocabulary    {c.vocab_size} tokens"
+        + (f"; embedding rows {c.embedding_size}: the {c.embedding_size - c.vocab_size} padding rows beyond the "
+           f"vocabulary are left out of the logits and the softmax" if (c.embedding_size or 0) > c.vocab_size else ""))
+    log(f"  weights       {params / 1e9:.3f} B parameters, {'/'.join(weights.checkpoint.dtypes())}, "
+        f"{weights.checkpoint.nbytes() / 2**30:.2f} GiB in {len(files)} file{'s' * (len(files) > 1)}"
+        + (" (sharded, model.safetensors.index.json)" if os.path.exists(os.path.join(checkpoint, safetensors.INDEX)) else ""))
+    log(f"  special ids   mask {mask}, eos {list(eos_ids)}, pad {pad if pad is not None else eos_ids[0]}, bos {bos}")
+    log(f"  chat template {template_source}")
     os.makedirs(out, exist_ok=True)
     shutil.copyfile(os.path.join(checkpoint, "tokenizer.json"), os.path.join(out, "tokenizer.json"))
-    return write_model_folder(model, out, os.path.join(out, "tokenizer.json"), k, name, fp16,
-                              chat_template=tok_config.get("chat_template"), eos_token_ids=eos_ids,
-                              pad_token_id=pad if pad is not None else eos_ids[0], bos_token_id=bos, mask_token_id=mask)
+    try:
+        meta = write_folder(config, weights, out, os.path.join(out, "tokenizer.json"), k, name, fp16,
+                            chat_template=template, eos_token_ids=eos_ids,
+                            pad_token_id=pad if pad is not None else eos_ids[0], bos_token_id=bos, mask_token_id=mask)
+    except ValueError as e:  # e.g. a weight beyond float16's range
+        raise CheckpointError(str(e)) from e
+    finally:
+        weights.checkpoint.close()
+    log(f"wrote {out}")
+    for precision in ("fp32", "fp16"):
+        if meta["onnx"][precision]:
+            names = [meta["onnx"][precision], meta["cached"][precision], meta["weights"][precision]]
+            sizes = ", ".join(f"{n} {os.path.getsize(os.path.join(out, n)) / 2**20:,.1f} MiB" for n in names)
+            what = "float32" if precision == "fp32" else \
+                "float16 products and weights, float32 RoPE, norm statistics, softmax and head"
+            log(f"  {precision:<13} {sizes} ({what})")
+    log(f"  dllm.json     format {meta['format']}, top-K {k}")
+    log(f"peak memory {peak_rss() / 2**30:.2f} GiB (peak RSS), {time.perf_counter() - started:.1f} s")
+    return meta
 
 
 def main() -> None:
@@ -150,8 +194,11 @@ def main() -> None:
     parser.add_argument("--topk", type=int, default=64)
     parser.add_argument("--fp16", action="store_true")
     args = parser.parse_args()
-    meta = convert(args.checkpoint, args.out, args.name or os.path.basename(os.path.normpath(args.checkpoint)), args.topk, args.fp16)
-    print(f"wrote {args.out}: vocab {meta['vocab_size']}, mask {meta['mask_token_id']}, eos {meta['eos_token_ids']}")
+    try:
+        convert(args.checkpoint, args.out, args.name or os.path.basename(os.path.normpath(args.checkpoint)),
+                args.topk, args.fp16)
+    except CheckpointError as e:
+        raise SystemExit(f"cannot convert: {e}") from None
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 Full logits [N, L, V] never leave the graph: the graph gathers the wanted positions, applies classifier-free
 guidance over the whole vocabulary, and returns the top-K logits and ids, the softmax normaliser and the entropy.
 
+The graphs are traced from a weightless module and the weights streamed into one external data file (below), so
+exporting holds one block of weights at a time, however large the model (convert.py uses the same path).
+
     python3 -m dllm.export --checkpoint models/runs/tiny-llada/ckpt.pt --tokenizer models/tiny-llada/tokenizer.json \
         --out models/tiny-llada [--fp16]
 """
@@ -10,19 +13,21 @@ guidance over the whole vocabulary, and returns the top-K logits and ids, the so
 from __future__ import annotations
 
 import argparse
-import hashlib
 import inspect
+import io
 import json
 import os
 import shutil
 import warnings
 
+import numpy as np
 import onnx
 import onnx.numpy_helper
+import onnx.shape_inference
 import torch
 import torch.nn as nn
 
-from .model import LLaDA, load_checkpoint
+from .model import LLaDA, ModelConfig, load_checkpoint
 from .tokenizer import BOS, EOS, EOT, MASK, PAD
 
 FORMAT = "dllm-onnx/2"
@@ -115,9 +120,8 @@ def kv_shape(config) -> dict:
     return {"layers": config.n_layers, "kv_heads": config.effective_n_kv_heads, "head_dim": config.head_dim}
 
 
-def example_cached_inputs(model: LLaDA, n: int = 2, past: int = 5, q: int = 4, p: int = 3) -> tuple[torch.Tensor, ...]:
+def example_cached_inputs(c: ModelConfig, n: int = 2, past: int = 5, q: int = 4, p: int = 3) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(0)
-    c = model.config
     input_ids = torch.randint(0, c.vocab_size, (n, q), generator=g)
     position_ids = torch.arange(past, past + q).repeat(n, 1)
     attention_mask = torch.ones(n, past + q, dtype=torch.int64)
@@ -136,42 +140,169 @@ def example_inputs(vocab_size: int, n: int = 2, length: int = 12, p: int = 4) ->
     return input_ids, attention_mask, positions, torch.zeros(n), torch.arange(n)
 
 
-def _trace(graph: nn.Module, inputs: tuple, path: str, input_names: list[str], output_names: list[str],
+# --- tracing without weights ------------------------------------------------------------------------------------
+#
+# The graph depends on the config alone, so it is traced from a module that holds no weights: built on the meta
+# device (shapes, no memory), each parameter replaced by a one-number placeholder broadcast to its shape. The
+# trace then records, where the module reads a parameter, an Expand of that placeholder; `bind_weights` turns each
+# into an initializer named after the parameter, stored in an external data file that `write_weights` fills
+# tensor by tensor from the checkpoint. The model is therefore never in memory: not as a state dict, not as a
+# module, not as a protobuf (onnxruntime-genai's model builder streams weights into its graphs for the same reason;
+# it builds the graph op by op, we keep one description of the architecture, model.py, and trace it).
+
+_FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn, torch.arange, torch.tensor}
+TRANSPOSED = "^T"  # initializer name suffix: the parameter stored transposed, as the graph's MatMul reads it
+
+
+class _OnMeta(torch.overrides.TorchFunctionMode):
+    """Tensor factories create meta tensors, so a module built inside holds shapes but no memory (what torch 2's
+    `with torch.device("meta")` does; torch 1.13 has TorchFunctionMode but not that context)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in _FACTORIES:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
+class _Placeholder(nn.Module):
+    """A parameter's stand-in while tracing: one number (distinct per parameter, so the exporter's merging of equal
+    parameters leaves them apart) broadcast to the parameter's shape."""
+
+    def __init__(self, shape: torch.Size):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, original: torch.Tensor) -> torch.Tensor:
+        return original.expand(self.shape)
+
+
+def weightless(config: ModelConfig) -> LLaDA:
+    """The module of `config` with placeholders for weights: a few KB whatever the model's size."""
+    from torch.nn.utils import parametrize
+
+    with _OnMeta():
+        model = LLaDA(config)
+    for i, (name, p) in enumerate(list(model.named_parameters())):
+        owner, _, attr = name.rpartition(".")
+        module = model.get_submodule(owner)
+        setattr(module, attr, nn.Parameter(torch.full((1,), float(i + 1)), requires_grad=False))
+        parametrize.register_parametrization(module, attr, _Placeholder(p.shape), unsafe=True)
+    return model.eval()
+
+
+def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """{parameter name: shape} of the module of `config`, without building its weights."""
+    with _OnMeta():
+        return {name: tuple(p.shape) for name, p in LLaDA(config).state_dict().items()}
+
+
+def _parameter_of(initializer: str) -> str | None:
+    """`model.transformer.wte.parametrizations.weight.original` -> `transformer.wte.weight` (None: not a weight)."""
+    name = initializer[len("model."):] if initializer.startswith("model.") else initializer
+    if not name.endswith(".original") or ".parametrizations." not in name:
+        return None
+    return name[: -len(".original")].replace(".parametrizations.", ".")
+
+
+def _trace(graph: nn.Module, inputs: tuple, input_names: list[str], output_names: list[str],
            dynamic_axes: dict) -> onnx.ModelProto:
-    """torch.onnx.export (TorchScript exporter, opset 17) into a scratch folder beside `path`; the loaded proto."""
+    """torch.onnx.export (TorchScript exporter, opset 17) of a weightless graph module, weights bound."""
     kwargs = {}
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False  # torch 2.x: keep the TorchScript exporter, as on torch 1.13
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, ".export-tmp")
-    os.makedirs(tmp, exist_ok=True)
-    tmp_path = os.path.join(tmp, "model.onnx")
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            # torch 1.13's exporter warns about prim::Constant shape inference on every export; the graph is checked
-            # against PyTorch by models/tests instead.
-            warnings.simplefilter("ignore", UserWarning)
-            torch.onnx.export(graph, inputs, tmp_path, opset_version=OPSET, input_names=input_names,
-                              output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True, **kwargs)
-        return onnx.load(tmp_path)  # also pulls in any external data torch wrote beside it
-    finally:
-        shutil.rmtree(tmp)
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch 1.13's exporter warns about prim::Constant shape inference on every export; the graph is checked
+        # against PyTorch by models/tests instead.
+        warnings.simplefilter("ignore", UserWarning)
+        # The placeholders stay graph inputs of unknown value (export_params=False) and nothing is folded: as known
+        # initializers, constant folding and the exporter's shape inference would evaluate each placeholder's
+        # Expand into a full-size constant. ONNX Runtime folds the remaining constant subgraphs (e.g. the rotary
+        # frequencies) when it loads the graph.
+        torch.onnx.export(graph, inputs, buffer, opset_version=OPSET, input_names=input_names,
+                          output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=False,
+                          export_params=False, **kwargs)
+    return bind_weights(onnx.load_from_string(buffer.getvalue()), parameter_shapes(graph.model.config))
 
 
-def full_proto(model: LLaDA, k: int, path: str) -> onnx.ModelProto:
+def bind_weights(proto: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+    """Each placeholder Expand becomes an initializer named after its parameter (`transformer.blocks.0.q_proj.weight`),
+    and a Transpose of it (nn.Linear's x @ W^T) an initializer holding the transposed parameter (`…weight^T`), as
+    constant folding would have stored it. The initializers have shapes but no data: write_weights fills them."""
+    graph = proto.graph
+    placeholders = {i.name: _parameter_of(i.name) for i in graph.input if _parameter_of(i.name)}
+    nodes = list(graph.node)  # protobuf hands out a new wrapper per access: index nodes by position
+    consumers: dict[str, list[int]] = {}
+    for index, node in enumerate(nodes):
+        for name in node.input:
+            consumers.setdefault(name, []).append(index)
+    rename, dropped, bound = {}, set(), {}
+    for index, node in enumerate(nodes):
+        if node.op_type != "Expand" or node.input[0] not in placeholders:
+            continue
+        param = placeholders[node.input[0]]
+        dropped.add(index)
+        rename[node.output[0]] = param
+        bound[param] = shapes[param]
+        for u in consumers.get(node.output[0], []):
+            user = nodes[u]
+            perm = [a.ints for a in user.attribute if a.name == "perm"]
+            if user.op_type == "Transpose" and len(shapes[param]) == 2 and list(perm[0] if perm else [1, 0]) == [1, 0]:
+                dropped.add(u)
+                rename[user.output[0]] = param + TRANSPOSED
+                bound[param + TRANSPOSED] = shapes[param][::-1]
+    kept = [n for i, n in enumerate(nodes) if i not in dropped]
+    for node in kept:
+        node.input[:] = [rename.get(i, i) for i in node.input]
+    del graph.node[:]
+    graph.node.extend(kept)
+    inputs = [i for i in graph.input if i.name not in placeholders]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    for name, shape in bound.items():
+        tensor = graph.initializer.add(name=name, data_type=onnx.TensorProto.FLOAT, dims=shape)
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+    _drop_unused(graph)  # the Expands' shape computations
+    return proto
+
+
+def _drop_unused(graph: onnx.GraphProto) -> None:
+    """Removes nodes and initializers nothing reads."""
+    while True:
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        kept = [n for n in graph.node if any(o in used for o in n.output)]
+        if len(kept) == len(graph.node):
+            break
+        del graph.node[:]
+        graph.node.extend(kept)
+    live = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(live)
+
+
+def _empty_batch(inputs: tuple[torch.Tensor, ...], past_kv: int | None = None) -> tuple[torch.Tensor, ...]:
+    """The example inputs with no rows (N = 0; past_kv, input 3 of the cached graph, has N on axis 2). The graph is
+    the same (N is a dynamic axis), but every product in the traced forward pass has zero rows, so none reads a
+    weight: with rows, each product would copy its broadcast placeholder into a full-size matrix, and the tracer
+    keeps many of those alive (about 40% of the float32 model in our measurements)."""
+    return tuple(t[:, :, :0] if i == past_kv else t[:0] for i, t in enumerate(inputs))
+
+
+def full_proto(config: ModelConfig, k: int) -> onnx.ModelProto:
     """The full graph (format 1's model.onnx): dynamic N, L, P."""
-    model.eval()
-    return _trace(SamplingGraph(model, k), example_inputs(model.config.vocab_size), path, INPUT_NAMES, OUTPUT_NAMES,
+    return _trace(SamplingGraph(weightless(config), k), _empty_batch(example_inputs(config.vocab_size)), INPUT_NAMES,
+                  OUTPUT_NAMES,
                   {"input_ids": {0: "N", 1: "L"}, "attention_mask": {0: "N", 1: "L"},
                    "positions": {0: "N", 1: "P"}, "cfg_scale": {0: "N"}, "uncond_row": {0: "N"},
                    "topk_logits": {0: "N", 1: "P"}, "topk_ids": {0: "N", 1: "P"},
                    "logsumexp": {0: "N", 1: "P"}, "entropy": {0: "N", 1: "P"}})
 
 
-def cached_proto(model: LLaDA, k: int, path: str) -> onnx.ModelProto:
+def cached_proto(config: ModelConfig, k: int) -> onnx.ModelProto:
     """The cached graph: dynamic N, Q (query tokens), Lp (cached positions, may be 0), KV (= Lp + Q), P."""
-    model.eval()
-    return _trace(CachedSamplingGraph(model, k), example_cached_inputs(model), path, CACHED_INPUT_NAMES,
+    return _trace(CachedSamplingGraph(weightless(config), k), _empty_batch(example_cached_inputs(config), past_kv=3),
+                  CACHED_INPUT_NAMES,
                   CACHED_OUTPUT_NAMES,
                   {"input_ids": {0: "N", 1: "Q"}, "position_ids": {0: "N", 1: "Q"}, "attention_mask": {0: "N", 1: "KV"},
                    "past_kv": {2: "N", 4: "Lp"}, "positions": {0: "N", 1: "P"}, "cfg_scale": {0: "N"},
@@ -179,175 +310,251 @@ def cached_proto(model: LLaDA, k: int, path: str) -> onnx.ModelProto:
                    "logsumexp": {0: "N", 1: "P"}, "entropy": {0: "N", 1: "P"}, "present_kv": {2: "N", 4: "Q"}})
 
 
-def export_onnx(model: LLaDA, path: str, k: int, metadata: dict[str, str], external_above: int = TWO_GB) -> None:
-    """Export the full graph alone (opset 17, dynamic N, L, P); weights beyond 2 GB go to `<path>.data`."""
-    save_with_metadata(full_proto(model, k, path), path, metadata, external_above)
+# --- streaming the weights ----------------------------------------------------------------------------------------
+
+BLOCK_ELEMENTS = 1 << 22  # 4 Mi values (16 MiB as float32) per block: what writing holds, whatever the tensor
 
 
-def save_shared(graphs: list[tuple[onnx.ModelProto, str]], data_path: str, metadata: dict[str, str],
-                min_bytes: int = 1024) -> None:
-    """Saves graphs whose weights live once in one external data file (`data_path`, beside them).
+class ModuleWeights:
+    """The weights of a PyTorch module in memory (our own training runs), as write_weights reads them."""
 
-    Initializers of at least `min_bytes` are written to the file once per distinct (type, shape, bytes), 64-byte
-    aligned; every graph holding the same tensor points at the same offset. The graphs of one model are traced from
-    the same modules, so their weights (transposed the same way by constant folding) coincide and the file holds one
-    copy of the model, however many graphs read it.
-    """
-    from onnx.external_data_helper import set_external_data
+    def __init__(self, model: LLaDA):
+        self.state = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
 
-    folder = os.path.dirname(os.path.abspath(data_path))
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.state[name].shape)
+
+    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        return self.state[name][start:stop]
+
+    def columns(self, name: str, start: int, stop: int) -> np.ndarray:
+        return self.state[name][:, start:stop]
+
+
+def write_weights(protos: list[onnx.ModelProto], source, data_path: str) -> int:
+    """Fills the bound initializers of `protos` (bind_weights; float32 or float16 after fp16_proto) from `source`
+    (ModuleWeights or convert.CheckpointWeights: shape, rows, columns) into one external data file, each distinct
+    (name, type) once and 64-byte aligned, block by block: memory holds one block, never a tensor. Returns the
+    file's size."""
     location = os.path.basename(data_path)
-    placed: dict[tuple, tuple[int, int]] = {}
+    placed: dict[tuple[str, int], tuple[int, int]] = {}
     with open(data_path, "wb") as f:
-        for proto, _ in graphs:
+        for proto in protos:
             for tensor in proto.graph.initializer:
-                array = onnx.numpy_helper.to_array(tensor)
-                if array.nbytes < min_bytes:
+                if tensor.data_location != onnx.TensorProto.EXTERNAL:
                     continue
-                raw = array.tobytes()
-                key = (tensor.data_type, tuple(tensor.dims), hashlib.sha256(raw).digest())
+                key = (tensor.name, tensor.data_type)
                 if key not in placed:
                     f.write(b"\0" * (-f.tell() % 64))
-                    placed[key] = (f.tell(), len(raw))
-                    f.write(raw)
+                    start = f.tell()
+                    _stream(tensor, source, f)
+                    placed[key] = (start, f.tell() - start)
                 offset, length = placed[key]
-                name = tensor.name
-                tensor.CopyFrom(onnx.numpy_helper.from_array(array, name))  # raw_data only
-                set_external_data(tensor, location=location, offset=offset, length=length)
-                tensor.ClearField("raw_data")
-                tensor.data_location = onnx.TensorProto.EXTERNAL
-    for proto, path in graphs:
-        if os.path.dirname(os.path.abspath(path)) != folder:
-            raise ValueError(f"{path}: must be beside its weights file {data_path}")
-        del proto.metadata_props[:]
-        for key, value in metadata.items():
-            proto.metadata_props.add(key=key, value=value)
-        stale = path + ".data"
-        if os.path.exists(stale):
-            os.remove(stale)
-        onnx.save_model(proto, path)
+                del tensor.external_data[:]
+                for field, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+                    tensor.external_data.add(key=field, value=value)
+        return f.tell()
 
 
-def save_with_metadata(proto: onnx.ModelProto, path: str, metadata: dict[str, str], external_above: int = TWO_GB) -> None:
-    """Save with metadata; weights go to one `<file>.data` external file when they exceed `external_above` bytes
-    (protobuf cannot hold a model over 2 GB)."""
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        proto.metadata_props.add(key=key, value=value)
-    data_name = os.path.basename(path) + ".data"
-    data_path = os.path.join(os.path.dirname(os.path.abspath(path)), data_name)
-    if os.path.exists(data_path):
-        os.remove(data_path)
-    if sum(t.ByteSize() for t in proto.graph.initializer) > external_above:
-        onnx.save_model(proto, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_name, size_threshold=1024)
-    else:
-        onnx.save_model(proto, path)
+def _stream(tensor: onnx.TensorProto, source, f) -> None:
+    transposed = tensor.name.endswith(TRANSPOSED)
+    name = tensor.name[: -len(TRANSPOSED)] if transposed else tensor.name
+    shape = tuple(tensor.dims)
+    expected = source.shape(name)[::-1] if transposed else source.shape(name)
+    if shape != tuple(expected):
+        raise ValueError(f"{name}: the graph wants shape {list(shape)}, the weights have {list(source.shape(name))}")
+    dtype = np.float16 if tensor.data_type == onnx.TensorProto.FLOAT16 else np.float32
+    rows = shape[0] if shape else 1
+    step = max(1, BLOCK_ELEMENTS // max(1, int(np.prod(shape[1:], dtype=np.int64))))
+    for start in range(0, rows, step):
+        stop = min(rows, start + step)
+        block = source.columns(name, start, stop).T if transposed else source.rows(name, start, stop)
+        with np.errstate(over="ignore"):  # checked on the next line, with the tensor named
+            out = np.ascontiguousarray(block, dtype=dtype)
+        if dtype == np.float16 and not np.isfinite(out).all() and np.isfinite(block).all():
+            raise ValueError(f"{name}: values beyond float16's range (|x| > 65504); convert without --fp16")
+        f.write(memoryview(out).cast("B"))
 
 
-def to_fp16(src: str, dst: str) -> None:
-    """fp16 variant of one graph file (see fp16_proto)."""
-    proto = fp16_proto(onnx.load(src))
-    save_with_metadata(proto, dst, {p.key: p.value for p in proto.metadata_props})
+# --- the fp16 graph: float16 products, float32 islands ----------------------------------------------------------
+
+MATRIX_PRODUCTS = {"MatMul", "Gemm"}
+ANY_INPUT_TYPE = {"Shape", "Size", "Cast"}  # read any element type: no cast is put in front of them
 
 
 def fp16_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """fp16 variant for GPUs: float weights and compute in fp16, graph inputs and outputs stay float32.
+    """fp16 variant for GPUs, with mixed precision as autocast and mixed-precision inference do it: the matrix
+    products (and so every weight they read) run in float16; what the PyTorch module computes in float32 stays in
+    float32. The graph's float inputs and outputs stay float32, so the I/O contract is unchanged.
 
-    Converted after an fp32 export (torch 1.13 cannot trace fp16 on CPU): every float initializer and
-    constant becomes float16, casts to float become casts to float16, and casts are added at the float
-    inputs (cfg_scale; past_kv of the cached graph) and outputs so the I/O contract is unchanged.
+    Which nodes stay float32 ("islands") follows the module's own casts, which the trace keeps: every `.float()`
+    (RMSNorm's statistics, the attention softmax, the sampling head) is a Cast to float in the fp32 graph. A node
+    runs in float32 if it is such a Cast, reads a float32 island tensor, or depends on no weight at all (position
+    ids -> rotary angles -> cos/sin, the padding bias; these are computed from the integer inputs); the islands end
+    at the next matrix product, whose operands are cast to float16. Pure constants (no input, no weight) are
+    computed in float32 and cast to what their reader runs in. Everything else, i.e. the weight-bearing stream
+    between islands (embedding, projections, SwiGLU, residual adds), runs in float16.
+
+    Without this, native float16 (the CUDA provider; the CPU provider upcasts silently) gives rotary angles off by
+    up to ~0.8 rad at positions near 2048 (float16's spacing there is 2) and overflows RMSNorm's x^2 to infinity for
+    any residual channel above 256, zeroing that token's normalised vector (tests/test_export.py emulates both).
     """
     f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
-    for init in proto.graph.initializer:
-        if init.data_type == f32:
-            init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init).astype("float16"), init.name))
-    for node in proto.graph.node:
-        for attr in node.attribute:
-            if node.op_type == "Cast" and attr.name == "to" and attr.i == f32:
-                attr.i = f16
-            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == f32:
-                attr.t.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(attr.t).astype("float16"), attr.t.name))
     graph = proto.graph
-    new_nodes = []
-    for inp in graph.input:
-        if inp.type.tensor_type.elem_type == f32:
-            cast_name = inp.name + "_fp16"
-            for node in graph.node:
-                node.input[:] = [cast_name if i == inp.name else i for i in node.input]
-            new_nodes.append(onnx.helper.make_node("Cast", [inp.name], [cast_name], to=f16, name=cast_name))
-    nodes = new_nodes + list(graph.node)
-    del graph.node[:]
-    graph.node.extend(nodes)
+    typed = onnx.shape_inference.infer_shapes(proto).graph
+    elem = {v.name: v.type.tensor_type.elem_type for v in [*typed.value_info, *typed.input, *typed.output]}
+    elem.update({t.name: t.data_type for t in graph.initializer})
+    weights = {t.name for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL and t.data_type == f32}
+    inputs = {i.name for i in graph.input}
+    on_weights, on_inputs = set(weights), set(inputs)
+    island = {name for name in inputs if elem.get(name) == f32}
+    old = list(graph.node)  # protobuf hands out a new wrapper per access: index nodes by position
+    precision = []  # per node: f32 | f16
+    for node in old:
+        w = any(i in on_weights for i in node.input)
+        x = any(i in on_inputs for i in node.input)
+        if w:
+            on_weights.update(node.output)
+        if x:
+            on_inputs.update(node.output)
+        cast_to_float = node.op_type == "Cast" and onnx.helper.get_attribute_value(node.attribute[0]) == f32
+        if not w and not x:
+            precision.append(f32)  # a constant: neutral, its readers cast it
+        elif cast_to_float or (node.op_type not in MATRIX_PRODUCTS and (not w or any(i in island for i in node.input))):
+            precision.append(f32)
+            island.update(o for o in node.output if elem.get(o) == f32)
+        else:
+            precision.append(f16)
+    # Weights read only by float32 nodes (RMSNorm's gains) stay float32; all others are stored in float16.
+    readers: dict[str, set[int]] = {}
+    for node, p in zip(old, precision):
+        for i in node.input:
+            readers.setdefault(i, set()).add(p)
+    for t in graph.initializer:
+        if t.name in weights and f16 in readers.get(t.name, set()):
+            t.data_type = f16
+            elem[t.name] = f16
+    half_outputs = {o for n, p in zip(old, precision) if p == f16 for o in n.output if elem.get(o) == f32}
+    for node, p in zip(old, precision):
+        if p != f16:
+            continue
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == f32:
+                attr.t.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name))
+
+    def current(name: str) -> int:  # the element type of a float tensor after conversion
+        return f16 if name in half_outputs or elem.get(name) == f16 else elem.get(name, 0)
+
+    nodes, casts = [], {}
+
+    def cast(name: str, to: int) -> str:
+        if (name, to) not in casts:
+            casts[(name, to)] = f"{name}_as_{'fp16' if to == f16 else 'fp32'}"
+            nodes.append(onnx.helper.make_node("Cast", [name], [casts[(name, to)]], to=to, name=casts[(name, to)]))
+        return casts[(name, to)]
+
+    for node, want in zip(old, precision):
+        if node.op_type not in ANY_INPUT_TYPE:
+            node.input[:] = [cast(i, want) if i and current(i) in (f32, f16) and current(i) != want else i
+                             for i in node.input]
+        nodes.append(node)
     for out in graph.output:
-        if out.type.tensor_type.elem_type == f32:
+        if current(out.name) == f16:
             inner = out.name + "_fp16"
-            for node in graph.node:
+            for node in nodes:
                 node.output[:] = [inner if o == out.name else o for o in node.output]
                 node.input[:] = [inner if i == out.name else i for i in node.input]
-            graph.node.append(onnx.helper.make_node("Cast", [inner], [out.name], to=f32, name=out.name + "_cast"))
+            nodes.append(onnx.helper.make_node("Cast", [inner], [out.name], to=f32, name=out.name + "_cast"))
+    del graph.node[:]
+    graph.node.extend(nodes)
     del graph.value_info[:]
     return proto
+
+
+def save_graph(proto: onnx.ModelProto, path: str, metadata: dict[str, str]) -> None:
+    """The graph file alone (its weights are in the external data file write_weights filled), with metadata."""
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save_model(proto, path)
+
+
+def export_onnx(model: LLaDA, path: str, k: int, metadata: dict[str, str], external_above: int = TWO_GB) -> None:
+    """Export the full graph alone (opset 17, dynamic N, L, P) from a module in memory; weights beyond
+    `external_above` bytes go to `<path>.data` (protobuf cannot hold a model over 2 GB), else into the file."""
+    proto = full_proto(model.config, k)
+    data_path = path + ".data"
+    size = write_weights([proto], ModuleWeights(model), data_path)
+    save_graph(proto, path, metadata)
+    if size <= external_above:
+        save_graph(onnx.load(path), path, metadata)  # onnx.load pulls the external data in
+        os.remove(data_path)
 
 
 DEFAULT_GENERATION = {"max_tokens": 64, "steps": 64, "block_length": 8, "remasking": "low_confidence", "threshold": None,
                       "temperature": 0.0}
 
 
-def dllm_json(model: LLaDA, k: int, name: str, fp16: bool, chat_template: str | None = LLADA_CHAT_TEMPLATE,
+def dllm_json(config: ModelConfig, k: int, name: str, fp16: bool, chat_template: str | None = LLADA_CHAT_TEMPLATE,
               eos_token_ids: tuple[int, ...] = (EOS, EOT), pad_token_id: int = PAD, bos_token_id: int | None = BOS,
               mask_token_id: int = MASK, generation_defaults: dict | None = None) -> dict:
     """The model folder's dllm.json (docs/design.md §2; format 2 adds `cached` and `weights`, docs/models.md).
     generation_defaults update DEFAULT_GENERATION (what a request leaves out). A block diffusion model's block size
     is also its block_length: it cannot decode in other blocks than it was trained with."""
-    block_size = model.config.block_size
+    block_size = config.block_size
     defaults = DEFAULT_GENERATION | (generation_defaults or {}) | ({"block_length": block_size} if block_size else {})
     return {
         "format": FORMAT,
         "architecture": "block_diffusion" if block_size else "llada",
         **({"block_size": block_size} if block_size else {}),
         "name": name,
-        "vocab_size": model.config.vocab_size,
+        "vocab_size": config.vocab_size,
         "mask_token_id": mask_token_id,
         "eos_token_ids": list(eos_token_ids),
         "pad_token_id": pad_token_id,
         "bos_token_id": bos_token_id,
-        "max_sequence_length": model.config.max_sequence_length,
+        "max_sequence_length": config.max_sequence_length,
         "topk": k,
         "chat_template": chat_template,
         "generation_defaults": defaults,
         "onnx": {"fp32": "model.onnx", "fp16": "model.fp16.onnx" if fp16 else None},
-        "cached": {"fp32": "model.kv.onnx", "fp16": "model.kv.fp16.onnx" if fp16 else None, **kv_shape(model.config)},
+        "cached": {"fp32": "model.kv.onnx", "fp16": "model.kv.fp16.onnx" if fp16 else None, **kv_shape(config)},
         "weights": {"fp32": WEIGHTS_FILE["fp32"], "fp16": WEIGHTS_FILE["fp16"] if fp16 else None},
-        "model_config": model.config.to_dict(),
+        "model_config": config.to_dict(),
     }
 
 
-def write_model_folder(model: LLaDA, out: str, tokenizer_path: str, k: int, name: str, fp16: bool = False, **spec) -> dict:
+def write_folder(config: ModelConfig, source, out: str, tokenizer_path: str, k: int, name: str, fp16: bool = False,
+                 **spec) -> dict:
     """dllm.json, tokenizer.json, and the graphs: model.onnx (full) and model.kv.onnx (cached) reading one weights
-    file, weights.data; with fp16, model.fp16.onnx and model.kv.fp16.onnx reading weights.fp16.data."""
+    file, weights.data; with fp16, model.fp16.onnx and model.kv.fp16.onnx reading weights.fp16.data. The graphs
+    are traced from `config` alone and the weights streamed from `source` (ModuleWeights, convert.CheckpointWeights)."""
     os.makedirs(out, exist_ok=True)
-    meta = dllm_json(model, k, name, fp16, **spec)
+    meta = dllm_json(config, k, name, fp16, **spec)
     if os.path.abspath(tokenizer_path) != os.path.abspath(os.path.join(out, "tokenizer.json")):
         shutil.copyfile(tokenizer_path, os.path.join(out, "tokenizer.json"))
     onnx_meta = {"dllm": json.dumps(meta)} | {k2: json.dumps(v) for k2, v in meta.items() if k2 != "model_config"}
-    full = full_proto(model, k, os.path.join(out, "model.onnx"))
-    cached = cached_proto(model, k, os.path.join(out, "model.kv.onnx"))
     for stale in ("model.onnx.data", "model.fp16.onnx.data"):  # format 1 exports of big models
         if os.path.exists(os.path.join(out, stale)):
             os.remove(os.path.join(out, stale))
+    full, cached = full_proto(config, k), cached_proto(config, k)
+    variants = [("fp32", full, cached)]
     if fp16:
-        # Converted from the fp32 protos before those are rewritten to point at their external data.
-        full16 = fp16_proto(onnx.ModelProto.FromString(full.SerializeToString()))
-        cached16 = fp16_proto(onnx.ModelProto.FromString(cached.SerializeToString()))
-        save_shared([(full16, os.path.join(out, meta["onnx"]["fp16"])), (cached16, os.path.join(out, meta["cached"]["fp16"]))],
-                    os.path.join(out, WEIGHTS_FILE["fp16"]), onnx_meta)
-    save_shared([(full, os.path.join(out, "model.onnx")), (cached, os.path.join(out, "model.kv.onnx"))],
-                os.path.join(out, WEIGHTS_FILE["fp32"]), onnx_meta)
+        variants.append(("fp16", fp16_proto(onnx.ModelProto.FromString(full.SerializeToString())),
+                         fp16_proto(onnx.ModelProto.FromString(cached.SerializeToString()))))
+    for precision, full_graph, cached_graph in variants:
+        write_weights([full_graph, cached_graph], source, os.path.join(out, WEIGHTS_FILE[precision]))
+        save_graph(full_graph, os.path.join(out, meta["onnx"][precision]), onnx_meta)
+        save_graph(cached_graph, os.path.join(out, meta["cached"][precision]), onnx_meta)
     with open(os.path.join(out, "dllm.json"), "w") as f:
         json.dump(meta, f, indent=2)
         f.write("\n")
     return meta
+
+
+def write_model_folder(model: LLaDA, out: str, tokenizer_path: str, k: int, name: str, fp16: bool = False, **spec) -> dict:
+    """write_folder for a module in memory (our training runs)."""
+    return write_folder(model.config, ModuleWeights(model), out, tokenizer_path, k, name, fp16, **spec)
 
 
 def main() -> None:

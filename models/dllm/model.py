@@ -43,6 +43,9 @@ class ModelConfig:
     rms_norm_eps: float = 1e-5
     weight_tying: bool = True
     include_bias: bool = False
+    include_qkv_bias: bool = False  # biases on q/k/v only (LLaDA's include_qkv_bias)
+    input_emb_norm: bool = False  # embeddings scaled by sqrt(d_model) (OLMo/LLaDA input_emb_norm)
+    scale_logits: bool = False  # logits scaled by 1/sqrt(d_model) (OLMo/LLaDA scale_logits)
     init_std: float = 0.02
     mask_token_id: int = 2
     # Block diffusion (BD3-LM, Arriola et al. 2025): attention is bidirectional inside each block of `block_size`
@@ -123,11 +126,12 @@ class LLaDALlamaBlock(nn.Module):
         self.config = config
         kv_dim = config.effective_n_kv_heads * config.head_dim
         bias = config.include_bias
+        qkv_bias = config.include_bias or config.include_qkv_bias  # as LLaDALlamaBlock
         self.attn_norm = RMSNorm(config.d_model, config.rms_norm_eps)
         self.ff_norm = RMSNorm(config.d_model, config.rms_norm_eps)
-        self.q_proj = nn.Linear(config.d_model, config.d_model, bias=bias)
-        self.k_proj = nn.Linear(config.d_model, kv_dim, bias=bias)
-        self.v_proj = nn.Linear(config.d_model, kv_dim, bias=bias)
+        self.q_proj = nn.Linear(config.d_model, config.d_model, bias=qkv_bias)
+        self.k_proj = nn.Linear(config.d_model, kv_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(config.d_model, kv_dim, bias=qkv_bias)
         self.attn_out = nn.Linear(config.d_model, config.d_model, bias=bias)
         self.ff_proj = nn.Linear(config.d_model, config.mlp_hidden_size, bias=bias)  # gate
         self.up_proj = nn.Linear(config.d_model, config.mlp_hidden_size, bias=bias)
@@ -145,18 +149,23 @@ class LLaDALlamaBlock(nn.Module):
         return q, k * cos + rotate_half(k) * sin, v
 
     def attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
-        """q [N, H, Q, Dh] over keys/values [N, Hk, K, Dh] (key_bias [N, 1, Q or 1, K] or None) -> attn_out [N, Q, D]."""
+        """q [N, H, Q, Dh] over keys/values [N, Hk, K, Dh] (key_bias [N, 1, Q or 1, K] or None) -> attn_out [N, Q, D].
+
+        Grouped-query attention (Hk < H): query head j uses key/value head j // (H / Hk), as LLaDA's
+        `repeat_interleave` of the keys (and Llama's `repeat_kv`) does. The query heads are grouped on a fifth axis
+        and the keys broadcast over it instead of being copied: the same arithmetic, without the exported
+        repeat_interleave, with which the graph failed in ONNX Runtime at every shape (issue 13).
+        """
         c = self.config
-        if c.effective_n_kv_heads != c.n_heads:  # grouped-query attention
-            repeat = c.n_heads // c.effective_n_kv_heads
-            keys = keys.repeat_interleave(repeat, dim=1)
-            values = values.repeat_interleave(repeat, dim=1)
-        scores = q @ keys.transpose(-1, -2)  # [N, H, Q, K]
+        n, heads, q_len, head_dim = q.shape
+        groups = c.effective_n_kv_heads
+        q = q.reshape(n, groups, heads // groups, q_len, head_dim)  # [N, Hk, H/Hk, Q, Dh]
+        scores = q @ keys.unsqueeze(2).transpose(-1, -2)  # [N, Hk, H/Hk, Q, K]
         if key_bias is not None:
-            scores = scores + key_bias
+            scores = scores + key_bias.unsqueeze(1)
         weights = scores.float().softmax(-1).to(values.dtype)
-        n, _, q_len, _ = q.shape
-        return self.attn_out((weights @ values).transpose(1, 2).reshape(n, q_len, c.d_model))
+        out = (weights @ values.unsqueeze(2)).reshape(n, heads, q_len, head_dim)  # [N, H, Q, Dh]
+        return self.attn_out(out.transpose(1, 2).reshape(n, q_len, c.d_model))
 
     def attention(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
         q, k, v = self.rotated_qkv(x, cos, sin)
@@ -213,6 +222,11 @@ class LLaDA(nn.Module):
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
 
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[N, L] -> [N, L, D]; with input_emb_norm scaled by sqrt(d_model), as LLaDAModel.forward does."""
+        x = self.transformer["wte"](input_ids)
+        return x * (self.config.d_model ** 0.5) if self.config.input_emb_norm else x
+
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids, attention_mask: [N, L] int64 -> final normed hidden states [N, L, D].
 
@@ -233,7 +247,7 @@ class LLaDA(nn.Module):
         """The transformer with explicit position ids [N, L] and additive attention bias ([N, 1, L or 1, L] or None):
         -> final normed hidden states [N, L, D]. Block diffusion training uses it with its own mask (train.py)."""
         c = self.config
-        x = self.transformer["wte"](input_ids)  # [N, L, D]
+        x = self.embed(input_ids)  # [N, L, D]
         if key_bias is not None:
             key_bias = key_bias.to(x.dtype)
         cos, sin = rotary_cos_sin(positions, c.head_dim, c.rope_theta)
@@ -252,7 +266,7 @@ class LLaDA(nn.Module):
         block-causal rule restricts only the query part: every cached key belongs to an earlier block (or is masked).
         """
         c = self.config
-        x = self.transformer["wte"](input_ids)
+        x = self.embed(input_ids)
         past_len = past_kv.shape[-2]
         # Cached keys are given position -1 for the rule: visible to every query (padding is hidden by the mask).
         key_positions = torch.cat((torch.full_like(attention_mask[:, :past_len], -1), position_ids), dim=1)
@@ -265,11 +279,15 @@ class LLaDA(nn.Module):
         return self.transformer["ln_f"](x), torch.stack(presents)
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
-        """[..., D] -> logits [..., V], dropping embedding rows beyond vocab_size."""
+        """[..., D] -> logits [..., V], dropping embedding rows beyond vocab_size (LLaDA pads the embedding to a
+        multiple of 128; the padding rows are never tokens, and the sampler's softmax leaves them out). With
+        scale_logits the logits are divided by sqrt(d_model), as LLaDAModel.forward does."""
         if self.config.weight_tying:
             logits = F.linear(h, self.transformer["wte"].weight)
         else:
             logits = self.transformer["ff_out"](h)
+        if self.config.scale_logits:
+            logits = logits * (1 / math.sqrt(self.config.d_model))
         return logits[..., : self.config.vocab_size]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -303,21 +321,58 @@ def hf_state_dict_to_ours(hf_state: dict) -> dict:
     return {(k[len("model."):] if k.startswith("model.") else k): v for k, v in hf_state.items()}
 
 
+# Every key of LLaDA's config.json (configuration_llada.py, inherited from OLMo's ModelConfig) falls in one of
+# three groups, so that no flag that changes the computation is dropped without a word:
+# - mapped onto ModelConfig (config_from_hf below);
+# - REQUIRED: computed only with this value (absent = this value); anything else is refused by name;
+# - NO_EFFECT: training, initialisation, parallelism or bookkeeping; no effect on an inference forward pass.
+# A key in none of them is refused too: a newer config may carry a flag we have never seen.
+REQUIRED = {"block_type": "llama", "layer_norm_type": "rms", "activation_type": "silu", "alibi": False, "rope": True,
+            "attention_layer_norm": False, "layer_norm_with_affine": True, "clip_qkv": None}
+NO_EFFECT = {
+    "architectures", "model_type", "auto_map", "transformers_version", "torch_dtype", "_name_or_path", "use_cache",
+    "eos_token_id", "pad_token_id", "bos_token_id", "mask_token_id",  # read by convert.py, not by the module
+    "attention_dropout", "residual_dropout", "embedding_dropout", "flash_attention", "precision", "init_device",
+    "init_fn", "init_std", "init_cutoff_factor", "block_group_size", "alibi_bias_max",  # alibi is refused
+    "attention_layer_norm_with_affine",  # attention_layer_norm is refused
+    # RoPE in full precision is what we always compute (float32 in both graphs); false only lowers its precision
+    # in the official code's bf16 runs, it does not change the function.
+    "rope_full_precision",
+    "mlp_ratio",  # superseded by mlp_hidden_size when both are given
+}
+MAPPED = {"d_model", "n_heads", "n_kv_heads", "multi_query_attention", "n_layers", "mlp_hidden_size", "vocab_size",
+          "embedding_size", "max_sequence_length", "rope_theta", "rms_norm_eps", "weight_tying", "include_bias",
+          "include_qkv_bias", "input_emb_norm", "scale_logits", "bias_for_layer_norm"}
+
+
 def config_from_hf(hf_config: dict) -> ModelConfig:
-    """Map a LLaDA config.json onto ModelConfig; refuses what this implementation does not compute."""
+    """Map a LLaDA config.json onto ModelConfig; refuses, by name, any flag this implementation does not compute."""
     arch = hf_config.get("model_type"), tuple(hf_config.get("architectures") or ())
     if arch[0] != "llada" and "LLaDAModelLM" not in arch[1]:
         raise ValueError(f"config.json: unknown architecture {arch[0]!r} {list(arch[1])}; expected model_type 'llada'")
-    for key, expected in (("block_type", "llama"), ("layer_norm_type", "rms"), ("activation_type", "silu")):
+    for key, expected in REQUIRED.items():
         if key in hf_config and hf_config[key] != expected:
-            raise ValueError(f"config.json: {key} = {hf_config[key]!r} is not supported (expected {expected!r})")
-    if hf_config.get("alibi") or hf_config.get("rope") is False:
-        raise ValueError("config.json: only rotary position embeddings are supported")
+            raise ValueError(f"config.json: {key} = {hf_config[key]!r} is not supported (only {expected!r})")
+    unknown = sorted(set(hf_config) - set(REQUIRED) - NO_EFFECT - MAPPED)
+    if unknown:
+        raise ValueError(f"config.json: unknown field {unknown[0]!r} ({len(unknown)} unknown: {unknown}); "
+                         "refusing rather than guessing whether it changes the computation")
+    # LayerNormBase: norm biases when bias_for_layer_norm is true, or unset and include_bias is true.
+    norm_bias = hf_config.get("bias_for_layer_norm")
+    if norm_bias or (norm_bias is None and hf_config.get("include_bias")):
+        raise ValueError("config.json: bias_for_layer_norm (norm biases; also implied by include_bias when "
+                         "bias_for_layer_norm is unset) is not supported")
+    n_heads = hf_config["n_heads"]
+    # effective_n_kv_heads of LLaDA's config: n_kv_heads, else 1 with multi_query_attention, else n_heads.
+    n_kv_heads = hf_config.get("n_kv_heads") or (1 if hf_config.get("multi_query_attention") else n_heads)
+    if hf_config["d_model"] % n_heads or n_heads % n_kv_heads:
+        raise ValueError(f"config.json: d_model {hf_config['d_model']}, n_heads {n_heads}, n_kv_heads {n_kv_heads}: "
+                         "heads must divide d_model and kv heads must divide heads")
     mlp = hf_config.get("mlp_hidden_size") or int(hf_config["mlp_ratio"] * hf_config["d_model"])
     return ModelConfig(
         d_model=hf_config["d_model"],
-        n_heads=hf_config["n_heads"],
-        n_kv_heads=hf_config.get("n_kv_heads"),
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
         n_layers=hf_config["n_layers"],
         mlp_hidden_size=mlp,
         vocab_size=hf_config["vocab_size"],
@@ -327,6 +382,9 @@ def config_from_hf(hf_config: dict) -> ModelConfig:
         rms_norm_eps=hf_config.get("rms_norm_eps", 1e-5),
         weight_tying=bool(hf_config.get("weight_tying", False)),
         include_bias=bool(hf_config.get("include_bias", False)),
+        include_qkv_bias=bool(hf_config.get("include_qkv_bias", False)),
+        input_emb_norm=bool(hf_config.get("input_emb_norm", False)),
+        scale_logits=bool(hf_config.get("scale_logits", False)),
         mask_token_id=hf_config.get("mask_token_id", 126336),
     )
 

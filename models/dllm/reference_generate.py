@@ -32,7 +32,8 @@ if __package__ in (None, ""):  # run as a script: make `dllm` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     __package__ = "dllm"
 
-from dllm.export import CachedSamplingGraph, SamplingGraph, export_onnx  # noqa: E402
+from dllm.export import (INPUT_NAMES, OPSET, OUTPUT_NAMES, TRANSPOSED, CachedSamplingGraph, SamplingGraph,  # noqa: E402
+                         example_inputs)
 from dllm.model import LLaDA, ModelConfig, load_checkpoint  # noqa: E402
 
 REMASKING_RULES = ("low_confidence", "random", "margin", "entropy")
@@ -692,9 +693,11 @@ def golden(sampler: ReferenceSampler, tokenizer, model_dir: str) -> dict:
 def model_from_onnx(model_dir: str, spec: dict) -> LLaDA:
     """The PyTorch model holding exactly the weights of the folder's model.onnx.
 
-    The exporter renames and transposes weights (constant folding), so the mapping is recovered by exporting a
-    model of the same config whose parameters are consecutive integers: each initializer then names the parameter
-    it came from, and whether it was transposed.
+    Graphs exported since issue 13 name every weight after its parameter (`name`, or `name^T` stored transposed:
+    export.bind_weights). Older ones carry the exporter's counters (constant folding renamed and transposed the
+    weights), so there the mapping is recovered by exporting, as they were exported, a model of the same config
+    whose parameters are consecutive integers: each initializer then names the parameter it came from, and whether
+    it was transposed.
     """
     import tempfile
 
@@ -703,6 +706,13 @@ def model_from_onnx(model_dir: str, spec: dict) -> LLaDA:
 
     model = LLaDA(ModelConfig.from_dict(spec["model_config"])).eval()
     params = dict(model.named_parameters())
+    path = os.path.join(model_dir, spec["onnx"]["fp32"])
+    named = {t.name: t for t in onnx.load(path).graph.initializer}
+    if all(n in named or n + TRANSPOSED in named for n in params):
+        state = {n: torch.from_numpy(numpy_helper.to_array(named[n]).copy()) if n in named else
+                 torch.from_numpy(numpy_helper.to_array(named[n + TRANSPOSED]).T.copy()) for n in params}
+        model.load_state_dict(state, strict=False)
+        return model
     start, owner = 0, []
     with torch.no_grad():
         for name, p in params.items():
@@ -711,10 +721,13 @@ def model_from_onnx(model_dir: str, spec: dict) -> LLaDA:
             start += p.numel()
     if start >= 2**24:
         raise ValueError("model too large to recover its ONNX weight mapping with float32 integers; use --checkpoint")
-    with tempfile.TemporaryDirectory() as tmp:
-        export_onnx(model, os.path.join(tmp, "probe.onnx"), spec["topk"], {})
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        # The exporter as it was before issue 13: the module with its weights, constant folding on.
+        torch.onnx.export(SamplingGraph(model, spec["topk"]), example_inputs(model.config.vocab_size),
+                          os.path.join(tmp, "probe.onnx"), opset_version=OPSET, input_names=INPUT_NAMES,
+                          output_names=OUTPUT_NAMES, do_constant_folding=True,
+                          dynamic_axes={n: {0: "N", 1: "L"} for n in ("input_ids", "attention_mask")})
         probe = [numpy_helper.to_array(t) for t in onnx.load(os.path.join(tmp, "probe.onnx")).graph.initializer]
-    path = os.path.join(model_dir, spec["onnx"]["fp32"])
     real = [numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer]
     # Initializer names carry exporter counters that differ between exports; their order and shapes do not.
     if [a.shape for a in probe] != [a.shape for a in real]:

@@ -140,7 +140,8 @@ def test_fp16_variant_keeps_the_contract(tmp_path):
     model = small_model()
     write_model_folder(model, str(tmp_path), os.path.join(TINY, "tokenizer.json"), k=16, name="small", fp16=True)
     proto = onnx.load(str(tmp_path / "model.fp16.onnx"))
-    assert all(i.data_type != onnx.TensorProto.FLOAT for i in proto.graph.initializer)
+    matrices = [i for i in proto.graph.initializer if len(i.dims) == 2]
+    assert matrices and all(i.data_type == onnx.TensorProto.FLOAT16 for i in matrices)
     assert [o.type.tensor_type.elem_type for o in proto.graph.output][0] == onnx.TensorProto.FLOAT
     feeds = feeds_for(ROWS, span=4)
     fp32 = run_ort(str(tmp_path / "model.onnx"), feeds)
@@ -280,3 +281,79 @@ def test_fp16_cached_graph(tmp_path):
     fp16 = run_ort(str(tmp_path / "model.kv.fp16.onnx"), f)
     np.testing.assert_allclose(fp16["topk_logits"], fp32["topk_logits"], atol=2e-2)
     np.testing.assert_allclose(fp16["present_kv"], fp32["present_kv"], atol=2e-2)
+
+
+# --- the fp16 graph's float32 islands (issue 13) ------------------------------------------------------------------
+
+# Ops of RoPE (Cos, Sin), RMSNorm's statistics (Pow, ReduceMean, Sqrt), the attention softmax and the head (TopK and
+# the normaliser's Exp, ReduceSum, Log): LLaDA computes them in float32, so must the fp16 graph.
+FLOAT32_OPS = {"Cos", "Sin", "Pow", "ReduceMean", "Sqrt", "Softmax", "TopK", "Exp", "ReduceSum", "Log"}
+
+
+@pytest.fixture(scope="module")
+def fp16_folder(tmp_path_factory):
+    model = small_model(n_kv_heads=2)
+    out = tmp_path_factory.mktemp("fp16")
+    write_model_folder(model, str(out), os.path.join(TINY, "tokenizer.json"), k=16, name="small", fp16=True)
+    return model, str(out)
+
+
+@pytest.mark.parametrize("graph", ["model.fp16.onnx", "model.kv.fp16.onnx"])
+def test_fp16_graph_keeps_float32_islands(fp16_folder, graph):
+    """Inspects the exported graph: every op of the islands reads float32 (or the head's float64), every product
+    with a weight reads float16, and the weight matrices are stored in float16."""
+    _, folder = fp16_folder
+    proto = onnx.load(os.path.join(folder, graph), load_external_data=False)
+    typed = onnx.shape_inference.infer_shapes(proto).graph
+    elem = {v.name: v.type.tensor_type.elem_type for v in [*typed.value_info, *typed.input, *typed.output]}
+    elem.update({t.name: t.data_type for t in proto.graph.initializer})
+    weights = {t.name for t in proto.graph.initializer if len(t.dims) == 2}
+    assert weights and all(elem[w] == onnx.TensorProto.FLOAT16 for w in weights)
+    f16, floats = onnx.TensorProto.FLOAT16, (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
+    seen = {}
+    for node in proto.graph.node:
+        types = [elem[i] for i in node.input if i and elem.get(i) in floats]
+        if node.op_type in FLOAT32_OPS:
+            assert types and f16 not in types, f"{node.name} ({node.op_type}) reads float16"
+            seen[node.op_type] = seen.get(node.op_type, 0) + 1
+        if node.op_type == "MatMul" and weights & set(node.input):
+            assert types == [f16, f16], node.name
+            seen["MatMul"] = seen.get("MatMul", 0) + 1
+    layers = 2
+    assert seen["ReduceMean"] == seen["Pow"] == 2 * layers + 1  # attn_norm, ff_norm per layer, ln_f
+    assert seen["Softmax"] == layers and seen["TopK"] == 1 and seen["Cos"] == seen["Sin"] == 1
+    assert seen["MatMul"] == 7 * layers + 1  # q, k, v, out, gate, up, down per layer; the output head
+
+
+def test_fp16_graph_under_native_float16_arithmetic(tmp_path):
+    """Emulated native float16 (tests/emulate_fp16.py: what the CUDA provider computes) on inputs that break a plain
+    float16 graph: positions up to 1151 (float16's spacing there is 1, so rotary angles are off by up to half a
+    radian) and a token whose embedding has a channel of 300 (x^2 = 90000 overflows float16, and RMSNorm then
+    zeroes that token's vector). The control, the fp32 graph run entirely in float16, gets both wrong; the fp16
+    graph, with its float32 islands, matches float32 PyTorch to float16's precision."""
+    import emulate_fp16
+
+    torch.manual_seed(0)
+    model = LLaDA(ModelConfig(d_model=64, n_heads=4, n_kv_heads=2, n_layers=2, mlp_hidden_size=128, vocab_size=512,
+                              max_sequence_length=2048, init_std=0.2)).eval()
+    with torch.no_grad():
+        model.transformer["wte"].weight[7, 3] = 300.0
+    write_model_folder(model, str(tmp_path), os.path.join(TINY, "tokenizer.json"), k=8, name="small", fp16=True)
+    length = 1152
+    ids = torch.randint(8, 512, (1, length), generator=torch.Generator().manual_seed(1))
+    ids[0, -3] = 7
+    feeds = dict(input_ids=ids, attention_mask=torch.ones(1, length, dtype=torch.int64),
+                 positions=torch.arange(length - 8, length)[None], cfg_scale=torch.zeros(1),
+                 uncond_row=torch.zeros(1, dtype=torch.int64))
+    with torch.no_grad():
+        top, top_ids, _, _ = SamplingGraph(model, 8)(*(feeds[n] for n in INPUT_NAMES))
+    arrays = {k: v.numpy() for k, v in feeds.items()}
+    ours = emulate_fp16.run(str(tmp_path / "model.fp16.onnx"), arrays)
+    plain = emulate_fp16.run(str(tmp_path / "model.onnx"), arrays, naive=True)
+    scale = np.abs(top.numpy()[..., :1])
+    assert np.array_equal(ours["topk_ids"][..., 0], top_ids[..., 0].numpy())
+    assert np.abs(ours["topk_logits"] - top.numpy()).max() / scale.max() < 1e-2
+    np.testing.assert_allclose(ours["topk_logits"], top.numpy(), rtol=0, atol=float(1e-2 * scale.max()))
+    # The control: a plain float16 graph loses the spiked token and misranks others.
+    assert not np.array_equal(plain["topk_ids"][..., 0], top_ids[..., 0].numpy())
+    assert np.abs(plain["topk_logits"][0, 5] - top.numpy()[0, 5]).max() > 0.5 * scale[0, 5, 0]

@@ -203,3 +203,20 @@ def test_weights_recovered_from_a_format_2_folder(tmp_path):
     for name, p in model.state_dict().items():
         assert torch.equal(recovered.state_dict()[name], p), name
     assert ref.model_sha256(str(tmp_path), spec) != ref.sha256(str(tmp_path / "model.onnx")), "the hash covers the weights"
+
+
+def test_weights_recovered_from_a_folder_exported_before_issue_13():
+    """The committed tiny model's graph names weights by exporter counters (constant folding); they are recovered by
+    re-exporting as it was exported, and the recovered module reproduces the graph."""
+    from conftest import TINY, run_ort
+    from dllm.export import INPUT_NAMES, SamplingGraph
+
+    with open(os.path.join(TINY, "dllm.json")) as f:
+        spec = json.load(f)
+    model = ref.model_from_onnx(TINY, spec)
+    feeds = dict(input_ids=torch.tensor([[6, 464, 2, 2, 2]]), attention_mask=torch.ones(1, 5, dtype=torch.int64),
+                 positions=torch.tensor([[2, 3, 4]]), cfg_scale=torch.zeros(1), uncond_row=torch.zeros(1, dtype=torch.int64))
+    with torch.no_grad():
+        expected = SamplingGraph(model, spec["topk"])(*(feeds[n] for n in INPUT_NAMES))
+    got = run_ort(os.path.join(TINY, "model.onnx"), feeds)
+    np.testing.assert_allclose(got["topk_logits"], expected[0].numpy(), atol=1e-4)
