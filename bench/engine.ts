@@ -1,6 +1,6 @@
 // Engine benchmark: key/value cache modes side by side. For each schedule (fixed: steps = generated length; threshold
 // 0.9), each batch size and each cache mode, the same greedy workload runs through the engine and through the PyTorch
-// reference of that mode (models/dllm/reference_generate.py, same weights, same threads): tokens/s, steps, speed-up
+// reference of that mode (python3 -m dllm.reference in models/, same weights, same threads): tokens/s, steps, speed-up
 // over the default model's `none`, and how many generated tokens equal those of the model's own `none`.
 //   - the default model (LLaDA): none, and Fast-dLLM's prefix and dual cache (Wu et al. 2025), approximations;
 //   - the block diffusion model (BD3-LM, Arriola et al. 2025), in its own blocks: none, and its exact block cache
@@ -116,7 +116,10 @@ class Reference {
   private stderrTail = '';
 
   constructor(modelDir: string) {
-    this.child = spawn(args.python, [path.join(ROOT, 'models/dllm/reference_generate.py'), '--model', modelDir, '--threads', String(threads), '--bench']);
+    // python3 -m dllm.reference runs from models/, so the model folder is passed as an absolute path.
+    this.child = spawn(args.python, ['-m', 'dllm.reference', '--model', path.resolve(modelDir), '--threads', String(threads), '--bench'], {
+      cwd: path.join(ROOT, 'models'),
+    });
     this.child.stderr.on('data', (chunk: Buffer) => (this.stderrTail = (this.stderrTail + chunk.toString()).slice(-2000)));
     this.lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
   }

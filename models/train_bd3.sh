@@ -18,4 +18,4 @@ $PY -m dllm.export --checkpoint runs/tiny-bd3/ckpt.pt --tokenizer tiny-llada/tok
 $PY -m dllm.quality --model tiny-bd3 --corpus .cache/corpus --out runs/tiny-bd3/quality.json
 $PY -m dllm.card --run runs/tiny-bd3 --model tiny-bd3 --corpus .cache/corpus --quality runs/tiny-bd3/quality.json \
   --title "block diffusion fine-tuning from tiny-llada" --bench ""
-(cd .. && $PY models/dllm/reference_generate.py --model models/tiny-bd3 --golden test/fixtures/golden/tiny-bd3.json)
+$PY -m dllm.reference --model tiny-bd3 --golden ../test/fixtures/golden/tiny-bd3.json

@@ -28,4 +28,4 @@ for f in model.onnx dllm.json tokenizer.json; do git show "68de858:models/tiny-l
 $PY -m dllm.quality --model tiny-llada --old-model .cache/tiny-llada-68de858 --corpus .cache/corpus --out runs/tiny-llada/quality.json
 $PY -m dllm.card --run runs/tiny-llada --model tiny-llada --corpus .cache/corpus --quality runs/tiny-llada/quality.json \
   --sweep runs/sweep-d192 runs/sweep-d256 --first-phase-steps 1400
-(cd .. && $PY models/dllm/reference_generate.py --golden test/fixtures/golden/tiny-llada.json)
+$PY -m dllm.reference --golden ../test/fixtures/golden/tiny-llada.json

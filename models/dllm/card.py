@@ -22,7 +22,7 @@ import statistics
 import torch
 
 from . import data, quality, train
-from .reference_generate import sha256
+from .reference import sha256
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = os.path.dirname(HERE)
@@ -399,7 +399,7 @@ def render(spec: dict, run: dict, corpus: dict, corpus_dir: str, model_dir: str,
     lines += quality_section(q)
     gp = q["greedy"]["params"]
     lines += ["## Greedy samples", "",
-              f"Reference sampler (`dllm/reference_generate.py`) at the folder's defaults: {gp['max_tokens']} tokens, "
+              f"Reference sampler (`dllm.reference`) at the folder's defaults: {gp['max_tokens']} tokens, "
               f"{gp['steps']} steps, block length {gp['block_length']}, {gp['remasking']} remasking, temperature "
               f"{gp['temperature']:g}; the prompt in bold, then the answer as the server would return it:", ""]
     for a in q["greedy"]["answers"]:

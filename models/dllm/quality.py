@@ -1,6 +1,6 @@
 """Quality of a model folder against issue 10's criteria, measured through the reference sampler.
 
-Rerunnable on any exported folder (the PyTorch module is rebuilt from model.onnx by reference_generate.load):
+Rerunnable on any exported folder (the PyTorch module is rebuilt from model.onnx by dllm.reference.load):
 
 - Greedy answers to PROMPTS (16 openings of everyday English written for this check; the run counts how many of
   them occur in the training text) at the folder's `generation_defaults`: how many are non-empty, their mean
@@ -27,7 +27,7 @@ import regex
 import torch
 
 from . import data, train
-from .reference_generate import Params, ReferenceSampler, Sequence, load, result, sha256
+from .reference import Params, ReferenceSampler, Sequence, load, result, sha256
 from .tokenizer import SPECIAL_TOKENS, Tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))

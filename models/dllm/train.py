@@ -185,7 +185,7 @@ def initial_model(path: str) -> LLaDA:
     is fine-tuned from the default model's folder this way, as Fast-dLLM v2 and SDAR adapt trained models)."""
     if not os.path.isdir(path):
         return load_checkpoint(path)[0]
-    from .reference_generate import model_from_onnx
+    from .reference import model_from_onnx
 
     with open(os.path.join(path, "dllm.json")) as f:
         return model_from_onnx(path, json.load(f))

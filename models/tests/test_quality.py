@@ -7,7 +7,7 @@ import torch
 
 from dllm import card, data, export, quality, train
 from dllm.model import LLaDA, ModelConfig, load_checkpoint
-from dllm.reference_generate import Params, ReferenceSampler, result
+from dllm.reference import Params, ReferenceSampler, result
 
 MODELS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKENIZER = os.path.join(MODELS, "tiny-llada", "tokenizer.json")

@@ -18,7 +18,7 @@
 // whose keys/values (present_kv, computed from its clean tokens) are appended: the same run that starts the next
 // block, so appending costs no extra graph run.
 //
-// Pure: no ONNX Runtime. models/dllm/reference_generate.py (step_rows, build_step_batch) mirrors it.
+// Pure: no ONNX Runtime. models/dllm/reference/batching.py (step_rows, build_step_batch) mirrors it.
 
 import type { Batch, GraphFeeds, KvGeometry } from './batch.js';
 import type { Sequence } from './sequence.js';

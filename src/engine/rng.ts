@@ -1,4 +1,4 @@
-// Seeded uniform generator shared bit for bit with models/dllm/reference_generate.py (class CounterRng), so that
+// Seeded uniform generator shared bit for bit with models/dllm/reference/sampler.py (class CounterRng), so that
 // seeded sampling (temperature, `random` remasking) gives the same tokens in TypeScript and in the Python reference.
 //
 // Counter-based (in the spirit of Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11): draw c is a

@@ -4,7 +4,7 @@
 // Gumbel-max sampling in float64, the linear commit schedule, low_confidence / random remasking; Dream's
 // (HKUNLP/Dream) margin and entropy confidences; Fast-dLLM's (Wu et al., 2025; NVlabs/Fast-dLLM) threshold and factor
 // parallel decoding. Every function here is pure (the RNG is passed in), mirrored line for line by
-// models/dllm/reference_generate.py.
+// models/dllm/reference/sampler.py.
 
 import type { RemaskingRule } from './types.js';
 import type { HeadSlot } from './head.js';

@@ -2,8 +2,8 @@
 // every cache mode (none, and Fast-dLLM's prefix and dual cache through the cached graph of format-2 folders; for the
 // block diffusion model, none and its exact block cache), each case alone and all cases of a mode in one batch.
 // Regenerate a fixture after its model changes:
-//   python3 models/dllm/reference_generate.py --golden test/fixtures/golden/tiny-llada.json
-//   python3 models/dllm/reference_generate.py --model models/tiny-bd3 --golden test/fixtures/golden/tiny-bd3.json
+//   cd models && python3 -m dllm.reference --golden ../test/fixtures/golden/tiny-llada.json
+//   cd models && python3 -m dllm.reference --model tiny-bd3 --golden ../test/fixtures/golden/tiny-bd3.json
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -22,7 +22,7 @@ interface GoldenCase {
   suffix_token_ids: number[];
   n: number;
   params: SamplingParams;
-  /** The reference saw a decision closer than float32 rounding can be trusted with (see reference_generate.py). */
+  /** The reference saw a decision closer than float32 rounding can be trusted with (see models/dllm/reference/sampler.py, choose_token). */
   near_tie: boolean;
   min_margin: number | null;
   expected: { token_ids: number[]; finish_reason: string; steps: number; canvas: (number | null)[] }[];
@@ -44,7 +44,8 @@ function goldenSuite(modelDir: string, fixture: string): void {
   const spec = JSON.parse(readFileSync(path.join(modelDir, 'dllm.json'), 'utf8')) as { format: string; weights?: { fp32: string } };
   const skipModel = existsSync(path.join(modelDir, 'model.onnx')) ? false : `no model at ${modelDir}`;
   const noCachedGraph = spec.format === 'dllm-onnx/1' ? `${modelDir} has no cached graph (format 1)` : false;
-  const regenerate = `python3 models/dllm/reference_generate.py --model ${path.relative(ROOT, modelDir)} --golden ${path.relative(ROOT, fixture)}`;
+  const models = path.join(ROOT, 'models');
+  const regenerate = `cd models && python3 -m dllm.reference --model ${path.relative(models, modelDir)} --golden ${path.relative(models, fixture)}`;
 
   describe(`golden vectors of ${golden.model}`, () => {
     let engine: DiffusionEngine;
@@ -64,7 +65,7 @@ function goldenSuite(modelDir: string, fixture: string): void {
     });
 
     test('at least 10 prompt x settings combinations checked exactly', () => {
-      assert.ok(golden.cases.filter((c) => !c.near_tie).length >= 10, 'add cases to reference_generate.py');
+      assert.ok(golden.cases.filter((c) => !c.near_tie).length >= 10, 'add cases to models/dllm/reference/golden.py');
     });
 
     const generateCase = (c: GoldenCase, id: string) =>

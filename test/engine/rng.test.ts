@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CounterRng, mix32 } from '../../src/engine/rng.js';
 
-test('CounterRng reproduces the values of the Python reference (reference_generate.CounterRng)', () => {
-  // Printed by: CounterRng(12345).draw(5) and CounterRng(2**40 + 7).draw(2) in models/dllm/reference_generate.py
+test('CounterRng reproduces the values of the Python reference (dllm.reference.CounterRng)', () => {
+  // Printed by: CounterRng(12345).draw(5) and CounterRng(2**40 + 7).draw(2) in models/dllm/reference/sampler.py
   const r = new CounterRng(12345);
   const got = Array.from({ length: 5 }, () => r.next());
   assert.deepEqual(got, [0.38943238043641737, 0.4576326490778496, 0.3338784749893068, 0.6815598506514412, 0.5461809082081363]);

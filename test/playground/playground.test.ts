@@ -224,7 +224,7 @@ describe('playground page (embedded server, headless Chromium)', () => {
     const page = await openPlayground(server.url);
     // A run long enough to stop: the trained tiny model ends most greedy texts within a few steps, while this seeded
     // request (temperature 2, random order) runs all 128 steps on the committed model — checked with
-    // `python3 models/dllm/reference_generate.py --prompt 'A long time ago' --max-tokens 128 --steps 128
+    // `cd models && python3 -m dllm.reference --prompt 'A long time ago' --max-tokens 128 --steps 128
     // --block-length 32 --remasking random --temperature 2 --seed 7`; a new model may need another seed.
     await setControls(page, { prompt: 'A long time ago', max_tokens: 128, steps: 128, block_length: 32, temperature: 2, seed: 7, remasking: 'random' });
     // On an idle machine the whole run takes about 1.5 s, faster than a round trip from the test per step: the page

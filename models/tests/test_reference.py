@@ -1,4 +1,4 @@
-"""The Python reference sampler (dllm.reference_generate): RNG pinned to the TypeScript values, schedule and commit
+"""The Python reference sampler (dllm.reference): RNG pinned to the TypeScript values, schedule and commit
 rules, end-of-text stop, infill, batching invariance, and weights recovered from an exported ONNX graph."""
 
 import json
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dllm import reference_generate as ref
+from dllm import reference as ref
 from dllm.export import export_onnx, guided_head
 from dllm.model import LLaDA, ModelConfig
 
