@@ -376,6 +376,7 @@ export class DiffusionEngine implements EngineClient {
       event.canvas = generated.map((t) => (t === this.spec.maskTokenId ? null : t));
       event.draft = text.draft(generated, this.spec.maskTokenId);
       event.provisional = [...sequence.provisional].map(([position, tokenId]) => ({ position, tokenId, text: this.tokenizer.decode([tokenId]) }));
+      event.blockStarts = sequence.spanBlockStarts();
     }
     owner.channel.push(event);
     if (sequence.end !== null || choice.stoppedText !== null) this.finish(choice);

@@ -140,6 +140,11 @@ export class Sequence {
     return this.params.cfgScale > 0 ? 2 : 1;
   }
 
+  /** Where the span's blocks start, then its end, as indices in the generated span. */
+  spanBlockStarts(): number[] {
+    return this.blockStarts.map((start) => start - this.genStart);
+  }
+
   /** Canvas indices [start, end) of the current block. */
   blockRange(): [number, number] {
     return [this.blockStarts[this.block], this.blockStarts[this.block + 1]];

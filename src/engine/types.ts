@@ -91,6 +91,11 @@ export interface StepEvent {
   /** When includeCanvas: the current draft as text, masked positions rendered as MASK_PLACEHOLDER. */
   draft?: string;
   /**
+   * When includeCanvas: where the span's blocks start, then its end (indices in the span). Blocks of block_length for
+   * LLaDA; a block diffusion model's own blocks, whose first and last may be short (docs/models.md).
+   */
+  blockStarts?: number[];
+  /**
    * When includeCanvas: the model's current guess at each still-masked position of the block being decoded, not
    * committed and free to change at the next step (docs/design.md §5).
    */

@@ -154,6 +154,12 @@ export const DiffusionStep = Type.Object(
     ),
     canvas: Type.Optional(Type.Array(Nullable(Type.Integer()), { description: 'include_canvas: token per position, null = masked' })),
     draft: Type.Optional(Type.String({ description: 'include_canvas: current draft, masked positions as U+2591' })),
+    block_starts: Type.Optional(
+      Type.Array(Type.Integer(), {
+        description:
+          "include_canvas: where the span's blocks start, then its end (indices in the span): blocks of block_length, or a block diffusion model's own blocks, whose first and last may be short",
+      }),
+    ),
     provisional: Type.Optional(
       Type.Array(
         Type.Object({

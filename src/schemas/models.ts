@@ -7,6 +7,9 @@ export const ModelObject = Type.Object({
   created: Type.Integer(),
   owned_by: Type.String(),
   max_model_len: Type.Optional(Type.Integer()),
+  block_size: Type.Optional(
+    Type.Integer({ description: "A block diffusion model's block size: its only block_length (absent for LLaDA models)" }),
+  ),
 });
 
 export const ModelList = Type.Object({ object: Type.Literal('list'), data: Type.Array(ModelObject) });

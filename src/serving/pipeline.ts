@@ -58,6 +58,7 @@ function diffusionOf(event: StepEvent, includeCanvas: boolean) {
     ext.canvas = event.canvas ?? null;
     ext.draft = event.draft ?? null;
     ext.provisional = (event.provisional ?? []).map((t) => ({ position: t.position, token_id: t.tokenId, text: t.text }));
+    if (event.blockStarts !== undefined) ext.block_starts = event.blockStarts;
   }
   return ext;
 }

@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { startEmbedded } from '../helpers/embedded.js';
 import { ROOT } from '../helpers/procs.js';
+import { BD3_MODEL_DIR } from '../engine/model_fixture.js';
 import type { Started } from '../../src/main.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -311,5 +312,38 @@ describe('playground page with API keys', () => {
     assert.equal(await textOf(page, '#output'), await apiCompletion(server.url, controls, { authorization: `Bearer ${key}` }));
     const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie + location.href);
     assert.ok(!stored.includes(key), 'the key is kept in page memory only');
+  });
+});
+
+describe('playground page with the block diffusion model', () => {
+  let server: Started & { url: string };
+
+  before(async () => {
+    server = await startEmbedded({ MODEL_DIR: BD3_MODEL_DIR });
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  test("the page takes the model's block size and draws its own blocks, the first one completing the prompt's", async () => {
+    const page = await openPlayground(server.url);
+    // block_length 4 in the form: the page replaces it by the model's block size (16) instead of getting a 400.
+    await setControls(page, { prompt: 'Once upon a time', max_tokens: 24, steps: 24, block_length: 4, temperature: 0, seed: 7 });
+    await page.click('#run');
+    await waitForFinish(page);
+    assert.equal(await page.inputValue('#block-length'), '16');
+    assert.equal(await page.locator('#canvas .cell').count(), 24, 'the span is max_tokens long');
+    const sizes = await page.locator('#canvas .block').evaluateAll((blocks) => blocks.map((b) => b.querySelectorAll('.cell').length));
+    // BOS + the prompt's tokens put the first boundary where the prompt's last block of 16 ends.
+    const response = await fetch(`${server.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'tiny-bd3', prompt: 'Once upon a time', max_tokens: 24, steps: 24, temperature: 0, seed: 7, remasking: 'low_confidence', threshold: null }),
+    });
+    const body = (await response.json()) as { choices: { text: string }[]; usage: { prompt_tokens: number } };
+    const first = 16 - (body.usage.prompt_tokens % 16);
+    assert.deepEqual(sizes, first >= 24 ? [24] : [first, ...(24 - first > 16 ? [16, 24 - first - 16] : [24 - first])]);
+    assert.equal(await textOf(page, '#output'), body.choices[0].text);
+    await page.close();
   });
 });

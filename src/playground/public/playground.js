@@ -119,12 +119,23 @@ async function* sseData(response) {
 
 // ---- the canvas --------------------------------------------------------------------------------------------------
 
-/** One cell per position of the generated span, grouped by block so that block boundaries show. */
-function layOutCanvas(spanLength, blockLength) {
+/** Block starts, then the span's end: blocks of blockLength from the span's start (the server's own come later). */
+function uniformBlockStarts(spanLength, blockLength) {
+  const starts = [];
+  for (let start = 0; start < spanLength; start += blockLength) starts.push(start);
+  return [...starts, spanLength];
+}
+
+/**
+ * One cell per position of the generated span, grouped by block so that block boundaries show. `starts`: where each
+ * block starts, then the span's end (a block diffusion model's first and last blocks may be short).
+ */
+function layOutCanvas(starts) {
   canvasBox.replaceChildren();
   const cells = [];
   const blocks = [];
-  for (let start = 0; start < spanLength; start += blockLength) {
+  for (let b = 0; b + 1 < starts.length; b++) {
+    const [start, end] = [starts[b], starts[b + 1]];
     const block = document.createElement('div');
     block.className = 'block';
     block.setAttribute('role', 'group');
@@ -134,7 +145,7 @@ function layOutCanvas(spanLength, blockLength) {
     label.textContent = `block ${blocks.length}`;
     block.setAttribute('aria-labelledby', label.id);
     block.append(label);
-    for (let position = start; position < Math.min(start + blockLength, spanLength); position++) {
+    for (let position = start; position < end; position++) {
       const cell = document.createElement('span');
       cell.className = 'cell masked';
       cell.textContent = MASK_GLYPH;
@@ -248,7 +259,7 @@ async function servedModel(signal) {
   const response = await fetch('/v1/models', { headers: authHeaders(), signal });
   if (!response.ok) throw await failedResponse(response);
   const list = await response.json();
-  return list.data[0].id;
+  return list.data[0];
 }
 
 /** Folds one streamed chunk into the run; an error sent after the stream began is thrown as a PageError. */
@@ -259,6 +270,11 @@ function takeChunk(run, chunk) {
   run.output += choice.text;
   if (choice.finish_reason) run.finishReason = choice.finish_reason;
   const step = choice.diffusion;
+  if (step?.block_starts && JSON.stringify(step.block_starts) !== JSON.stringify(run.blockStarts)) {
+    // The server's block layout (include_canvas) wins over the one assumed from the request.
+    run.blockStarts = step.block_starts;
+    Object.assign(run, layOutCanvas(step.block_starts));
+  }
   if (!step) {
     if (run.finishReason !== null && run.snapshots.length > 0) {
       run.snapshots[run.snapshots.length - 1].output = run.output;
@@ -298,8 +314,10 @@ async function startRun() {
   replay.fieldset.disabled = true;
   outputBox.textContent = '';
   const spanLength = Math.ceil(request.max_tokens / request.block_length) * request.block_length;
+  const blockStarts = uniformBlockStarts(spanLength, request.block_length);
   current = {
-    ...layOutCanvas(spanLength, request.block_length),
+    ...layOutCanvas(blockStarts),
+    blockStarts,
     tokens: [],
     snapshots: [],
     committedSoFar: 0,
@@ -311,7 +329,12 @@ async function startRun() {
   for (const figure of Object.values(figures)) figure.textContent = '–';
   statusLine.textContent = 'Running…';
   try {
-    const model = await servedModel(controller.signal);
+    const { id: model, block_size: blockSize } = await servedModel(controller.signal);
+    // A block diffusion model decodes in its own blocks only: its block size is the one block_length it accepts.
+    if (blockSize !== undefined) {
+      request.block_length = blockSize;
+      $('block-length').value = String(blockSize);
+    }
     run.startedAt = performance.now();
     const response = await fetch('/v1/completions', {
       method: 'POST',
