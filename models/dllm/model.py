@@ -233,10 +233,10 @@ class LLaDA(nn.Module):
         Without attention_mask (training on packed windows) no position is padding: positions are 0..L-1 and a
         bidirectional model adds no key bias."""
         if attention_mask is None:
-            positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :].expand_as(input_ids)  # [N, L]
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]  # [1, L], shared by the rows
             key_bias = None
-            if self.config.block_size is not None:
-                key_bias = attention_bias(torch.ones_like(input_ids), positions, positions, self.config.block_size)
+            if self.config.block_size is not None:  # [1, 1, L, L]
+                key_bias = attention_bias(torch.ones_like(positions), positions, positions, self.config.block_size)
         else:
             positions = position_ids_from_mask(attention_mask)
             key_bias = attention_bias(attention_mask, positions, positions, self.config.block_size)

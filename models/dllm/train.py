@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -105,6 +106,7 @@ def masked_diffusion_loss(model: LLaDA, x: torch.Tensor, t: torch.Tensor) -> tor
     return (ce / p[masked]).sum() / x.numel()
 
 
+@functools.lru_cache(maxsize=4)  # the same few (length, block size) every step: built once, never modified
 def block_causal_training_bias(length: int, block_size: int) -> torch.Tensor:
     """BD3-LM's training mask (Arriola et al. 2025, section 3.3 and their `block_diff_mask`) as an additive bias
     [1, 1, 2L, 2L] over the concatenation [x_t, x_0] of the noisy and the clean window:

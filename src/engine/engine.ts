@@ -21,6 +21,7 @@ import {
   keptLength,
   passKind,
   stepLength,
+  stepSpan,
   type RowCache,
 } from './kv_cache.js';
 import {
@@ -346,7 +347,8 @@ export class DiffusionEngine implements EngineClient {
     const count = appendCount(sequence, old[0]);
     if (count === 0) return;
     if (head.present === undefined) throw new Error('the cached graph returned no present_kv');
-    const pad = queryLength - (sequence.blockRange()[1] - old[0].length);
+    const { queryStart, queryEnd } = stepSpan(sequence, old[0].length);
+    const pad = queryLength - (queryEnd - queryStart); // the rows' queries are left-padded to queryLength
     const kv = old.map((c, r) => appendRowCache(c, head.present!.data, head.present!.dims, firstRow + r, pad, count));
     this.kvBytes += kv.reduce((sum, c) => sum + c.data.byteLength, 0) - old.reduce((sum, c) => sum + c.data.byteLength, 0);
     choice.kv = kv;

@@ -135,40 +135,45 @@ interface StepRow {
   partner: number;
 }
 
+/** What a cached step reads: the canvas span [queryStart, queryEnd) it queries, and cached positions [0, take) with
+ * [hideFrom, hideTo) masked out. */
+export interface StepSpan {
+  queryStart: number;
+  queryEnd: number;
+  take: number;
+  hideFrom: number;
+  hideTo: number;
+}
+
+/**
+ * The span of a sequence's cached step over a cache of `cacheLength` positions, per mode: prefix queries the block
+ * and what follows over the positions before it; dual queries the block over every other position (its own stale
+ * entries hidden); block diffusion queries what is not cached yet up to the block's end over the whole cache.
+ */
+export function stepSpan(sequence: Sequence, cacheLength: number): StepSpan {
+  const [start, end] = sequence.blockRange();
+  if (sequence.blockSize !== null) return { queryStart: cacheLength, queryEnd: end, take: cacheLength, hideFrom: 0, hideTo: 0 };
+  if (sequence.cacheMode === 'prefix') return { queryStart: start, queryEnd: sequence.canvas.length, take: start, hideFrom: start, hideTo: start };
+  return { queryStart: start, queryEnd: end, take: sequence.canvas.length, hideFrom: start, hideTo: end };
+}
+
 /** The rows of one sequence's cached step. */
 function stepRows(entry: CachedEntry, firstRow: number): StepRow[] {
   const { sequence, positions, caches } = entry;
-  const [start, end] = sequence.blockRange();
   const canvases = sequence.rowCount === 2 ? [sequence.canvas, sequence.unconditionalCanvas()] : [sequence.canvas];
   if (caches.length !== canvases.length) throw new Error(`a sequence of ${canvases.length} rows has ${caches.length} caches`);
   const partner = firstRow + sequence.rowCount - 1;
   return canvases.map((canvas, i) => {
-    if (sequence.blockSize !== null) {
-      const cached = caches[i].length;
-      return {
-        query: canvas.slice(cached, end),
-        queryStart: cached,
-        cache: caches[i],
-        take: cached,
-        hideFrom: 0,
-        hideTo: 0,
-        positions: positions.map((p) => p - cached),
-        cfgScale: i === 0 ? sequence.params.cfgScale : 0,
-        partner,
-      };
-    }
-    const prefix = sequence.cacheMode === 'prefix';
-    const queryEnd = prefix ? canvas.length : end;
-    const take = prefix ? start : canvas.length;
+    const { queryStart, queryEnd, take, hideFrom, hideTo } = stepSpan(sequence, caches[i].length);
     if (caches[i].length < take) throw new Error(`cache of ${caches[i].length} positions, ${take} needed`);
     return {
-      query: canvas.slice(start, queryEnd),
-      queryStart: start,
+      query: canvas.slice(queryStart, queryEnd),
+      queryStart,
       cache: caches[i],
       take,
-      hideFrom: start,
-      hideTo: prefix ? start : end,
-      positions: positions.map((p) => p - start),
+      hideFrom,
+      hideTo,
+      positions: positions.map((p) => p - queryStart),
       cfgScale: i === 0 ? sequence.params.cfgScale : 0,
       partner,
     };
@@ -177,9 +182,8 @@ function stepRows(entry: CachedEntry, firstRow: number): StepRow[] {
 
 /** Lengths a cached step of this entry feeds (past + query), for groupByLength. */
 export function stepLength(entry: CachedEntry): number {
-  const [start, end] = entry.sequence.blockRange();
-  if (entry.sequence.blockSize !== null) return end;
-  return entry.sequence.cacheMode === 'prefix' ? entry.sequence.canvas.length : entry.sequence.canvas.length + (end - start);
+  const { queryStart, queryEnd, take } = stepSpan(entry.sequence, entry.caches[0].length);
+  return take + queryEnd - queryStart;
 }
 
 /**

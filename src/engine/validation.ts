@@ -5,7 +5,7 @@ import { CACHE_MODES, EngineError, type GenerateRequest, type SamplingParams } f
 import type { ModelSpec } from './model_folder.js';
 import { REMASKING_RULES } from './model_folder.js';
 import { MAX_SEED } from './rng.js';
-import { blockStarts, generatedLength } from './sequence.js';
+import { generatedLength } from './sequence.js';
 
 /** Most alternatives per token that logprobs returns (OpenAI's completions limit). */
 export const MAX_LOGPROBS = 5;
@@ -52,16 +52,19 @@ export function validateSamplingParams(spec: ModelSpec, p: SamplingParams): void
   checkInt(p.maxTokens, 'max_tokens', 1, spec.maxSequenceLength);
   checkInt(p.blockLength, 'block_length', 1, spec.maxSequenceLength);
   checkInt(p.steps, 'steps', 1, spec.maxSequenceLength);
+  // A block diffusion span's blocks depend on where the prompt ends, so its steps are shared out by block size
+  // (engine/sequence.ts) rather than required to divide into blocks.
   if (spec.blockSize !== null) validateBlockDiffusion(spec.blockSize, p);
-  const genLength = generatedLength(p.maxTokens, p.blockLength);
-  const blocks = genLength / p.blockLength;
-  // A block diffusion span's blocks depend on where the prompt ends: steps are shared out, floor(steps / blocks) each.
-  if (spec.blockSize === null && p.steps % blocks !== 0) {
-    invalid(
-      'steps',
-      `steps (${p.steps}) must be a multiple of the number of blocks (${blocks}: max_tokens ${p.maxTokens} rounded up to ` +
-        `whole blocks of block_length ${p.blockLength} is ${genLength}); choose a block_length that divides the span accordingly`,
-    );
+  else {
+    const genLength = generatedLength(p.maxTokens, p.blockLength);
+    const blocks = genLength / p.blockLength;
+    if (p.steps % blocks !== 0) {
+      invalid(
+        'steps',
+        `steps (${p.steps}) must be a multiple of the number of blocks (${blocks}: max_tokens ${p.maxTokens} rounded up to ` +
+          `whole blocks of block_length ${p.blockLength} is ${genLength}); choose a block_length that divides the span accordingly`,
+      );
+    }
   }
   if (!REMASKING_RULES.includes(p.remasking)) {
     invalid('remasking', `remasking must be one of ${REMASKING_RULES.join(', ')}, got ${JSON.stringify(p.remasking)}`);
@@ -113,8 +116,8 @@ export function validateRequest(spec: ModelSpec, request: GenerateRequest): void
     invalid('suffix', 'suffix (infilling) is not supported by block diffusion models: they decode left to right');
   }
   const prompt = promptPrefix(request, spec.bosTokenId).length;
-  const starts = blockStarts(prompt, p.maxTokens, p.blockLength, spec.blockSize);
-  const genLength = starts[starts.length - 1] - prompt;
+  // A block diffusion span is exactly max_tokens long (engine/sequence.ts blockStarts).
+  const genLength = spec.blockSize === null ? generatedLength(p.maxTokens, p.blockLength) : p.maxTokens;
   const total = prompt + genLength + request.suffixTokenIds.length;
   if (total > spec.maxSequenceLength) {
     throw new EngineError(
