@@ -42,7 +42,8 @@ export function resolveParams(model: ServingModel, f: CommonFields, prefixLen: n
   let blockLength: number;
   if (model.blockSize !== null) {
     // Block diffusion: the model's blocks, counted from position 0; the engine checks the span against the context.
-    maxTokens = f.max_tokens ?? Math.min(d.maxTokens, room);
+    // A prompt that leaves no room keeps a positive default, so the context check names the prompt.
+    maxTokens = f.max_tokens ?? Math.min(d.maxTokens, Math.max(1, room));
     blockLength = f.block_length ?? model.blockSize;
   } else if (f.max_tokens != null) {
     maxTokens = f.max_tokens;

@@ -40,6 +40,13 @@ describe('embedded block diffusion model', { skip }, () => {
     }
   });
 
+  test('a prompt that fills the context is refused as too long, naming the prompt', async () => {
+    await assert.rejects(
+      client.completions.create({ model: 'tiny-bd3', prompt: 'the '.repeat(600) }),
+      (err: any) => err.status === 400 && err.error?.code === 'context_length_exceeded' && err.error?.param === 'prompt',
+    );
+  });
+
   test("include_canvas streams the model's own blocks: the first completes the prompt's last block", async () => {
     const prompt = 'Once upon a time';
     const promptTokens = (await client.completions.create({ model: 'tiny-bd3', prompt, max_tokens: 1 })).usage!.prompt_tokens;
