@@ -15,9 +15,14 @@ export interface CachedFeeds {
   geometry: KvGeometry;
   /** [rows, Q]: absolute position of each query token (RoPE); 0 on padding. */
   positionIds: BigInt64Array;
-  /** [layers, 2, rows, kvHeads, pastLength, headDim], left-padded per row; empty when pastLength is 0. */
-  past: Float32Array;
   pastLength: number;
+  /**
+   * Names the past keys/values: feeds with equal keys have equal past_kv. Within a block the past does not change from
+   * step to step, so a runner that still holds the past of this key neither builds nor sends it again ('' = no past).
+   */
+  pastKey: string;
+  /** Builds past_kv [layers, 2, rows, kvHeads, pastLength, headDim], left-padded per row (megabytes: only on demand). */
+  buildPast: () => Float32Array;
   /** Ask for present_kv (the query tokens' keys/values), to fill caches. */
   wantPresent: boolean;
 }

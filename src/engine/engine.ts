@@ -235,6 +235,7 @@ export class DiffusionEngine implements EngineClient {
       const { active, retired } = this.scheduler.schedule();
       for (const choice of retired) this.freeCache(choice);
       if (active.length === 0) {
+        this.runner.release();
         this.running = false;
         return;
       }

@@ -16,5 +16,7 @@ export interface GraphRunner {
   /** False once the runner can no longer run the graph (its worker died). */
   readonly ok: boolean;
   run(feeds: GraphFeeds): Promise<GraphRun>;
+  /** Drops what the runner keeps between runs for reuse (a cached step's past_kv); the engine calls it when idle. */
+  release(): void;
   close(): Promise<void>;
 }

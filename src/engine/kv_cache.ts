@@ -23,10 +23,23 @@
 import type { Batch, GraphFeeds, KvGeometry } from './batch.js';
 import type { Sequence } from './sequence.js';
 
-/** One graph row's keys/values: [layers, 2, kvHeads, length, headDim], canvas positions 0 .. length-1. */
+/**
+ * One graph row's keys/values: [layers, 2, kvHeads, length, headDim], canvas positions 0 .. length-1. Never written
+ * after it is made (a refresh or an append makes a new one), so its identity names its contents (pastKey).
+ */
 export interface RowCache {
-  data: Float32Array;
-  length: number;
+  readonly data: Float32Array;
+  readonly length: number;
+}
+
+/** A number per RowCache object, for pastKey. */
+const cacheIds = new WeakMap<RowCache, number>();
+let nextCacheId = 0;
+
+function cacheId(cache: RowCache): number {
+  let id = cacheIds.get(cache);
+  if (id === undefined) cacheIds.set(cache, (id = nextCacheId++));
+  return id;
 }
 
 export type PassKind = 'full' | 'cached';
@@ -93,7 +106,14 @@ export function positionIdsFromMask(mask: BigInt64Array, rows: number, length: n
 export function fullPassFeeds(feeds: GraphFeeds, geometry: KvGeometry, wantPresent: boolean): GraphFeeds {
   return {
     ...feeds,
-    cached: { geometry, positionIds: positionIdsFromMask(feeds.attentionMask, feeds.rows, feeds.length), past: new Float32Array(0), pastLength: 0, wantPresent },
+    cached: {
+      geometry,
+      positionIds: positionIdsFromMask(feeds.attentionMask, feeds.rows, feeds.length),
+      pastLength: 0,
+      pastKey: '',
+      buildPast: () => new Float32Array(0),
+      wantPresent,
+    },
   };
 }
 
@@ -189,7 +209,9 @@ export function stepLength(entry: CachedEntry): number {
 /**
  * Cached-step graph inputs: per row, its cached keys/values right-aligned in [0, Lp) and its query right-aligned in
  * [0, Q), the attention mask 1 on real cached positions and real queries only. Padding keys get no weight, so a row
- * computes what it computes alone.
+ * computes what it computes alone. past_kv is built only when the runner asks (buildPast): its contents depend on
+ * nothing but each row's cache, how much of it is fed and Lp, which pastKey names, so the steps of a block can share
+ * one past (what a step hides of it, and its queries, are in the attention mask and the other inputs).
  */
 export function buildStepBatch(entries: readonly CachedEntry[], padTokenId: number, geometry: KvGeometry): Batch {
   const rows: StepRow[] = [];
@@ -202,8 +224,6 @@ export function buildStepBatch(entries: readonly CachedEntry[], padTokenId: numb
   const lp = Math.max(...rows.map((r) => r.take));
   const q = Math.max(...rows.map((r) => r.query.length));
   const p = Math.max(1, ...rows.map((r) => r.positions.length));
-  const { layers, kvHeads, headDim } = geometry;
-  const past = new Float32Array(layers * 2 * n * kvHeads * lp * headDim);
   const feeds: GraphFeeds = {
     rows: n,
     length: q,
@@ -213,20 +233,20 @@ export function buildStepBatch(entries: readonly CachedEntry[], padTokenId: numb
     positions: new BigInt64Array(n * p),
     cfgScale: new Float32Array(n),
     uncondRow: new BigInt64Array(n),
-    // present_kv only when a completed block is to be appended (block diffusion, a block's first step).
-    cached: { geometry, positionIds: new BigInt64Array(n * q), past, pastLength: lp, wantPresent: entries.some((e) => e.caches.some((c) => appendCount(e.sequence, c) > 0)) },
+    cached: {
+      geometry,
+      positionIds: new BigInt64Array(n * q),
+      pastLength: lp,
+      pastKey: `${lp}:${rows.map((row) => `${cacheId(row.cache)}/${row.take}`).join(',')}`,
+      buildPast: () => stackPast(rows, lp, geometry),
+      // present_kv only when a completed block is to be appended (block diffusion, a block's first step).
+      wantPresent: entries.some((e) => e.caches.some((c) => appendCount(e.sequence, c) > 0)),
+    },
   };
   const positionIds = feeds.cached!.positionIds;
   rows.forEach((row, r) => {
     const pastPad = lp - row.take;
     const queryPad = q - row.query.length;
-    const { data, length } = row.cache;
-    for (let ls = 0; ls < layers * 2; ls++) {
-      for (let h = 0; h < kvHeads; h++) {
-        const src = (ls * kvHeads + h) * length * headDim;
-        past.set(data.subarray(src, src + row.take * headDim), (((ls * n + r) * kvHeads + h) * lp + pastPad) * headDim);
-      }
-    }
     const mask = r * (lp + q);
     for (let i = 0; i < row.take; i++) feeds.attentionMask[mask + pastPad + i] = i >= row.hideFrom && i < row.hideTo ? 0n : 1n;
     for (let i = 0; i < row.query.length; i++) {
@@ -239,4 +259,21 @@ export function buildStepBatch(entries: readonly CachedEntry[], padTokenId: numb
     feeds.uncondRow[r] = BigInt(row.partner);
   });
   return { feeds, rowOf };
+}
+
+/** past_kv [layers, 2, N, kvHeads, Lp, headDim]: row r's cached positions [0, take) right-aligned in [0, Lp). */
+function stackPast(rows: readonly StepRow[], lp: number, { layers, kvHeads, headDim }: KvGeometry): Float32Array {
+  const n = rows.length;
+  const past = new Float32Array(layers * 2 * n * kvHeads * lp * headDim);
+  rows.forEach((row, r) => {
+    const pastPad = lp - row.take;
+    const { data, length } = row.cache;
+    for (let ls = 0; ls < layers * 2; ls++) {
+      for (let h = 0; h < kvHeads; h++) {
+        const src = (ls * kvHeads + h) * length * headDim;
+        past.set(data.subarray(src, src + row.take * headDim), (((ls * n + r) * kvHeads + h) * lp + pastPad) * headDim);
+      }
+    }
+  });
+  return past;
 }

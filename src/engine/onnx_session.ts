@@ -4,7 +4,7 @@
 import type { Worker } from 'node:worker_threads';
 import { startWorkerModule } from './worker_module.js';
 import os from 'node:os';
-import type { GraphFeeds } from './batch.js';
+import type { CachedFeeds, GraphFeeds } from './batch.js';
 import type { GraphRun, GraphRunner } from './graph_runner.js';
 import type { HeadOutputs } from './head.js';
 
@@ -28,10 +28,15 @@ export interface WorkerInit {
   intraOpNumThreads: number;
 }
 
-export interface WorkerRequest {
-  id: number;
-  feeds: GraphFeeds;
+/**
+ * Feeds as they cross to the worker: past_kv built, or null when the worker holds the past of that pastKey from an
+ * earlier run (the steps of a block share one past: it crosses the thread boundary once per block, not every step).
+ */
+export interface WireFeeds extends Omit<GraphFeeds, 'cached'> {
+  cached?: Omit<CachedFeeds, 'buildPast'> & { past: Float32Array | null };
 }
+
+export type WorkerRequest = { type: 'run'; id: number; feeds: WireFeeds } | { type: 'release' };
 
 export type WorkerReply =
   | { type: 'ready'; provider: 'cpu' | 'cuda'; warning: string | null }
@@ -49,6 +54,8 @@ export class OnnxSessionError extends Error {
 export class OnnxGraphRunner implements GraphRunner {
   private nextId = 0;
   private dead: Error | null = null;
+  /** pastKey of the past_kv the worker holds ('' = none). */
+  private heldPastKey = '';
   private readonly pending = new Map<number, { resolve: (run: GraphRun) => void; reject: (err: Error) => void }>();
 
   private constructor(
@@ -60,7 +67,10 @@ export class OnnxGraphRunner implements GraphRunner {
       const waiter = this.pending.get(reply.id);
       this.pending.delete(reply.id);
       if (reply.type === 'result') waiter?.resolve({ head: reply.head, runMs: reply.runMs });
-      else waiter?.reject(new OnnxSessionError(`session.run failed: ${reply.message}`));
+      else {
+        this.heldPastKey = ''; // the next cached run sends its past whatever the worker kept
+        waiter?.reject(new OnnxSessionError(`session.run failed: ${reply.message}`));
+      }
     });
     worker.on('error', (err) => this.die(err));
     worker.on('exit', (code) => this.die(new OnnxSessionError(`ONNX worker exited (code ${code})`)));
@@ -98,12 +108,29 @@ export class OnnxGraphRunner implements GraphRunner {
   run(feeds: GraphFeeds): Promise<GraphRun> {
     if (this.dead !== null) return Promise.reject(this.dead);
     const id = this.nextId++;
+    const wire = this.wireFeeds(feeds);
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      // A cached step's past keys/values (megabytes) move to the worker instead of being copied; feeds are one-use.
-      const past = feeds.cached?.past.buffer as ArrayBuffer | undefined;
-      this.worker.postMessage({ id, feeds } satisfies WorkerRequest, past !== undefined && past.byteLength > 0 ? [past] : []);
+      // A new past (megabytes) moves to the worker instead of being copied; the worker keeps it for the next steps.
+      const past = wire.cached?.past;
+      this.worker.postMessage({ type: 'run', id, feeds: wire } satisfies WorkerRequest, past ? [past.buffer as ArrayBuffer] : []);
     });
+  }
+
+  release(): void {
+    if (this.dead !== null || this.heldPastKey === '') return;
+    this.heldPastKey = '';
+    this.worker.postMessage({ type: 'release' } satisfies WorkerRequest);
+  }
+
+  /** The feeds to send: the past is built only when the worker does not hold the one these feeds name. */
+  private wireFeeds(feeds: GraphFeeds): WireFeeds {
+    if (feeds.cached === undefined) return feeds as WireFeeds;
+    const { buildPast, ...cached } = feeds.cached;
+    if (cached.pastLength === 0) return { ...feeds, cached: { ...cached, past: new Float32Array(0) } };
+    const held = cached.pastKey === this.heldPastKey;
+    this.heldPastKey = cached.pastKey;
+    return { ...feeds, cached: { ...cached, past: held ? null : buildPast() } };
   }
 
   private die(err: Error): void {

@@ -3,9 +3,8 @@
 
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
-import type { GraphFeeds } from './batch.js';
 import type { HeadOutputs } from './head.js';
-import type { WorkerInit, WorkerReply, WorkerRequest } from './onnx_session.js';
+import type { WireFeeds, WorkerInit, WorkerReply, WorkerRequest } from './onnx_session.js';
 
 const init = workerData as WorkerInit;
 
@@ -35,7 +34,22 @@ function firstLine(err: unknown): string {
 
 const HEAD_OUTPUTS = ['topk_logits', 'topk_ids', 'logsumexp', 'entropy'];
 
-function run(session: ort.InferenceSession, f: GraphFeeds): Promise<ort.InferenceSession.OnnxValueMapType> {
+/** The last past_kv sent, kept for the steps that name it again (onnx_session.ts wireFeeds); dropped on release. */
+let held: { key: string; tensor: ort.Tensor } | null = null;
+
+function pastTensor(f: WireFeeds): ort.Tensor {
+  const c = f.cached!;
+  if (c.past === null) {
+    if (held === null || held.key !== c.pastKey) throw new Error(`past_kv "${c.pastKey}" is not held by the worker`);
+    return held.tensor;
+  }
+  const { layers, kvHeads, headDim } = c.geometry;
+  const tensor = new ort.Tensor('float32', c.past, [layers, 2, f.rows, kvHeads, c.pastLength, headDim]);
+  if (c.pastLength > 0) held = { key: c.pastKey, tensor };
+  return tensor;
+}
+
+function run(session: ort.InferenceSession, f: WireFeeds): Promise<ort.InferenceSession.OnnxValueMapType> {
   const common = {
     input_ids: new ort.Tensor('int64', f.inputIds, [f.rows, f.length]),
     positions: new ort.Tensor('int64', f.positions, [f.rows, f.positionsPerRow]),
@@ -45,13 +59,12 @@ function run(session: ort.InferenceSession, f: GraphFeeds): Promise<ort.Inferenc
   const c = f.cached;
   if (c === undefined) return session.run({ ...common, attention_mask: new ort.Tensor('int64', f.attentionMask, [f.rows, f.length]) });
   // The cached graph (docs/models.md, format 2); present_kv only when asked for, so a cached step copies no keys back.
-  const { layers, kvHeads, headDim } = c.geometry;
   return session.run(
     {
       ...common,
       position_ids: new ort.Tensor('int64', c.positionIds, [f.rows, f.length]),
       attention_mask: new ort.Tensor('int64', f.attentionMask, [f.rows, c.pastLength + f.length]),
-      past_kv: new ort.Tensor('float32', c.past, [layers, 2, f.rows, kvHeads, c.pastLength, headDim]),
+      past_kv: pastTensor(f),
     },
     c.wantPresent ? [...HEAD_OUTPUTS, 'present_kv'] : HEAD_OUTPUTS,
   );
@@ -83,6 +96,10 @@ open().then(
   ({ session, provider, warning }) => {
     port.postMessage({ type: 'ready', provider, warning } satisfies WorkerReply);
     port.on('message', async (msg: WorkerRequest) => {
+      if (msg.type === 'release') {
+        held = null;
+        return;
+      }
       try {
         const t0 = performance.now();
         const out = await run(session, msg.feeds);

@@ -128,5 +128,7 @@ export class SyntheticRunner implements GraphRunner {
     return { head: headFrom(slots, 0.5), runMs: 0 };
   }
 
+  release(): void {}
+
   async close(): Promise<void> {}
 }

@@ -90,10 +90,36 @@ test('buildStepBatch: prefix queries block + rest over the prefix, dual the bloc
   // head positions index the query: prefix asks for its block [3, 11) = query 0..7; dual for query 8..15
   assert.deepEqual([...feeds.positions].map(Number), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
   // past of row 0, layer 0 keys: right-aligned positions 1..3
-  const lane0 = (r: number, j: number) => c.past[((0 * 2 + r) * 22 + j) * 2];
+  const past = c.buildPast();
+  const lane0 = (r: number, j: number) => past[((0 * 2 + r) * 22 + j) * 2];
   assert.deepEqual([19, 20, 21].map((j) => lane0(0, j)), [1, 2, 3]);
   assert.equal(lane0(0, 18), 0);
   assert.deepEqual([0, 21].map((j) => lane0(1, j)), [101, 122]);
+});
+
+test('buildStepBatch: pastKey is equal exactly when past_kv is (same caches, same taken lengths), so steps of a block share one', () => {
+  const s = sequence(6, 'dual'); // block 0 = [6, 14)
+  const cache = positionCache(22);
+  const step = (caches: RowCache[]) => buildStepBatch([{ sequence: s, positions: s.wantedPositions(), caches }], 0, GEOMETRY).feeds.cached!;
+  const first = step([cache]);
+  s.stepInBlock = 1;
+  const second = step([cache]);
+  assert.equal(second.pastKey, first.pastKey, 'a later step of the block over the same cache');
+  assert.deepEqual(second.buildPast(), first.buildPast());
+  assert.notEqual(step([positionCache(22)]).pastKey, first.pastKey, 'a refreshed cache (a new object) is a new past');
+  const prefix = sequence(6, 'prefix');
+  const prefixKey = buildStepBatch([{ sequence: prefix, positions: prefix.wantedPositions(), caches: [cache] }], 0, GEOMETRY).feeds.cached!.pastKey;
+  assert.notEqual(prefixKey, first.pastKey, 'the same cache fed to another length');
+  const other = sequence(3, 'dual');
+  const batched = buildStepBatch(
+    [
+      { sequence: s, positions: s.wantedPositions(), caches: [cache] },
+      { sequence: other, positions: other.wantedPositions(), caches: [positionCache(19)] },
+    ],
+    0,
+    GEOMETRY,
+  ).feeds.cached!;
+  assert.notEqual(batched.pastKey, first.pastKey, 'another batch');
 });
 
 test('buildStepBatch: a guided sequence brings its unconditional row with its own cache as partner', () => {
@@ -136,13 +162,14 @@ class SyntheticCachedRunner implements GraphRunner {
     if (c === undefined) throw new Error('the cached graph needs cached feeds');
     const { layers, kvHeads, headDim } = c.geometry;
     const kv = c.pastLength + f.length;
+    const past = c.buildPast();
     if (c.pastLength === 0) this.full++;
     else this.cached++;
     const slots: [number, number][][][] = [];
     for (let r = 0; r < f.rows; r++) {
       if (c.pastLength > 0) {
         const seen: number[] = [];
-        for (let j = 0; j < c.pastLength; j++) if (f.attentionMask[r * kv + j] === 1n) seen.push(c.past[(r * kvHeads * c.pastLength + j) * headDim] - 1);
+        for (let j = 0; j < c.pastLength; j++) if (f.attentionMask[r * kv + j] === 1n) seen.push(past[(r * kvHeads * c.pastLength + j) * headDim] - 1);
         const queries: number[] = [];
         for (let i = 0; i < f.length; i++) if (f.attentionMask[r * kv + c.pastLength + i] === 1n) queries.push(Number(c.positionIds[r * f.length + i]));
         // prefix: the past is exactly [0, first query); dual: every position but the queries (the block)
@@ -169,6 +196,7 @@ class SyntheticCachedRunner implements GraphRunner {
     }
     return { head, runMs: 0 };
   }
+  release(): void {}
   async close(): Promise<void> {}
 }
 
