@@ -58,7 +58,7 @@ export function loggedPath(url: string): string {
 
 /**
  * Log serializers of the HTTP server. Fastify's default `req` serializer logs `req.url` with its query string and the
- * Host header as sent (issue 9): this one logs the path alone, bounded, and the client address.
+ * Host header as sent (docs/security.md, logs): this one logs the path alone, bounded, and the client address.
  */
 export const logSerializers = {
   req: (req: FastifyRequest) => ({ method: req.method, url: loggedPath(req.url), remoteAddress: req.ip }),
@@ -96,7 +96,7 @@ export function serverOptions(config: Config, logger: boolean | object = { level
   return {
     logger,
     bodyLimit: config.bodyLimitBytes,
-    // Slow clients (issue 9 §2): Fastify and Node leave requestTimeout at 0, so a body trickled a byte at a time held a
+    // Slow clients (docs/security.md): Fastify and Node leave requestTimeout at 0, so a body trickled a byte at a time held a
     // socket forever. Node's requestTimeout bounds the receiving of the request (headers and body) and nothing after
     // it: a stream that outlives it is untouched. connectionTimeout (the socket idle timeout) stays 0 on purpose: a
     // non-streamed request may wait silently for its generation up to REQUEST_TIMEOUT_MS.

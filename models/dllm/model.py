@@ -154,7 +154,7 @@ class LLaDALlamaBlock(nn.Module):
         Grouped-query attention (Hk < H): query head j uses key/value head j // (H / Hk), as LLaDA's
         `repeat_interleave` of the keys (and Llama's `repeat_kv`) does. The query heads are grouped on a fifth axis
         and the keys broadcast over it instead of being copied: the same arithmetic, without the exported
-        repeat_interleave, with which the graph failed in ONNX Runtime at every shape (issue 13).
+        repeat_interleave, with which the graph failed in ONNX Runtime at every shape.
         """
         c = self.config
         n, heads, q_len, head_dim = q.shape

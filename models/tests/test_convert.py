@@ -161,7 +161,7 @@ def test_grouped_query_attention(tmp_path, config):
 
 def test_flags_that_change_the_computation_are_honoured(tmp_path):
     """scale_logits (logits / sqrt(d_model)), input_emb_norm (embeddings * sqrt(d_model)) and include_qkv_bias were
-    ignored before issue 13; the module computes them and the graphs follow."""
+    once ignored; the module computes them and the graphs follow."""
     flags = {"scale_logits": True, "input_emb_norm": True, "include_qkv_bias": True}
     model = synthetic_checkpoint(tmp_path / "hf", **flags)
     assert model.transformer["blocks"][0].q_proj.bias is not None

@@ -283,7 +283,7 @@ def test_fp16_cached_graph(tmp_path):
     np.testing.assert_allclose(fp16["present_kv"], fp32["present_kv"], atol=2e-2)
 
 
-# --- the fp16 graph's float32 islands (issue 13) ------------------------------------------------------------------
+# --- the fp16 graph's float32 islands ----------------------------------------------------------------------------
 
 # Ops of RoPE (Cos, Sin), RMSNorm's statistics (Pow, ReduceMean, Sqrt), the attention softmax and the head (TopK and
 # the normaliser's Exp, ReduceSum, Log): LLaDA computes them in float32, so must the fp16 graph.

@@ -1,4 +1,4 @@
-// A lower bound on the number of tokens of a text, known without tokenizing it (issue 9 §3): the API refuses a prompt
+// A lower bound on the number of tokens of a text, known without tokenizing it (docs/security.md, bounded work on the event loop): the API refuses a prompt
 // that provably cannot fit the model's context before it spends any time on it.
 //
 // The bound: if the tokenizer keeps every byte of the text (no normaliser, a byte-level pre-tokenizer that drops

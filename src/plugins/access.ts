@@ -1,4 +1,4 @@
-// Who may use which route (issue 9 §1). The decision is made on the route the router matched, never on the text of
+// Who may use which route (docs/security.md). The decision is made on the route the router matched, never on the text of
 // the request target: the router decodes and normalises it (`/v%31/completions`, absolute-form `http://host/v1/…`
 // both match /v1/…), so a check of `req.url` was bypassed. Deny by default: only the routes registered as public
 // (config.public, set by app.ts) pass freely; every other route, and every path no route matches (the 404 handler),

@@ -1,7 +1,7 @@
 // Optional API keys (API_KEYS) with @fastify/bearer-auth: it parses `Authorization: Bearer <key>` (the scheme
 // case-insensitive, RFC 7235 §2.1: specCompliance rfc6749) and asks our matcher, which compares with every key in
 // constant time. The plugin adds no hook of its own (addHook: false): which routes need a key, and the order of the
-// key check and the rate limit, are decided in src/plugins/access.ts by the route that matched (issue 9).
+// key check and the rate limit, are decided in src/plugins/access.ts by the route that matched (docs/security.md).
 
 import { createHash, timingSafeEqual } from 'node:crypto';
 import bearerAuth from '@fastify/bearer-auth';

@@ -1,5 +1,5 @@
 // Threads that tokenize and render chat templates for large prompts, so that no request blocks the API's event loop
-// for long (issue 9 §3: a 1 MiB prompt took 0.5 s of the main thread, eight of them froze every stream for 3 s).
+// for long (docs/security.md: a 1 MiB prompt took 0.5 s of the main thread, eight of them froze every stream for 3 s).
 // Threads start on first use (most servers never see a large prompt), take one task at a time, and a bounded number
 // of tasks may wait for them; beyond that the request gets 429 like a full generation queue.
 

@@ -3,7 +3,7 @@
 // When a worker dies mid-job, BullMQ's stalled-job check gives the job to another worker, which starts it again
 // with the same seed; events already passed on are skipped, so the client sees one clean generation. Without any
 // live worker a request is refused at once, and one already running ends soon after the last worker has gone, with
-// 503 (issue 9 §4); so does everything when Redis itself cannot be reached (§5): clients retry on 503.
+// 503; so does everything when Redis itself cannot be reached (docs/security.md, without workers, without Redis): clients retry on 503.
 
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -86,7 +86,7 @@ export class RedisTransport implements Transport {
     } catch {
       throw redisUnreachable();
     }
-    // A job no worker will take would wait out REQUEST_TIMEOUT_MS: refuse it now (issue 9 §4).
+    // A job no worker will take would wait out REQUEST_TIMEOUT_MS: refuse it now.
     if (live === 0) throw noWorker();
     if (waiting >= this.opts.maxQueue) throw new EngineError('overloaded', `queue full: ${waiting} requests waiting`);
     this.running.add(id);

@@ -1,4 +1,4 @@
-// Issue 9 §1: API keys and the rate limit are decided by the route that matched, not by the text of the request
+// docs/security.md: API keys and the rate limit are decided by the route that matched, not by the text of the request
 // target. Every form of a request target we could think of, sent byte for byte over a socket, against servers with
 // API_KEYS: without a key each one is refused (401, or 400 when the target cannot be decoded), and each refusal counts
 // toward the client address's rate limit. The real server, engine and model; no mocks.

@@ -1,4 +1,4 @@
-// Issue 9 §3: no request may block the event loop for long. Bursts of eight requests of about 1 MiB each (the body
+// docs/security.md: no request may block the event loop for long. Bursts of eight requests of about 1 MiB each (the body
 // limit) while a stream runs: long text prompts, long chat messages, tens of thousands of chat messages, token id
 // arrays, many prompts. Each is refused with the OpenAI error object, and neither the running stream's chunks nor
 // /health are held up by more than 100 ms. The bound that refuses text comes from the model folder (its context length

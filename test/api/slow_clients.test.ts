@@ -1,4 +1,4 @@
-// Issue 9 §2: slow clients cannot hold sockets. A body trickled a byte at a time, headers trickled, and a connection
+// docs/security.md: slow clients cannot hold sockets. A body trickled a byte at a time, headers trickled, and a connection
 // that sends nothing are closed within HTTP_REQUEST_TIMEOUT_MS / HTTP_HEADERS_TIMEOUT_MS (set short here), the body
 // one with a 408 and the OpenAI error object; meanwhile a stream on another connection that outlives the request
 // timeout several times, and a non-streamed request that waits longer than it, are untouched. The number of open

@@ -126,7 +126,7 @@ describe('docker/compose.yaml', () => {
     assert.match(nginx, /proxy_buffering off;/, 'SSE must not be buffered');
   });
 
-  test('gateway and API agree (issue 9): the target passes unchanged, the client address cannot be forged', () => {
+  test('gateway and API agree: the target passes unchanged, the client address cannot be forged', () => {
     const nginx = readFileSync(path.join(ROOT, 'docker/nginx.conf'), 'utf8').replace(/#.*$/gm, '');
     // No URI part in proxy_pass: nginx sends the request target as the client wrote it, and the API decides on the
     // route its own router matches. One location only: the gateway makes no decision by path.

@@ -1,5 +1,5 @@
 // Request bodies of about 1 MiB (the default body limit) in every shape the API accepts, for the bounded-work tests
-// (issue 9 §3), and a client process that sends them (big_client.ts).
+// (docs/security.md, bounded work on the event loop), and a client process that sends them (big_client.ts).
 
 const MODEL = 'tiny-llada';
 export const MIB = 1024 * 1024;

@@ -33,7 +33,7 @@ def model_sha256(model_dir: str, spec: dict) -> str:
 def model_from_onnx(model_dir: str, spec: dict) -> LLaDA:
     """The PyTorch model holding exactly the weights of the folder's model.onnx.
 
-    Graphs exported since issue 13 name every weight after its parameter (`name`, or `name^T` stored transposed:
+    Graphs from the streaming exporter (weights traced out, docs/models.md) name every weight after its parameter (`name`, or `name^T` stored transposed:
     export.bind_weights). Older ones carry the exporter's counters (constant folding renamed and transposed the
     weights), so there the mapping is recovered by exporting, as they were exported, a model of the same config
     whose parameters are consecutive integers: each initializer then names the parameter it came from, and whether
@@ -62,7 +62,7 @@ def model_from_onnx(model_dir: str, spec: dict) -> LLaDA:
     if start >= 2**24:
         raise ValueError("model too large to recover its ONNX weight mapping with float32 integers; use --checkpoint")
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
-        # The exporter as it was before issue 13: the module with its weights, constant folding on.
+        # The exporter as it was before the streaming one: the module with its weights, constant folding on.
         torch.onnx.export(SamplingGraph(model, spec["topk"]), example_inputs(model.config.vocab_size),
                           os.path.join(tmp, "probe.onnx"), opset_version=OPSET, input_names=INPUT_NAMES,
                           output_names=OUTPUT_NAMES, do_constant_folding=True,
