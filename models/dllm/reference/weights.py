@@ -34,10 +34,10 @@ def model_from_onnx(model_dir: str, spec: dict) -> LLaDA:
     """The PyTorch model holding exactly the weights of the folder's model.onnx.
 
     Graphs from the streaming exporter (docs/models.md) name every weight after its parameter (`name`, or `name^T`
-    stored transposed: export.bind_weights). Older ones carry the exporter's counters (constant folding renamed and transposed the
-    weights), so there the mapping is recovered by exporting, as they were exported, a model of the same config
-    whose parameters are consecutive integers: each initializer then names the parameter it came from, and whether
-    it was transposed.
+    stored transposed: export.bind_weights). Older ones carry the exporter's counters (constant folding renamed and
+    transposed the weights), so there the mapping is recovered by exporting, as they were exported, a model of the
+    same config whose parameters are consecutive integers: each initializer then names the parameter it came from,
+    and whether it was transposed.
     """
     import tempfile
 
