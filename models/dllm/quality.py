@@ -7,7 +7,8 @@ Rerunnable on any exported folder (the PyTorch module is rebuilt from model.onnx
   length in tokens, the share of their alphabetic words found in Debian's `wamerican` word list, and the ratio of
   distinct word bigrams (distinct-2, pooled over all answers).
 - The same prompts under threshold decoding (low-confidence remasking, threshold 0.9): positions committed per
-  denoising step, counted at each step of the sampler.
+  denoising step, counted at each step of the sampler, and how probable each step's best position is (how far the
+  model is from clearing the threshold).
 - Validation loss: train.py's estimator (masked-token cross-entropy at the fixed t grid, fixed masks) on windows
   of the new validation split, for the folder and, with --old-model, for another folder on the same windows.
 
@@ -172,6 +173,32 @@ def count_commits(seq: Sequence) -> list[int]:
     return counts
 
 
+def record_best_confidence(seq: Sequence) -> list[float]:
+    """Wraps seq.apply_step (behaviour unchanged) to record, per step, the probability of the most probable token it
+    commits: with low-confidence remasking, the best position of the step. Threshold decoding commits more than one
+    position only where others also clear the threshold, so this shows how far a model is from doing so."""
+    best: list[float] = []
+    apply_step = seq.apply_step
+
+    def recorded(head, row, positions):
+        commits = apply_step(head, row, positions)
+        best.append(max(probability for _, _, probability in commits))
+        return commits
+
+    seq.apply_step = recorded
+    return best
+
+
+def confidence_profile(per_step: list[list[float]]) -> dict:
+    """Per-sequence lists of each step's best committed probability -> median and the shares of steps at 0.5 and 0.9."""
+    values = sorted(v for s in per_step for v in s)
+    if not values:
+        return {"steps": 0, "median": None, "at_least_0.5": None, "at_least_0.9": None}
+    return {"steps": len(values), "median": values[len(values) // 2],
+            "at_least_0.5": sum(v >= 0.5 for v in values) / len(values),
+            "at_least_0.9": sum(v >= 0.9 for v in values) / len(values)}
+
+
 def answer_text(tokenizer: Tokenizer, ids: list[int]) -> str:
     """The answer as the server decodes it (special tokens kept), for display."""
     return tokenizer.decode(ids)
@@ -181,16 +208,17 @@ def generate(sampler: ReferenceSampler, tokenizer: Tokenizer, prompts: list[str]
     """All prompts in one batch (as the server batches them); each answer with its per-step commit counts."""
     seqs = [sampler.new_sequence(tokenizer.encode(p), params) for p in prompts]
     counts = [count_commits(s) for s in seqs]
+    best = [record_best_confidence(s) for s in seqs]
     sampler.generate(seqs)
     out = []
-    for prompt, seq, c in zip(prompts, seqs, counts):
+    for prompt, seq, c, b in zip(prompts, seqs, counts, best):
         r = result(seq)
         filled = sum(t is not None for t in r["canvas"])
         if sum(c) != filled or len(c) != r["steps"]:  # the wrapper must see every step and every commit
             raise AssertionError(f"commit count {sum(c)}/{len(c)} steps != canvas {filled}/{r['steps']}")
         text = answer_text(tokenizer, r["token_ids"])
         out.append({"prompt": prompt, "text": text, "token_ids": r["token_ids"], "finish_reason": r["finish_reason"],
-                    "steps": r["steps"], "commits": c})
+                    "steps": r["steps"], "commits": c, "best_confidence": b})
     return out
 
 
@@ -325,6 +353,7 @@ def evaluate(model_dir: str, corpus: str, old_model: str | None = None, dictiona
         "greedy": {"params": asdict(greedy), "answers": answers, "metrics": generation_metrics(answers, words_set)},
         "threshold": {"params": asdict(thresh), "answers": t_answers,
                       "commits": commit_rate([a["commits"] for a in t_answers]),
+                      "confidence": confidence_profile([a["best_confidence"] for a in t_answers]),
                       "metrics": generation_metrics(t_answers, words_set)},
         "validation": report_valid,
         "definitions": DEFINITIONS,
@@ -347,6 +376,9 @@ def summary(report: dict) -> str:
     lines += ["", f"threshold {report['threshold']['params']['threshold']} answers:"]
     for a in report["threshold"]["answers"]:
         lines.append(f"  {a['prompt']!r} -> {a['text']!r} ({len(a['token_ids'])} tokens in {a['steps']} steps)")
+    c = report["threshold"]["confidence"]
+    lines.append(f"  best committed probability per step: median {c['median']:.3f}, >= 0.5 in {c['at_least_0.5']:.1%}, "
+                 f">= 0.9 in {c['at_least_0.9']:.1%} of {c['steps']} steps")
     nf = ", ".join(f"{x['word']} ({x['count']})" for x in g["dictionary"]["not_found"][:10])
     v = report["validation"]
     lines += ["", f"words not in wamerican (top): {nf or '-'}",

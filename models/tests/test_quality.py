@@ -47,6 +47,12 @@ def test_generation_metrics_on_crafted_answers():
     assert (m["distinct_bigrams"]["distinct"], m["distinct_bigrams"]["total"]) == (3, 3)
 
 
+def test_confidence_profile():
+    profile = quality.confidence_profile([[0.1, 0.95, 0.5], [0.2]])
+    assert profile == {"steps": 4, "median": 0.5, "at_least_0.5": 0.5, "at_least_0.9": 0.25}
+    assert quality.confidence_profile([])["median"] is None
+
+
 def test_commit_rate():
     assert quality.commit_rate([[1, 2, 3], [8]]) == {"committed": 14, "steps": 4, "per_step": 3.5}
     assert quality.commit_rate([])["per_step"] is None
@@ -68,8 +74,10 @@ def test_commits_are_counted_at_every_step(random_sampler, params, per_step):
     prompts = [[10, 11, 12], [20, 21, 22, 23, 24]]
     seqs = [random_sampler.new_sequence(p, params) for p in prompts]
     counts = [quality.count_commits(s) for s in seqs]
+    best = [quality.record_best_confidence(s) for s in seqs]
     random_sampler.generate(seqs)
     assert quality.commit_rate(counts)["per_step"] == per_step
+    assert [len(b) for b in best] == [len(c) for c in counts] and all(0 < v <= 1 for b in best for v in b)
     for seq, c in zip(seqs, counts):  # the counts agree with what the sequence records
         r = result(seq)
         assert len(c) == r["steps"] and sum(c) == sum(t is not None for t in r["canvas"])
@@ -126,6 +134,7 @@ def test_card_renders_from_a_tiny_run(tmp_path):
     assert report["validation"]["same_windows"] and report["validation"]["improvement"] == 0.0
     assert report["greedy"]["metrics"]["answers"] == len(quality.PROMPTS)
     assert report["threshold"]["commits"]["per_step"] >= 1.0
+    assert report["threshold"]["confidence"]["steps"] == report["threshold"]["commits"]["steps"]
     q_path = tmp_path / "quality.json"
     q_path.write_text(json.dumps(report))
 
