@@ -22,6 +22,7 @@ import statistics
 import torch
 
 from . import data, quality, train
+from .model import load_checkpoint
 from .reference import sha256
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,7 +56,7 @@ def read_log(run: str) -> tuple[list[dict], list[dict]]:
 
 def read_run(run: str) -> dict:
     train_records, valid = read_log(run)
-    ckpt = torch.load(os.path.join(run, "ckpt.pt"), map_location="cpu")
+    ckpt = load_checkpoint(os.path.join(run, "ckpt.pt"))[1]
     rates = [r["tok_s"] for r in train_records if r.get("tok_s")]
     return {"dir": run, "name": os.path.basename(os.path.normpath(run)), "train": train_records, "valid": valid,
             "state": ckpt["train"], "args": ckpt["args"], "config": ckpt["config"],

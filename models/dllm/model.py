@@ -306,7 +306,8 @@ def save_checkpoint(path: str, model: LLaDA, **extra) -> None:
 
 
 def load_checkpoint(path: str) -> tuple[LLaDA, dict]:
-    ckpt = torch.load(path, map_location="cpu")
+    # Our own checkpoints carry the trainer's numpy RNG state, which torch >= 2.6 refuses under its weights_only default.
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
     model = LLaDA(ModelConfig.from_dict(ckpt["config"]))
     model.load_state_dict(ckpt["model"])
     return model, ckpt
