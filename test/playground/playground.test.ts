@@ -39,15 +39,19 @@ async function launchChromium(): Promise<Browser> {
 }
 
 /** The non-streamed completion of the same request, through the API. */
-async function apiCompletion(url: string, controls: Controls, headers: Record<string, string> = {}): Promise<string> {
+async function apiCompletion(
+  url: string,
+  controls: Controls,
+  { headers = {}, model = MODEL }: { headers?: Record<string, string>; model?: string } = {},
+): Promise<{ text: string; promptTokens: number }> {
   const response = await fetch(`${url}/v1/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },
-    body: JSON.stringify({ model: MODEL, ...controls, remasking: 'low_confidence', threshold: null }),
+    body: JSON.stringify({ model, ...controls, remasking: 'low_confidence', threshold: null }),
   });
   assert.equal(response.status, 200, await response.clone().text());
-  const body = (await response.json()) as { choices: { text: string }[] };
-  return body.choices[0].text;
+  const body = (await response.json()) as { choices: { text: string }[]; usage: { prompt_tokens: number } };
+  return { text: body.choices[0].text, promptTokens: body.usage.prompt_tokens };
 }
 
 /** Replaces a field's value by keyboard: focus it, select all, type. */
@@ -154,7 +158,7 @@ describe('playground page (embedded server, headless Chromium)', () => {
     assert.ok(stepsDrawn.size > 1, `more than one step drawn (saw ${[...stepsDrawn].join(', ')})`);
     assert.equal(await maskedCells(page), 0, 'no masked placeholder left');
     assert.equal(await page.locator('#canvas .block').count(), cells / controls.block_length, 'one group per block');
-    assert.equal(await textOf(page, '#output'), await apiCompletion(server.url, controls));
+    assert.equal(await textOf(page, '#output'), (await apiCompletion(server.url, controls)).text);
     for (const figure of ['#steps-per-second', '#tokens-per-second', '#tokens-per-step']) {
       assert.match(await textOf(page, figure), /^\d+(\.\d+)?$/, figure);
     }
@@ -280,7 +284,7 @@ describe('playground page (embedded server, headless Chromium)', () => {
     await keyboardPage.keyboard.press('Space');
     await waitForFinish(keyboardPage);
     assert.equal(await maskedCells(keyboardPage), 0);
-    assert.equal(await textOf(keyboardPage, '#output'), await apiCompletion(server.url, controls));
+    assert.equal(await textOf(keyboardPage, '#output'), (await apiCompletion(server.url, controls)).text);
     assert.equal(await focused(), 'run', 'focus stays on Run after the run');
     await keyboardPage.close();
   });
@@ -309,7 +313,7 @@ describe('playground page with API keys', () => {
     await page.keyboard.press('Enter');
     await waitForFinish(page);
     assert.equal(await page.isHidden('#error'), true);
-    assert.equal(await textOf(page, '#output'), await apiCompletion(server.url, controls, { authorization: `Bearer ${key}` }));
+    assert.equal(await textOf(page, '#output'), (await apiCompletion(server.url, controls, { headers: { authorization: `Bearer ${key}` } })).text);
     const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie + location.href);
     assert.ok(!stored.includes(key), 'the key is kept in page memory only');
   });
@@ -328,22 +332,18 @@ describe('playground page with the block diffusion model', () => {
   test("the page takes the model's block size and draws its own blocks, the first one completing the prompt's", async () => {
     const page = await openPlayground(server.url);
     // block_length 4 in the form: the page replaces it by the model's block size (16) instead of getting a 400.
-    await setControls(page, { prompt: 'Once upon a time', max_tokens: 24, steps: 24, block_length: 4, temperature: 0, seed: 7 });
+    const controls: Controls = { prompt: 'Once upon a time', max_tokens: 24, steps: 24, block_length: 4, temperature: 0, seed: 7 };
+    await setControls(page, controls);
     await page.click('#run');
     await waitForFinish(page);
     assert.equal(await page.inputValue('#block-length'), '16');
     assert.equal(await page.locator('#canvas .cell').count(), 24, 'the span is max_tokens long');
     const sizes = await page.locator('#canvas .block').evaluateAll((blocks) => blocks.map((b) => b.querySelectorAll('.cell').length));
     // BOS + the prompt's tokens put the first boundary where the prompt's last block of 16 ends.
-    const response = await fetch(`${server.url}/v1/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'tiny-bd3', prompt: 'Once upon a time', max_tokens: 24, steps: 24, temperature: 0, seed: 7, remasking: 'low_confidence', threshold: null }),
-    });
-    const body = (await response.json()) as { choices: { text: string }[]; usage: { prompt_tokens: number } };
-    const first = 16 - (body.usage.prompt_tokens % 16);
+    const api = await apiCompletion(server.url, { ...controls, block_length: 16 }, { model: 'tiny-bd3' });
+    const first = 16 - (api.promptTokens % 16);
     assert.deepEqual(sizes, first >= 24 ? [24] : [first, ...(24 - first > 16 ? [16, 24 - first - 16] : [24 - first])]);
-    assert.equal(await textOf(page, '#output'), body.choices[0].text);
+    assert.equal(await textOf(page, '#output'), api.text);
     await page.close();
   });
 });
