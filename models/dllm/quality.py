@@ -159,34 +159,21 @@ def commit_rate(per_step: list[list[int]]) -> dict:
 
 # --- generation through the reference sampler ------------------------------------------------------------------
 
-def count_commits(seq: Sequence) -> list[int]:
-    """Wraps seq.apply_step (behaviour unchanged) to record how many positions each step commits."""
-    counts: list[int] = []
-    apply_step = seq.apply_step
-
-    def counted(head, row, positions):
-        commits = apply_step(head, row, positions)
-        counts.append(len(commits))
-        return commits
-
-    seq.apply_step = counted
-    return counts
-
-
-def record_best_confidence(seq: Sequence) -> list[float]:
-    """Wraps seq.apply_step (behaviour unchanged) to record, per step, the probability of the most probable token it
-    commits: with low-confidence remasking, the best position of the step. Threshold decoding commits more than one
-    position only where others also clear the threshold, so this shows how far a model is from doing so."""
-    best: list[float] = []
+def record_commits(seq: Sequence) -> list[list[float]]:
+    """Wraps seq.apply_step (behaviour unchanged) to record, per step, the probability of each token it commits: how
+    many positions each step commits, and the best one's probability (with low-confidence remasking, the step's best
+    position; threshold decoding commits more than one only where others also clear the threshold, so this shows how
+    far a model is from doing so)."""
+    steps: list[list[float]] = []
     apply_step = seq.apply_step
 
     def recorded(head, row, positions):
         commits = apply_step(head, row, positions)
-        best.append(max(probability for _, _, probability in commits))
+        steps.append([probability for _, _, probability in commits])
         return commits
 
     seq.apply_step = recorded
-    return best
+    return steps
 
 
 def confidence_profile(per_step: list[list[float]]) -> dict:
@@ -207,18 +194,18 @@ def answer_text(tokenizer: Tokenizer, ids: list[int]) -> str:
 def generate(sampler: ReferenceSampler, tokenizer: Tokenizer, prompts: list[str], params: Params) -> list[dict]:
     """All prompts in one batch (as the server batches them); each answer with its per-step commit counts."""
     seqs = [sampler.new_sequence(tokenizer.encode(p), params) for p in prompts]
-    counts = [count_commits(s) for s in seqs]
-    best = [record_best_confidence(s) for s in seqs]
+    recorded = [record_commits(s) for s in seqs]
     sampler.generate(seqs)
     out = []
-    for prompt, seq, c, b in zip(prompts, seqs, counts, best):
+    for prompt, seq, steps in zip(prompts, seqs, recorded):
+        c = [len(step) for step in steps]
         r = result(seq)
         filled = sum(t is not None for t in r["canvas"])
         if sum(c) != filled or len(c) != r["steps"]:  # the wrapper must see every step and every commit
             raise AssertionError(f"commit count {sum(c)}/{len(c)} steps != canvas {filled}/{r['steps']}")
         text = answer_text(tokenizer, r["token_ids"])
         out.append({"prompt": prompt, "text": text, "token_ids": r["token_ids"], "finish_reason": r["finish_reason"],
-                    "steps": r["steps"], "commits": c, "best_confidence": b})
+                    "steps": r["steps"], "commits": c, "best_confidence": [max(step) for step in steps]})
     return out
 
 

@@ -73,11 +73,11 @@ def random_sampler():
 def test_commits_are_counted_at_every_step(random_sampler, params, per_step):
     prompts = [[10, 11, 12], [20, 21, 22, 23, 24]]
     seqs = [random_sampler.new_sequence(p, params) for p in prompts]
-    counts = [quality.count_commits(s) for s in seqs]
-    best = [quality.record_best_confidence(s) for s in seqs]
+    recorded = [quality.record_commits(s) for s in seqs]
     random_sampler.generate(seqs)
+    counts = [[len(step) for step in steps] for steps in recorded]
     assert quality.commit_rate(counts)["per_step"] == per_step
-    assert [len(b) for b in best] == [len(c) for c in counts] and all(0 < v <= 1 for b in best for v in b)
+    assert all(0 < v <= 1 for steps in recorded for step in steps for v in step)
     for seq, c in zip(seqs, counts):  # the counts agree with what the sequence records
         r = result(seq)
         assert len(c) == r["steps"] and sum(c) == sum(t is not None for t in r["canvas"])
