@@ -258,7 +258,7 @@ export class DiffusionEngine implements EngineClient {
       const kind = this.geometry === null ? 'full' : passKind(choice.sequence, choice.kv !== null);
       (kind === 'full' ? full : cached).push(i);
     });
-    const runs: { indices: number[]; build: () => Batch; refresh: boolean; cached: boolean }[] = [];
+    const runs: { indices: number[]; build: () => Batch; refresh: boolean; fromCache: boolean }[] = [];
     const rowCounts = (ix: number[]) => ix.map((i) => entries[i].sequence.rowCount);
     for (const group of groupByLength(full.map((i) => entries[i].sequence.canvas.length), rowCounts(full), this.maxPaddedRatio)) {
       const indices = group.map((g) => full[g]);
@@ -266,7 +266,7 @@ export class DiffusionEngine implements EngineClient {
       runs.push({
         indices,
         refresh,
-        cached: false,
+        fromCache: false,
         build: () => {
           const batch = buildBatch(indices.map((i) => entries[i]), this.spec.padTokenId);
           return this.geometry === null ? batch : { ...batch, feeds: fullPassFeeds(batch.feeds, this.geometry, refresh) };
@@ -278,11 +278,11 @@ export class DiffusionEngine implements EngineClient {
       runs.push({
         indices: group.map((g) => cached[g]),
         refresh: false,
-        cached: true,
+        fromCache: true,
         build: () => buildStepBatch(group.map((g) => cachedEntries[g]), this.spec.padTokenId, this.geometry!),
       });
     }
-    for (const { indices, build, refresh, cached: fromCache } of runs) {
+    for (const { indices, build, refresh, fromCache } of runs) {
       let batch: Batch;
       try {
         batch = build();

@@ -127,7 +127,7 @@ export class OnnxGraphRunner implements GraphRunner {
   private wireFeeds(feeds: GraphFeeds): WireFeeds {
     if (feeds.cached === undefined) return feeds as WireFeeds;
     const { buildPast, ...cached } = feeds.cached;
-    if (cached.pastLength === 0) return { ...feeds, cached: { ...cached, past: new Float32Array(0) } };
+    if (cached.pastLength === 0) return { ...feeds, cached: { ...cached, past: buildPast() } };
     const held = cached.pastKey === this.heldPastKey;
     this.heldPastKey = cached.pastKey;
     return { ...feeds, cached: { ...cached, past: held ? null : buildPast() } };
