@@ -14,6 +14,7 @@ import { ApiError, clip } from './serving/errors.js';
 import { PromptEncoder } from './serving/prompts.js';
 import { ErrorResponse, DiffusionStep } from './schemas/common.js';
 import { ChatCompletionChunk, CompletionChunk } from './schemas/chunks.js';
+import jsonBodyPlugin from './plugins/json-body.js';
 import swaggerPlugin from './plugins/swagger.js';
 import swaggerUiPlugin from './plugins/swagger-ui.js';
 import authPlugin from './plugins/auth.js';
@@ -188,6 +189,7 @@ const appPlugin = fp(
       return reply.code(404).send(api.body());
     });
 
+    await fastify.register(jsonBodyPlugin);
     await fastify.register(swaggerPlugin);
     await fastify.register(authPlugin, { apiKeys: opts.config.apiKeys });
     await fastify.register(rateLimitPlugin, {
