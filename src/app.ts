@@ -10,11 +10,12 @@ import type { Config } from './config.js';
 import type { Transport } from './transports/transport.js';
 import type { ServingModel } from './serving/model.js';
 import type { Run } from './serving/run.js';
+import { Runs } from './serving/runs.js';
 import { ApiError, clip } from './serving/errors.js';
 import { PromptEncoder } from './serving/prompts.js';
 import { ErrorResponse, DiffusionStep } from './schemas/common.js';
 import { ChatCompletionChunk, CompletionChunk } from './schemas/chunks.js';
-import jsonBodyPlugin from './plugins/json-body.js';
+import requestBodyPlugin from './plugins/request-body.js';
 import swaggerPlugin from './plugins/swagger.js';
 import swaggerUiPlugin from './plugins/swagger-ui.js';
 import authPlugin from './plugins/auth.js';
@@ -41,7 +42,7 @@ declare module 'fastify' {
     /** The name clients use in `model`. */
     servedName: string;
     /** Generations in progress, for graceful shutdown. */
-    runs: Set<Run>;
+    runs: Runs<Run>;
     /** Prompt text → token ids, refusing what cannot fit and keeping large texts off the event loop. */
     prompts: PromptEncoder;
   }
@@ -148,7 +149,7 @@ export function toApiError(err: FastifyError): ApiError {
     const field = fieldOf(v.instancePath);
     return ApiError.invalid(`Invalid request: ${field ?? err.validationContext ?? 'body'} ${v.message ?? 'is invalid'}`, field, 'invalid_value');
   }
-  if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new ApiError(413, err.message, 'invalid_request_error', 'request_too_large');
+  if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return ApiError.bodyTooLarge(err.message);
   const status = err.statusCode ?? 500;
   if (status >= 400 && status < 500) {
     const code = err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'unsupported_media_type' : 'invalid_request';
@@ -164,7 +165,7 @@ const appPlugin = fp(
     fastify.decorate('model', opts.model);
     fastify.decorate('transport', opts.transport);
     fastify.decorate('servedName', opts.config.modelName ?? opts.model.name);
-    fastify.decorate('runs', new Set<Run>());
+    fastify.decorate('runs', new Runs<Run>());
     const prompts = new PromptEncoder(opts.model, { threads: opts.config.tokenizerThreads, maxWaiting: opts.config.maxQueue });
     fastify.decorate('prompts', prompts);
     fastify.addHook('onClose', async () => prompts.close());
@@ -189,7 +190,7 @@ const appPlugin = fp(
       return reply.code(404).send(api.body());
     });
 
-    await fastify.register(jsonBodyPlugin);
+    await fastify.register(requestBodyPlugin);
     await fastify.register(swaggerPlugin);
     await fastify.register(authPlugin, { apiKeys: opts.config.apiKeys });
     await fastify.register(rateLimitPlugin, {
@@ -217,12 +218,11 @@ const appPlugin = fp(
     });
 
     // Graceful shutdown: let running generations finish (up to SHUTDOWN_TIMEOUT_MS), then stop the rest.
+    // The stopped ones end with an error chunk at their next step: 2 s for that.
     fastify.addHook('preClose', async () => {
-      const deadline = Date.now() + opts.config.shutdownTimeoutMs;
-      while (fastify.runs.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      for (const run of fastify.runs) run.cancel('shutdown');
-      const grace = Date.now() + 2000;
-      while (fastify.runs.size > 0 && Date.now() < grace) await new Promise((r) => setTimeout(r, 20));
+      if (await fastify.runs.drained(opts.config.shutdownTimeoutMs)) return;
+      fastify.runs.cancelAll('shutdown');
+      await fastify.runs.drained(2000);
     });
   },
   { name: 'dllm-app' },

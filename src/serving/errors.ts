@@ -46,6 +46,9 @@ export class ApiError extends Error {
   static contextLength(message: string, param: string | null = 'messages'): ApiError {
     return new ApiError(400, message, 'invalid_request_error', 'context_length_exceeded', param);
   }
+  static bodyTooLarge(message = 'Request body is too large'): ApiError {
+    return new ApiError(413, message, 'invalid_request_error', 'request_too_large');
+  }
   static unauthorized(message = 'Missing or invalid API key. Send it as "Authorization: Bearer <key>".'): ApiError {
     return new ApiError(401, message, 'authentication_error', 'invalid_api_key');
   }
