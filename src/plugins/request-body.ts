@@ -7,7 +7,8 @@
 //    bounded: only bodies declared up to MAX_DRAIN_FACTOR times the limit are read (a larger one is answered at once
 //    and the connection closed, as before), at the client's speed within HTTP_REQUEST_TIMEOUT_MS (Node's request
 //    timeout still runs), and nothing is kept. The connection then stays open for the next request. A body sent
-//    without a length (chunked) and found too large on the way is still answered by Fastify's close.
+//    without a length (chunked) is passed on up to the limit and read on past it the same way; its 413 comes once the
+//    client has sent it all (Fastify closes that connection after the answer).
 // 2. JSON bodies are parsed by Fastify's own parser (secure-json-parse: `__proto__` and `constructor` keys refused), a
 //    large one in a turn of the event loop of its own (docs/security.md, bounded work on the event loop). Parsing,
 //    validating and preparing a body of about 1 MiB costs the main thread up to ~50 ms (30 000 chat messages: parse,
@@ -17,7 +18,7 @@
 
 import fp from 'fastify-plugin';
 import type { FastifyInstance } from 'fastify';
-import type { Readable } from 'node:stream';
+import { pipeline, Transform, type Readable } from 'node:stream';
 import { ApiError } from '../serving/errors.js';
 
 /** Bodies declared up to this many times the limit are read and discarded before the 413; larger ones are not. */
@@ -68,11 +69,35 @@ function discard(body: Readable): Promise<void> {
   });
 }
 
+/**
+ * A body of unknown length: passed on while within `limit`; past it, read on and dropped (up to MAX_DRAIN_FACTOR times
+ * the limit, where it fails at once), and the 413 raised when it ends. pipeline() ends the stream with an error if the
+ * connection goes first, so the parser never waits for an end that cannot come.
+ */
+function capped(body: Readable, limit: number): Readable {
+  let received = 0;
+  const tooLarge = () => ApiError.bodyTooLarge(`Request body is too large: over ${limit} bytes, the limit`);
+  const cap = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      received += chunk.length;
+      if (received <= limit) callback(null, chunk);
+      else callback(received > MAX_DRAIN_FACTOR * limit ? tooLarge() : null);
+    },
+    flush(callback) {
+      callback(received > limit ? tooLarge() : null);
+    },
+  });
+  return pipeline(body, cap, () => undefined);
+}
+
 export default fp(
   async function requestBodyPlugin(app: FastifyInstance) {
     app.addHook('preParsing', async (req, reply, payload) => {
-      const declared = Number(req.headers['content-length']);
       const limit = req.routeOptions.bodyLimit ?? app.initialConfig.bodyLimit!;
+      if (req.headers['content-length'] === undefined) {
+        return req.headers['transfer-encoding'] === undefined ? payload : capped(payload, limit);
+      }
+      const declared = Number(req.headers['content-length']);
       if (!(declared > limit)) return payload;
       if (declared <= MAX_DRAIN_FACTOR * limit) await discard(payload);
       else reply.header('connection', 'close'); // Node would otherwise read all of it for keep-alive

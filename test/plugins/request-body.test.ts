@@ -104,6 +104,37 @@ test('a body over the limit is read to its end, then answered 413; the connectio
   }
 });
 
+test('a chunked body is served within the limit; past it, read to its end, then answered 413', async () => {
+  const { app } = await syntheticApp(HELLO, { BODY_LIMIT_BYTES: String(LIMIT) });
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  const chunked = 'POST /v1/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n';
+  const chunk = (data: Buffer) => Buffer.concat([Buffer.from(`${data.length.toString(16)}\r\n`), data, Buffer.from('\r\n')]);
+  const c = await Connection.open(url);
+  try {
+    const small = Buffer.from(JSON.stringify({ model: MODEL, prompt: 'Hello', max_tokens: 16 }));
+    await c.write(Buffer.concat([Buffer.from(chunked), chunk(small.subarray(0, 10)), chunk(small.subarray(10)), Buffer.from('0\r\n\r\n')]));
+    const served = await c.response();
+    assert.equal(served.status, 200);
+    assert.equal(served.json.choices[0].text, 'Hello');
+
+    const body = Buffer.from(JSON.stringify({ model: MODEL, prompt: 'x'.repeat(4 * LIMIT) }));
+    await c.write(chunked);
+    for (let off = 0; off < body.length; off += 16 * 1024) {
+      await c.write(chunk(body.subarray(off, off + 16 * 1024)));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await c.write('0\r\n\r\n');
+    const lastWrite = performance.now();
+    const refused = await c.response();
+    assert.equal(refused.status, 413);
+    assert.equal(refused.json.error.code, 'request_too_large');
+    assert.ok(c.firstByteAt[1] >= lastWrite, 'the answer came after the whole body was sent');
+  } finally {
+    c.close();
+    await app.close();
+  }
+});
+
 test(`a body declared over ${MAX_DRAIN_FACTOR}x the limit is answered 413 at once and the connection closed, nothing read`, async () => {
   const { app } = await syntheticApp(HELLO, { BODY_LIMIT_BYTES: String(LIMIT) });
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
