@@ -48,6 +48,8 @@ export const ConfigSchema = Type.Object({
   httpKeepAliveTimeoutMs: Type.Integer({ minimum: 100 }),
   /** Open connections at most; further ones are closed at once. */
   httpMaxConnections: Type.Integer({ minimum: 1 }),
+  /** A stream whose client takes nothing of what is sent for this long is closed (nginx's send_timeout). */
+  httpSendTimeoutMs: Type.Integer({ minimum: 100 }),
   /** Threads that tokenize (and render chat templates for) large prompts off the event loop. */
   tokenizerThreads: Type.Integer({ minimum: 1, maximum: 64 }),
   requestTimeoutMs: Type.Integer({ minimum: 100 }),
@@ -95,6 +97,7 @@ export const ENV: Record<string, VarSpec> = {
   HTTP_HEADERS_TIMEOUT_MS: { key: 'httpHeadersTimeoutMs', kind: 'int', def: '10000' },
   HTTP_KEEPALIVE_TIMEOUT_MS: { key: 'httpKeepAliveTimeoutMs', kind: 'int', def: '5000' },
   HTTP_MAX_CONNECTIONS: { key: 'httpMaxConnections', kind: 'int', def: '1024' },
+  HTTP_SEND_TIMEOUT_MS: { key: 'httpSendTimeoutMs', kind: 'int', def: '60000' },
   TOKENIZER_THREADS: { key: 'tokenizerThreads', kind: 'int', def: '1' },
   REQUEST_TIMEOUT_MS: { key: 'requestTimeoutMs', kind: 'int', def: '120000' },
   SSE_KEEPALIVE_MS: { key: 'keepAliveMs', kind: 'int', def: '15000' },

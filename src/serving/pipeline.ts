@@ -175,6 +175,7 @@ export async function serveGeneration(app: FastifyInstance, req: FastifyRequest,
     // The onResponse hook counts this response in dllm_http_requests_total when it ends, hijacked or not.
     await pipeSse(reply.raw, first.value, chunks, {
       keepAliveMs: app.config.keepAliveMs,
+      sendTimeoutMs: app.config.httpSendTimeoutMs,
       headers: Object.fromEntries(Object.entries(reply.getHeaders()).map(([k, v]) => [k, String(v)])),
       onError: (err) => {
         failed(err);

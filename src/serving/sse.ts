@@ -6,19 +6,28 @@ import { ApiError, fromEngineError } from './errors.js';
 
 export interface SseOptions {
   keepAliveMs: number;
+  /** How long a write may wait for the client to take what is buffered before the connection is closed. */
+  sendTimeoutMs: number;
   headers: Record<string, string>;
   onError?: (err: unknown) => void;
 }
 
-function writeRaw(raw: ServerResponse, text: string): Promise<void> | void {
+/**
+ * Writes `text`; when the socket's buffers are full, waits for the client to take them, at most `sendTimeoutMs`, then
+ * closes the connection (nginx's send_timeout): a client that stops reading would otherwise hold the socket, and the
+ * events queued behind it, for ever.
+ */
+function writeRaw(raw: ServerResponse, text: string, sendTimeoutMs: number): Promise<void> | void {
   if (raw.destroyed || raw.writableEnded) return;
   if (!raw.write(text)) {
     return new Promise((resolve) => {
       const done = () => {
+        clearTimeout(stalled);
         raw.off('drain', done);
         raw.off('close', done);
         resolve();
       };
+      const stalled = setTimeout(() => raw.destroy(), sendTimeoutMs);
       raw.on('drain', done);
       raw.on('close', done);
     });
@@ -43,21 +52,27 @@ export async function pipeSse(
     'x-accel-buffering': 'no',
   });
   raw.flushHeaders();
-  const ping = setInterval(() => void writeRaw(raw, ': ping\n\n'), opts.keepAliveMs);
+  const write = (text: string) => writeRaw(raw, text, opts.sendTimeoutMs);
+  const ping = setInterval(() => void write(': ping\n\n'), opts.keepAliveMs);
   try {
-    await writeRaw(raw, `data: ${JSON.stringify(first)}\n\n`);
+    await write(`data: ${JSON.stringify(first)}\n\n`);
     for (;;) {
+      // The client is gone (it left, or took nothing for sendTimeoutMs): stop the chunks rather than drain them.
+      if (raw.destroyed) {
+        await chunks.return?.(undefined);
+        break;
+      }
       const next = await chunks.next();
       if (next.done) break;
-      await writeRaw(raw, `data: ${JSON.stringify(next.value)}\n\n`);
+      await write(`data: ${JSON.stringify(next.value)}\n\n`);
     }
   } catch (err) {
     opts.onError?.(err);
     const api = err instanceof ApiError ? err : fromEngineError(err);
-    await writeRaw(raw, `data: ${JSON.stringify(api.body())}\n\n`);
+    await write(`data: ${JSON.stringify(api.body())}\n\n`);
   } finally {
     clearInterval(ping);
-    await writeRaw(raw, 'data: [DONE]\n\n');
+    await write('data: [DONE]\n\n');
     if (!raw.destroyed && !raw.writableEnded) raw.end();
   }
 }
