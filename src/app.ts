@@ -177,6 +177,18 @@ const appPlugin = fp(
     fastify.addHook('onRequest', async (req, reply) => {
       reply.header('x-request-id', req.id);
     });
+    // A client that takes none of a response for HTTP_SEND_TIMEOUT_MS is disconnected (nginx's send_timeout), so a
+    // large answer to a client that stopped reading does not hold its socket and memory for ever. Set only now, as
+    // the response goes out: before, a non-streamed request waits silently for its generation. Node's socket timeout
+    // counts a write that the client is still taking as activity. Streams have their own (serving/sse.ts).
+    fastify.addHook('onSend', async (_req, reply, payload) => {
+      const res = reply.raw;
+      res.setTimeout(opts.config.httpSendTimeoutMs, () => res.destroy());
+      // Cleared before Node's own 'finish' handler, which sets the keep-alive timeout or hands the socket to the next
+      // pipelined response (that one may wait silently for its generation).
+      res.prependOnceListener('finish', () => res.socket?.setTimeout(0));
+      return payload;
+    });
 
     fastify.setErrorHandler((err: FastifyError, req, reply) => {
       const api = toApiError(err);

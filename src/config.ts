@@ -48,7 +48,7 @@ export const ConfigSchema = Type.Object({
   httpKeepAliveTimeoutMs: Type.Integer({ minimum: 100 }),
   /** Open connections at most; further ones are closed at once. */
   httpMaxConnections: Type.Integer({ minimum: 1 }),
-  /** A stream whose client takes nothing of what is sent for this long is closed (nginx's send_timeout). */
+  /** A response (a stream or not) whose client takes nothing of it for this long is closed (nginx's send_timeout). */
   httpSendTimeoutMs: Type.Integer({ minimum: 100 }),
   /** Threads that tokenize (and render chat templates for) large prompts off the event loop. */
   tokenizerThreads: Type.Integer({ minimum: 1, maximum: 64 }),
