@@ -178,18 +178,22 @@ const appPlugin = fp(
       reply.header('x-request-id', req.id);
     });
     // A client that takes none of a response for HTTP_SEND_TIMEOUT_MS is disconnected (nginx's send_timeout), so a
-    // large answer to a client that stopped reading does not hold its socket and memory for ever. Set only now, as
-    // the response goes out: before, a non-streamed request waits silently for its generation. Node's socket timeout
-    // counts a write that the client is still taking as activity. Streams have their own (serving/sse.ts).
+    // large answer to a client that stopped reading does not hold its socket and memory for ever. It is the socket's
+    // idle timeout, which counts a write the client is still taking as activity and, with no 'timeout' listener,
+    // destroys the socket (Node's http server). Set only as the answer goes out (before, a non-streamed request waits
+    // silently for its generation), on the socket it is given (a pipelined answer gets it later), and cleared before
+    // Node's own 'finish' handler, which sets the keep-alive timeout or hands the socket to the next answer. Streams
+    // have their own (serving/sse.ts). `app.inject`'s mock socket has no timeouts, hence the check, as Node's own.
+    const sendTimeout = (socket: Socket | null, ms: number) => {
+      if (typeof socket?.setTimeout === 'function') socket.setTimeout(ms);
+    };
     fastify.addHook('onSend', async (_req, reply, payload) => {
       const res = reply.raw;
-      res.setTimeout(opts.config.httpSendTimeoutMs, () => res.destroy());
-      // Cleared before Node's own 'finish' handler, which sets the keep-alive timeout or hands the socket to the next
-      // pipelined response (that one may wait silently for its generation).
-      res.prependOnceListener('finish', () => res.socket?.setTimeout(0));
+      if (res.socket) sendTimeout(res.socket, opts.config.httpSendTimeoutMs);
+      else res.once('socket', (socket: Socket) => sendTimeout(socket, opts.config.httpSendTimeoutMs));
+      res.prependOnceListener('finish', () => sendTimeout(res.socket, 0));
       return payload;
     });
-
     fastify.setErrorHandler((err: FastifyError, req, reply) => {
       const api = toApiError(err);
       if (api.status >= 500) req.log.error({ err }, 'request failed');
