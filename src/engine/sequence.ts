@@ -50,6 +50,11 @@ export function generatedLength(maxTokens: number, blockLength: number): number 
   return Math.ceil(maxTokens / blockLength) * blockLength;
 }
 
+/** Length of the generated span: max_tokens in whole blocks of block_length (LLaDA); max_tokens (block diffusion). */
+export function spanLength(maxTokens: number, blockLength: number, blockSize: number | null): number {
+  return blockSize === null ? generatedLength(maxTokens, blockLength) : maxTokens;
+}
+
 /**
  * Canvas indices where the generated span's blocks start, then its end. LLaDA: blocks of block_length from the
  * prompt's end. Block diffusion: the model's blocks are counted from position 0 as in training, so the first
@@ -59,11 +64,11 @@ export function generatedLength(maxTokens: number, blockLength: number): number 
  */
 export function blockStarts(genStart: number, maxTokens: number, blockLength: number, blockSize: number | null): number[] {
   const out: number[] = [];
+  const end = genStart + spanLength(maxTokens, blockLength, blockSize);
   if (blockSize === null) {
-    for (let i = genStart; i <= genStart + generatedLength(maxTokens, blockLength); i += blockLength) out.push(i);
+    for (let i = genStart; i <= end; i += blockLength) out.push(i);
     return out;
   }
-  const end = genStart + maxTokens;
   out.push(genStart);
   for (let i = (Math.floor(genStart / blockSize) + 1) * blockSize; i < end; i += blockSize) out.push(i);
   out.push(end);

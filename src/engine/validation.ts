@@ -5,7 +5,7 @@ import { CACHE_MODES, EngineError, type GenerateRequest, type SamplingParams } f
 import type { ModelSpec } from './model_folder.js';
 import { REMASKING_RULES } from './model_folder.js';
 import { MAX_SEED } from './rng.js';
-import { generatedLength } from './sequence.js';
+import { generatedLength, spanLength } from './sequence.js';
 
 /** Most alternatives per token that logprobs returns (OpenAI's completions limit). */
 export const MAX_LOGPROBS = 5;
@@ -116,8 +116,7 @@ export function validateRequest(spec: ModelSpec, request: GenerateRequest): void
     invalid('suffix', 'suffix (infilling) is not supported by block diffusion models: they decode left to right');
   }
   const prompt = promptPrefix(request, spec.bosTokenId).length;
-  // A block diffusion span is exactly max_tokens long (engine/sequence.ts blockStarts).
-  const genLength = spec.blockSize === null ? generatedLength(p.maxTokens, p.blockLength) : p.maxTokens;
+  const genLength = spanLength(p.maxTokens, p.blockLength, spec.blockSize);
   const total = prompt + genLength + request.suffixTokenIds.length;
   if (total > spec.maxSequenceLength) {
     throw new EngineError(
