@@ -29,7 +29,8 @@ function failureTable(stop: string): Int32Array {
 /**
  * Length of the longest suffix of `text` that is a proper prefix of a stop string (held back until resolved).
  * One pass of the KMP matcher over the last (stop length - 1) characters: linear, where comparing every candidate
- * length was quadratic and let long stop strings hold the event loop for a quarter of a second per step (docs/security.md, bounded work on the event loop).
+ * length was quadratic and let long stop strings hold the event loop for a quarter of a second per step
+ * (docs/security.md, bounded work on the event loop).
  */
 function pendingStopPrefix(text: string, stops: readonly string[], failures: readonly Int32Array[]): number {
   let longest = 0;

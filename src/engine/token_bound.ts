@@ -1,5 +1,5 @@
-// A lower bound on the number of tokens of a text, known without tokenizing it (docs/security.md, bounded work on the event loop): the API refuses a prompt
-// that provably cannot fit the model's context before it spends any time on it.
+// A lower bound on the number of tokens of a text, known without tokenizing it (docs/security.md, bounded work on the
+// event loop): the API refuses a prompt that provably cannot fit the model's context before it spends any time on it.
 //
 // The bound: if the tokenizer keeps every byte of the text (no normaliser, a byte-level pre-tokenizer that drops
 // nothing) and no token can stand for more than L bytes, a text of B UTF-8 bytes is at least ceil(B / L) tokens.

@@ -1,4 +1,5 @@
-// Prompt text → token ids with bounded work on the event loop (docs/security.md, bounded work on the event loop). Two measures:
+// Prompt text → token ids with bounded work on the event loop (docs/security.md, bounded work on the event loop).
+// Two measures:
 // 1. Text that provably cannot fit the context is refused before it is tokenized: a text of B UTF-8 bytes is at least
 //    ceil(B / L) tokens, L being the most bytes one token stands for (engine/token_bound.ts, derived from the model
 //    folder's tokenizer.json; no bound is assumed when the tokenizer does not allow a sound one).

@@ -3,7 +3,8 @@
 // When a worker dies mid-job, BullMQ's stalled-job check gives the job to another worker, which starts it again
 // with the same seed; events already passed on are skipped, so the client sees one clean generation. Without any
 // live worker a request is refused at once, and one already running ends soon after the last worker has gone, with
-// 503; so does everything when Redis itself cannot be reached (docs/security.md, without workers, without Redis): clients retry on 503.
+// 503; so does everything when Redis itself cannot be reached (docs/security.md, without workers, without Redis):
+// clients retry on 503.
 
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
