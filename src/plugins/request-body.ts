@@ -11,8 +11,8 @@
 //    client has sent it all (Fastify closes that connection after the answer).
 // 2. JSON bodies are parsed by Fastify's own parser (secure-json-parse: `__proto__` and `constructor` keys refused), a
 //    large one in a turn of the event loop of its own (docs/security.md, bounded work on the event loop). Parsing,
-//    validating and preparing a body of about 1 MiB costs the main thread up to ~50 ms (30 000 chat messages: parse,
-//    schema, hand-off to a tokenizer thread), and Node runs the 'end' callbacks of every body that completes in one
+//    validating and preparing a body of about 1 MiB costs the main thread tens of milliseconds (most for 30 000 chat
+//    messages: parse, schema, hand-off to a tokenizer thread), and Node runs the 'end' callbacks of every body that completes in one
 //    poll phase back to back: eight such bodies held a running stream and /health up for their sum (110-140 ms of CPU
 //    in one turn on a 2-core AMD EPYC, test/api/big_prompts.test.ts). Taking turns, others wait for one body at most.
 
