@@ -81,12 +81,14 @@ test('a body over the limit is read to its end, then answered 413; the connectio
   try {
     const body = Buffer.from(JSON.stringify({ model: MODEL, prompt: 'x'.repeat(4 * LIMIT) }));
     await c.write(head(body.length));
-    // In pieces, with pauses: a server that answered at once would do so long before the last one.
+    // In pieces, with pauses: a server that answered at once would do so long before the last one was written. The
+    // time is taken before that last write: the server cannot have seen it earlier.
+    let lastWrite = 0;
     for (let off = 0; off < body.length; off += 16 * 1024) {
+      if (off + 16 * 1024 >= body.length) lastWrite = performance.now();
       await c.write(body.subarray(off, off + 16 * 1024));
       await new Promise((r) => setTimeout(r, 5));
     }
-    const lastWrite = performance.now();
     const refused = await c.response();
     assert.equal(refused.status, 413);
     assert.equal(refused.json.error.code, 'request_too_large');
@@ -123,8 +125,8 @@ test('a chunked body is served within the limit; past it, read to its end, then 
       await c.write(chunk(body.subarray(off, off + 16 * 1024)));
       await new Promise((r) => setTimeout(r, 5));
     }
+    const lastWrite = performance.now(); // before the body's end is written: the server cannot have seen it earlier
     await c.write('0\r\n\r\n');
-    const lastWrite = performance.now();
     const refused = await c.response();
     assert.equal(refused.status, 413);
     assert.equal(refused.json.error.code, 'request_too_large');
