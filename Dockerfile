@@ -2,7 +2,8 @@
 #
 # dllm-serve images (docs/deploy.md). Two targets share the build stages:
 #
-#   docker build --target cuda -t dllm-serve:cuda .   # NVIDIA GPU: CUDA 12 + cuDNN 9 runtime, CUDA execution provider
+#   docker build --target cuda -t dllm-serve:cuda .   # NVIDIA GPU: CUDA 12 + cuDNN 9 runtime and the Vulkan loader,
+#                                                     # for the CUDA or the WebGPU execution provider
 #   docker build --target cpu  -t dllm-serve:cpu  .   # CPU only (also the image of API replicas, which load no ONNX)
 #   docker build --target converter -t dllm-convert .  # models/dllm/convert.py with Debian 12's torch (no server)
 #
@@ -102,7 +103,12 @@ CMD ["node", "dist/src/main.js"]
 FROM ${CUDA_IMAGE} AS cuda
 ARG CUDA_IMAGE
 COPY --from=node /usr/local/bin/node /usr/local/bin/node
-RUN groupadd --system --gid 10001 dllm \
+# libvulkan1: the Vulkan loader, through which onnxruntime-node's WebGPU provider (Dawn) reaches the GPU; the NVIDIA
+# Container Toolkit mounts the driver's Vulkan ICD when the container asks for the `graphics` capability (below).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libvulkan1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 dllm \
  && useradd --system --uid 10001 --gid dllm --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin dllm \
  && mkdir -p /var/lib/dllm/gpu-leases && chown dllm:dllm /var/lib/dllm/gpu-leases \
  && node --version
@@ -112,7 +118,8 @@ ENV NODE_ENV=production \
     PORT=8000 \
     MODEL_DIR=models/tiny-llada \
     EXECUTION_PROVIDER=cuda \
-    CUDA_DEVICE_ORDER=PCI_BUS_ID
+    CUDA_DEVICE_ORDER=PCI_BUS_ID \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics
 WORKDIR /app
 COPY --from=deps-cuda /app/node_modules ./node_modules
 # Fail the build, not the first request, when this base lacks a library the CUDA EP links against. libcuda.so.1

@@ -28,6 +28,26 @@ if [ "${#need[@]}" -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
+# The WebGPU tests (test/engine/golden_webgpu.test.ts, models/tests/test_device_graph.py, test/engine/webgpu.test.ts)
+# run onnxruntime-node's WebGPU provider on Mesa's lavapipe, a Vulkan driver on the CPU: Mesa 25 from
+# bookworm-backports (bookworm's Mesa 22 lacks a feature Dawn requires) and the Vulkan loader. bookworm-backports is
+# added to apt's sources from the URI of the machine's own bookworm entry when it is not there.
+if ! dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null | grep -q '^2[5-9]\.'; then
+  if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    uri="$(awk 'BEGIN { RS = "" } /(^|\n)Suites:[^\n]*bookworm( |\n|$)/ {
+                  n = split($0, lines, "\n")
+                  for (i = 1; i <= n; i++) if (lines[i] ~ /^URIs:/) { split(lines[i], f, " "); print f[2]; exit }
+                }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)"
+    [ -n "$uri" ] || uri="$(awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)"
+    [ -n "$uri" ] || { echo "no bookworm entry in apt's sources to take bookworm-backports' URI from" >&2; exit 1; }
+    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$uri" \
+      | $SUDO tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null
+  fi
+  echo "installing: mesa-vulkan-drivers libvulkan1 (bookworm-backports)"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports mesa-vulkan-drivers libvulkan1
+fi
+
 # The Debian python3 packages live on /usr/bin/python3: make sure the tests use it, not another python3 on PATH.
 if ! python3 -c 'import torch, onnx, numpy, pytest' >/dev/null 2>&1; then
   export PATH="/usr/bin:$PATH"

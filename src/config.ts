@@ -5,7 +5,7 @@ import { Type, type Static, type TSchema } from 'typebox';
 import Value from 'typebox/value';
 
 const Role = Type.Union([Type.Literal('all'), Type.Literal('api'), Type.Literal('worker')]);
-const Provider = Type.Union([Type.Literal('cpu'), Type.Literal('cuda'), Type.Literal('auto')]);
+const Provider = Type.Union([Type.Literal('cpu'), Type.Literal('cuda'), Type.Literal('webgpu'), Type.Literal('auto')]);
 const Precision = Type.Union([Type.Literal('auto'), Type.Literal('fp32'), Type.Literal('fp16')]);
 const KvCache = Type.Union([Type.Literal('auto'), Type.Literal('none'), Type.Literal('prefix'), Type.Literal('dual')]);
 const LogLevel = Type.Union(

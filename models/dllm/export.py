@@ -115,6 +115,62 @@ class CachedSamplingGraph(nn.Module):
         return (*guided_head(self.model.project(h), cfg_scale, uncond_row, self.k), present_kv)
 
 
+# The device graph (docs/models.md): the cached graph in the form a GPU keeps its cache in. The cache is a graph
+# input and output that never visits the host: rows of past_kv are picked on the device (past_rows), the queries'
+# keys/values are appended inside the graph (present_kv = past rows + queries), and the head needs no float64,
+# which WebGPU lacks. Inputs that feed arithmetic are int32 or float32 (WebGPU computes no int64: ONNX Runtime
+# places such nodes on the CPU); the int64 ones only index a Gather.
+DEVICE_INPUT_NAMES = ["input_ids", "position_ids", "attention_mask", "past_kv", "past_rows", "positions", "cfg_scale",
+                      "uncond_row"]
+DEVICE_HEAD_NAMES = ["topk_logits", "topk_ids", "top_count", "sum_exp_rest", "sum_exp_shifted"]
+DEVICE_OUTPUT_NAMES = DEVICE_HEAD_NAMES + ["present_kv"]
+
+
+def device_head(logits: torch.Tensor, cfg_scale: torch.Tensor, uncond_row: torch.Tensor, k: int):
+    """guided_head in float32 only, its normaliser and entropy left for the host to finish in float64:
+    -> topk_logits [N,P,K], topk_ids [N,P,K], top_count, sum_exp_rest, sum_exp_shifted [N,P] (float32).
+
+    With m the best logit and d_i = l_i - m <= 0: top_count = #{d_i = 0} (1 unless the best ties), sum_exp_rest =
+    sum of exp(d_i) over d_i < 0, sum_exp_shifted = sum of exp(d_i) d_i. The host forms S = top_count +
+    sum_exp_rest in float64, log Z = m + log S and H = log S - sum_exp_shifted / S. The terms equal to 1 are what
+    a float32 sum would round the small ones against (guided_head's docstring): kept out of the float32 sum, the
+    sum's error is relative to sum_exp_rest alone, and log Z never exists as one float32 (its ulp near 10 is 1e-6).
+    """
+    logits = logits.float()
+    u = logits.index_select(0, uncond_row)
+    logits = u + (cfg_scale[:, None, None] + 1.0) * (logits - u)
+    topk_logits, topk_ids = logits.topk(k, dim=-1)
+    shifted = logits - topk_logits[..., :1]  # [N, P, V], <= 0
+    at_top = shifted == 0
+    e = shifted.exp()
+    sum_exp_rest = torch.where(at_top, torch.zeros_like(e), e).sum(-1)
+    return topk_logits, topk_ids, at_top.float().sum(-1), sum_exp_rest, (e * shifted).sum(-1)
+
+
+class DeviceSamplingGraph(nn.Module):
+    """The cached graph for devices (docs/models.md, the device graph): query row i reads cache row past_rows[i] of
+    past_kv [layers, 2, M, Hk, Lp, Dh]; present_kv [layers, 2, N, Hk, Lp + Q, Dh] is those rows followed by the
+    queries' own keys/values, so a caller that keeps present_kv has the grown cache without a copy through the host
+    (which positions of it are stale is the caller's to mask). position_ids and positions are int32, attention_mask
+    float32 (1 = a real key)."""
+
+    def __init__(self, model: LLaDA, k: int):
+        super().__init__()
+        if not 1 <= k <= model.config.vocab_size:
+            raise ValueError(f"topk K = {k} must be between 1 and the vocabulary size {model.config.vocab_size}")
+        self.model, self.k = model, k
+
+    def forward(self, input_ids, position_ids, attention_mask, past_kv, past_rows, positions, cfg_scale, uncond_row):
+        past = past_kv.index_select(2, past_rows)  # [layers, 2, N, Hk, Lp, Dh]
+        h, new_kv = self.model.hidden_states_cached(input_ids, position_ids, attention_mask, past)  # [N, Q, D]
+        # The wanted positions picked by a one-hot product rather than an int64 gather index (which WebGPU leaves
+        # to the CPU): each output row is one hidden row times 1 plus zeros, so the values are the same.
+        query_index = torch.arange(h.shape[1], dtype=positions.dtype, device=h.device)
+        one_hot = (positions.unsqueeze(-1) == query_index).to(h.dtype)  # [N, P, Q]
+        h = one_hot @ h  # [N, P, D]
+        return (*device_head(self.model.project(h), cfg_scale, uncond_row, self.k), torch.cat((past, new_kv), dim=4))
+
+
 def kv_shape(config) -> dict:
     """The cache geometry of a model: past_kv / present_kv are [layers, 2, N, kv_heads, length, head_dim]."""
     return {"layers": config.n_layers, "kv_heads": config.effective_n_kv_heads, "head_dim": config.head_dim}
@@ -308,6 +364,24 @@ def cached_proto(config: ModelConfig, k: int) -> onnx.ModelProto:
                    "past_kv": {2: "N", 4: "Lp"}, "positions": {0: "N", 1: "P"}, "cfg_scale": {0: "N"},
                    "uncond_row": {0: "N"}, "topk_logits": {0: "N", 1: "P"}, "topk_ids": {0: "N", 1: "P"},
                    "logsumexp": {0: "N", 1: "P"}, "entropy": {0: "N", 1: "P"}, "present_kv": {2: "N", 4: "Q"}})
+
+
+def example_device_inputs(c: ModelConfig) -> tuple[torch.Tensor, ...]:
+    input_ids, position_ids, attention_mask, past_kv, positions, cfg_scale, uncond_row = example_cached_inputs(c)
+    past_rows = torch.arange(past_kv.shape[2])
+    return (input_ids, position_ids.int(), attention_mask.float(), past_kv, past_rows, positions.int(), cfg_scale,
+            uncond_row)
+
+
+def device_proto(config: ModelConfig, k: int) -> onnx.ModelProto:
+    """The device graph: dynamic N (query rows), M (cache rows), Q, Lp, KV (= Lp + Q), P."""
+    inputs = example_device_inputs(config)
+    empty = tuple(t[:, :, :0] if i == 3 else t[:0] for i, t in enumerate(inputs))  # _empty_batch, M = N = 0
+    return _trace(DeviceSamplingGraph(weightless(config), k), empty, DEVICE_INPUT_NAMES, DEVICE_OUTPUT_NAMES,
+                  {"input_ids": {0: "N", 1: "Q"}, "position_ids": {0: "N", 1: "Q"}, "attention_mask": {0: "N", 1: "KV"},
+                   "past_kv": {2: "M", 4: "Lp"}, "past_rows": {0: "N"}, "positions": {0: "N", 1: "P"},
+                   "cfg_scale": {0: "N"}, "uncond_row": {0: "N"},
+                   **{name: {0: "N", 1: "P"} for name in DEVICE_HEAD_NAMES}, "present_kv": {2: "N", 4: "KV"}})
 
 
 # --- streaming the weights ----------------------------------------------------------------------------------------
@@ -519,6 +593,7 @@ def dllm_json(config: ModelConfig, k: int, name: str, fp16: bool, chat_template:
         "generation_defaults": defaults,
         "onnx": {"fp32": "model.onnx", "fp16": "model.fp16.onnx" if fp16 else None},
         "cached": {"fp32": "model.kv.onnx", "fp16": "model.kv.fp16.onnx" if fp16 else None, **kv_shape(config)},
+        "device": {"fp32": "model.device.onnx", "fp16": "model.device.fp16.onnx" if fp16 else None},
         "weights": {"fp32": WEIGHTS_FILE["fp32"], "fp16": WEIGHTS_FILE["fp16"] if fp16 else None},
         "model_config": config.to_dict(),
     }
@@ -526,8 +601,9 @@ def dllm_json(config: ModelConfig, k: int, name: str, fp16: bool, chat_template:
 
 def write_folder(config: ModelConfig, source, out: str, tokenizer_path: str, k: int, name: str, fp16: bool = False,
                  **spec) -> dict:
-    """dllm.json, tokenizer.json, and the graphs: model.onnx (full) and model.kv.onnx (cached) reading one weights
-    file, weights.data; with fp16, model.fp16.onnx and model.kv.fp16.onnx reading weights.fp16.data. The graphs
+    """dllm.json, tokenizer.json, and the graphs: model.onnx (full), model.kv.onnx (cached) and model.device.onnx
+    (device) reading one weights file, weights.data; with fp16, the same three as *.fp16.onnx reading
+    weights.fp16.data. The graphs
     are traced from `config` alone and the weights streamed from `source` (ModuleWeights, convert.CheckpointWeights)."""
     os.makedirs(out, exist_ok=True)
     meta = dllm_json(config, k, name, fp16, **spec)
@@ -537,15 +613,14 @@ def write_folder(config: ModelConfig, source, out: str, tokenizer_path: str, k: 
     for stale in ("model.onnx.data", "model.fp16.onnx.data"):  # format 1 exports of big models
         if os.path.exists(os.path.join(out, stale)):
             os.remove(os.path.join(out, stale))
-    full, cached = full_proto(config, k), cached_proto(config, k)
-    variants = [("fp32", full, cached)]
+    graphs = {"onnx": full_proto(config, k), "cached": cached_proto(config, k), "device": device_proto(config, k)}
+    variants = [("fp32", graphs)]
     if fp16:
-        variants.append(("fp16", fp16_proto(onnx.ModelProto.FromString(full.SerializeToString())),
-                         fp16_proto(onnx.ModelProto.FromString(cached.SerializeToString()))))
-    for precision, full_graph, cached_graph in variants:
-        write_weights([full_graph, cached_graph], source, os.path.join(out, WEIGHTS_FILE[precision]))
-        save_graph(full_graph, os.path.join(out, meta["onnx"][precision]), onnx_meta)
-        save_graph(cached_graph, os.path.join(out, meta["cached"][precision]), onnx_meta)
+        variants.append(("fp16", {key: fp16_proto(onnx.ModelProto.FromString(g.SerializeToString())) for key, g in graphs.items()}))
+    for precision, protos in variants:
+        write_weights(list(protos.values()), source, os.path.join(out, WEIGHTS_FILE[precision]))
+        for key, proto in protos.items():
+            save_graph(proto, os.path.join(out, meta[key][precision]), onnx_meta)
     with open(os.path.join(out, "dllm.json"), "w") as f:
         json.dump(meta, f, indent=2)
         f.write("\n")
@@ -557,11 +632,27 @@ def write_model_folder(model: LLaDA, out: str, tokenizer_path: str, k: int, name
     return write_folder(model.config, ModuleWeights(model), out, tokenizer_path, k, name, fp16, **spec)
 
 
+def rewrite_folder(folder: str) -> dict:
+    """A folder written by an earlier exporter, written again by this one from its own weights (recovered exactly
+    from model.onnx) and dllm.json: same weights, same generation settings, the current set of graphs."""
+    from .reference.weights import model_from_onnx
+
+    with open(os.path.join(folder, "dllm.json")) as f:
+        spec = json.load(f)
+    model = model_from_onnx(folder, spec)
+    fields = ("chat_template", "eos_token_ids", "pad_token_id", "bos_token_id", "mask_token_id", "generation_defaults")
+    return write_model_folder(model, folder, os.path.join(folder, "tokenizer.json"), spec["topk"], spec["name"],
+                              spec["onnx"]["fp16"] is not None, **{key: spec[key] for key in fields})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--tokenizer", required=True)
-    parser.add_argument("--out", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint")
+    source.add_argument("--from-folder", help="rewrite this model folder in place with the current exporter (its "
+                        "weights recovered from model.onnx, its dllm.json fields kept): adds graphs newer than it")
+    parser.add_argument("--tokenizer")
+    parser.add_argument("--out")
     parser.add_argument("--name", default="tiny-llada")
     parser.add_argument("--topk", type=int, default=64)
     parser.add_argument("--fp16", action="store_true")
@@ -569,6 +660,13 @@ def main() -> None:
                         help="generation_defaults.block_length")
     parser.add_argument("--remasking", default=DEFAULT_GENERATION["remasking"], help="generation_defaults.remasking")
     args = parser.parse_args()
+    if args.from_folder:
+        meta = rewrite_folder(args.from_folder)
+        print(f"rewrote {args.from_folder}: {meta['format']}, graphs {meta['onnx']['fp32']}, {meta['cached']['fp32']}, "
+              f"{meta['device']['fp32']}")
+        return
+    if not (args.tokenizer and args.out):
+        parser.error("--checkpoint needs --tokenizer and --out")
     model, _ = load_checkpoint(args.checkpoint)
     defaults = {"block_length": args.block_length, "remasking": args.remasking}
     meta = write_model_folder(model, args.out, args.tokenizer, args.topk, args.name, args.fp16,

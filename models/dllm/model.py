@@ -8,6 +8,10 @@ Block diffusion (BD3-LM, `ModelConfig.block_size`): the same transformer with at
 block and causal across blocks (`attention_bias`), decided from position ids so that full passes, cached steps and
 batches all follow one rule (docs/models.md).
 
+Causal attention (`ModelConfig.causal`): the same transformer as a next-token model, the first phase of adapting an
+autoregressive model to diffusion (Gong et al. 2024, "Scaling Diffusion Language Models via Adaptation from
+Autoregressive Models"; Dream 7B). It is the block-causal rule with blocks of one position.
+
 Padding: rows are left-padded. Padding keys get no attention weight and position ids are derived from the
 attention mask (first real token = position 0), so a padded row computes what it computes alone (docs/design.md §3).
 
@@ -51,6 +55,13 @@ class ModelConfig:
     # Block diffusion (BD3-LM, Arriola et al. 2025): attention is bidirectional inside each block of `block_size`
     # positions (blocks counted from position 0) and causal across blocks. None = LLaDA, bidirectional everywhere.
     block_size: int | None = None
+    # Causal (next-token) attention: position i attends positions <= i. For the autoregressive phase of AR-to-diffusion
+    # adaptation (Gong et al. 2024); False = LLaDA. Not combined with block_size: both set the attention rule.
+    causal: bool = False
+
+    def __post_init__(self):
+        if self.causal and self.block_size is not None:
+            raise ValueError(f"causal attention and block_size {self.block_size} are two attention rules; set one")
 
     @property
     def head_dim(self) -> int:
@@ -60,8 +71,17 @@ class ModelConfig:
     def effective_n_kv_heads(self) -> int:
         return self.n_kv_heads or self.n_heads
 
+    @property
+    def attention_block_size(self) -> int | None:
+        """The block size of the attention rule (`attention_bias`): causal attention is block-causal attention with
+        blocks of one position (key j visible to query i iff pos(j) <= pos(i)); None = bidirectional."""
+        return 1 if self.causal else self.block_size
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        if not self.causal:  # a non-causal model's checkpoints and dllm.json stay as they were before the field
+            del values["causal"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
@@ -102,7 +122,9 @@ def attention_bias(key_mask: torch.Tensor, query_positions: torch.Tensor, key_po
     if block_size is not None:
         later = (key_positions // block_size)[:, None, None, :] > (query_positions // block_size)[:, None, :, None]
         allowed = allowed & ~later  # [N, 1, Q, K]
-    return torch.where(allowed, 0.0, PADDING_KEY_BIAS)
+    # float32 tensors rather than Python floats, which the ONNX exporter makes float64 constants (a Where that
+    # WebGPU, having no float64, leaves to the CPU); the values are the same.
+    return torch.where(allowed, torch.zeros(()), torch.full((), PADDING_KEY_BIAS))
 
 
 def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,14 +254,15 @@ class LLaDA(nn.Module):
 
         Without attention_mask (training on packed windows) no position is padding: positions are 0..L-1 and a
         bidirectional model adds no key bias."""
+        block_size = self.config.attention_block_size
         if attention_mask is None:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]  # [1, L], shared by the rows
             key_bias = None
-            if self.config.block_size is not None:  # [1, 1, L, L]
-                key_bias = attention_bias(torch.ones_like(positions), positions, positions, self.config.block_size)
+            if block_size is not None:  # [1, 1, L, L]
+                key_bias = attention_bias(torch.ones_like(positions), positions, positions, block_size)
         else:
             positions = position_ids_from_mask(attention_mask)
-            key_bias = attention_bias(attention_mask, positions, positions, self.config.block_size)
+            key_bias = attention_bias(attention_mask, positions, positions, block_size)
         return self.hidden_states_biased(input_ids, positions, key_bias)
 
     def hidden_states_biased(self, input_ids: torch.Tensor, positions: torch.Tensor,
@@ -263,14 +286,16 @@ class LLaDA(nn.Module):
         [N, Lp + Q] (1 = a real key: past positions first, then the queries); past_kv [layers, 2, N, Hk, Lp, Dh]
         (keys rotated by their positions). Returns hidden [N, Q, D] and present_kv [layers, 2, N, Hk, Q, Dh].
         With Lp = 0 and position ids from the mask this is hidden_states() of the whole row. For block diffusion the
-        block-causal rule restricts only the query part: every cached key belongs to an earlier block (or is masked).
+        block-causal rule restricts only the query part: every cached key belongs to an earlier block (or is masked);
+        so does the causal rule (blocks of one position), every cached key being an earlier position.
         """
         c = self.config
         x = self.embed(input_ids)
         past_len = past_kv.shape[-2]
         # Cached keys are given position -1 for the rule: visible to every query (padding is hidden by the mask).
-        key_positions = torch.cat((torch.full_like(attention_mask[:, :past_len], -1), position_ids), dim=1)
-        key_bias = attention_bias(attention_mask, position_ids, key_positions, c.block_size).to(x.dtype)
+        past_positions = torch.full_like(position_ids[:, :1], -1).expand(-1, past_len)  # position_ids' dtype
+        key_positions = torch.cat((past_positions, position_ids), dim=1)
+        key_bias = attention_bias(attention_mask, position_ids, key_positions, c.attention_block_size).to(x.dtype)
         cos, sin = rotary_cos_sin(position_ids, c.head_dim, c.rope_theta)
         presents = []
         for i, block in enumerate(self.transformer["blocks"]):

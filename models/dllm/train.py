@@ -16,8 +16,14 @@ With `--block-size` the model is a block diffusion model (BD3-LM, Arriola et al.
 a noise level per block, and the noisy and the clean window side by side under the block-causal training mask
 (block_causal_training_bias), so every block learns to denoise given its clean past.
 
+With `--objective ar` the model has causal attention and the objective is next-token cross-entropy, the prediction
+for token i+1 read from position i: the autoregressive phase of adapting an AR model to diffusion (Gong et al. 2024,
+"Scaling Diffusion Language Models via Adaptation from Autoregressive Models"; Dream 7B), whose diffusion phase keeps
+that shift. Same packing, optimiser, schedule and checkpoints; validation is next-token loss on the same windows.
+
     python3 -m dllm.train --out models/runs/tiny-llada            # resumes from out/ckpt.pt when present
     python3 -m dllm.train --out models/runs/tiny-bd3 --init-from tiny-llada --block-size 16
+    python3 -m dllm.train --out /work/runs/tiny-ar --objective ar
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mlp-hidden", type=int, default=768)
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--block-size", type=int, default=0, help="train a block diffusion model (BD3-LM) with this block size; 0 = LLaDA")
+    p.add_argument("--objective", choices=("diffusion", "ar"), default="diffusion",
+                   help="diffusion: masked diffusion (LLaDA, or BD3-LM with --block-size); ar: causal next-token training")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--random-length-share", type=float, default=0.01, help="share of batches cut to a random length")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bfloat16 autocast of matmuls")
@@ -92,6 +100,13 @@ def stratified_times(rows: int) -> torch.Tensor:
     sampler (Sahoo et al. 2024), which keeps every batch's mix of masking rates even and so cuts the variance of the
     1/t-weighted loss at small batch sizes."""
     return 1.0 - (torch.rand(1) + torch.arange(rows) / rows) % 1.0
+
+
+def next_token_loss(model: LLaDA, x: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of a causal model over x [N, L]: position i's logits predict token i+1 (the
+    shift Dream and DiffuGPT keep when the model becomes a diffusion model), so L - 1 targets per row."""
+    logits = model.project(model.hidden_states(x)[:, :-1])  # [N, L-1, V]
+    return F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
 
 
 def masked_diffusion_loss(model: LLaDA, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -182,6 +197,15 @@ def validation_losses(model: LLaDA, windows: torch.Tensor, seed: int) -> dict[st
     return out
 
 
+@torch.no_grad()
+def validation_next_token_loss(model: LLaDA, windows: torch.Tensor) -> float:
+    """Mean next-token CE per token on the validation windows (deterministic: no masks to draw)."""
+    model.eval()
+    loss = next_token_loss(model, windows).item()
+    model.train()
+    return loss
+
+
 def initial_model(path: str) -> LLaDA:
     """The weights to start from: a checkpoint, or a model folder (its model.onnx holds them; a block diffusion model
     is fine-tuned from the default model's folder this way, as Fast-dLLM v2 and SDAR adapt trained models)."""
@@ -208,6 +232,9 @@ def progress_line(step: int, total: int, loss: float, lr: float, tok_s: float) -
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    causal = args.objective == "ar"
+    if causal and args.block_size:
+        raise SystemExit("--objective ar trains causal attention; --block-size is a diffusion attention rule")
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     ckpt_path, log_path = os.path.join(args.out, "ckpt.pt"), os.path.join(args.out, "log.jsonl")
@@ -224,18 +251,23 @@ def main(argv: list[str] | None = None) -> None:
     if os.path.exists(ckpt_path):
         model, ckpt = load_checkpoint(ckpt_path)
         state = ckpt["train"]
+        if model.config.causal != causal:
+            raise SystemExit(f"{ckpt_path} was trained with --objective {'ar' if model.config.causal else 'diffusion'}; "
+                             "resume it with the same objective")
         print(f"resuming from step {state['step']}", flush=True)
     else:
         torch.manual_seed(args.seed)
         block_size = args.block_size or None
         if args.init_from:  # the architecture comes from the checkpoint; only the attention rule may change
             init = initial_model(args.init_from)
-            model = LLaDA(dataclasses.replace(init.config, block_size=block_size, max_sequence_length=args.seq_len))
+            model = LLaDA(dataclasses.replace(init.config, block_size=block_size, causal=causal,
+                                              max_sequence_length=args.seq_len))
             model.load_state_dict(init.state_dict())
         else:
             model = LLaDA(ModelConfig(d_model=args.d_model, n_heads=args.n_heads, n_layers=args.n_layers,
                                       mlp_hidden_size=args.mlp_hidden, vocab_size=tokenizer.vocab_size,
-                                      max_sequence_length=args.seq_len, mask_token_id=MASK, block_size=block_size))
+                                      max_sequence_length=args.seq_len, mask_token_id=MASK, block_size=block_size,
+                                      causal=causal))
         ckpt, state = None, {"step": 0, "tokens": 0, "seconds": 0.0}
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -268,11 +300,12 @@ def main(argv: list[str] | None = None) -> None:
         for group in optimizer.param_groups:
             group["lr"] = lr
         length = args.seq_len
-        if rng.random() < args.random_length_share:
+        # Short canvases teach a diffusion model short inputs; a causal model already trains on every prefix length.
+        if not causal and rng.random() < args.random_length_share:
             length = int(rng.integers(1, args.seq_len + 1))
         x = stream_batch(stream, args.batch_size, length, rng)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            loss = masked_diffusion_loss(model, x, sample_times(model, x))
+            loss = next_token_loss(model, x) if causal else masked_diffusion_loss(model, x, sample_times(model, x))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -291,9 +324,15 @@ def main(argv: list[str] | None = None) -> None:
                  "seconds": round(state["seconds"], 1), "tok_s": round(tok_s, 1)})
             window_tokens, window_start, window_losses = 0, time.time(), []
         if state["step"] % args.eval_every == 0 or state["step"] == args.max_steps:
-            v = validation_losses(model, valid, args.seed)
-            print(f"validation masked-token loss {json.dumps({k: round(x, 4) for k, x in v.items()})}", flush=True)
-            log({"step": state["step"], "valid": v, "tokens": state["tokens"], "seconds": round(state["seconds"], 1)})
+            if causal:  # its own key: "valid" records are the masked-token estimator, not to be plotted beside it
+                v = validation_next_token_loss(model, valid)
+                print(f"validation next-token loss {v:.4f}", flush=True)
+                log({"step": state["step"], "valid_next_token": v, "tokens": state["tokens"],
+                     "seconds": round(state["seconds"], 1)})
+            else:
+                v = validation_losses(model, valid, args.seed)
+                print(f"validation masked-token loss {json.dumps({k: round(x, 4) for k, x in v.items()})}", flush=True)
+                log({"step": state["step"], "valid": v, "tokens": state["tokens"], "seconds": round(state["seconds"], 1)})
         if state["step"] % args.ckpt_every == 0 or state["step"] == args.max_steps:
             checkpoint()
         if state["step"] == args.halt_at_step:

@@ -17,10 +17,8 @@ TINY = os.path.join(MODELS, "tiny-llada")
 
 def run_ort(model_path: str, feeds: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """Runs the graph in onnxruntime-node (the server's runtime) through models/tests/ort_run.mjs."""
-    inputs = {
-        name: {"type": "float32" if t.dtype == torch.float32 else "int64", "dims": list(t.shape), "data": t.flatten().tolist()}
-        for name, t in feeds.items()
-    }
+    types = {torch.float32: "float32", torch.int32: "int32", torch.int64: "int64"}
+    inputs = {name: {"type": types[t.dtype], "dims": list(t.shape), "data": t.flatten().tolist()} for name, t in feeds.items()}
     proc = subprocess.run(["node", os.path.join(MODELS, "tests", "ort_run.mjs")], cwd=REPO, check=True,
                           input=json.dumps({"model": model_path, "inputs": inputs}), capture_output=True, text=True)
     raw = json.loads(proc.stdout)

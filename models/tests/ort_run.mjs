@@ -6,7 +6,7 @@ import ort from 'onnxruntime-node';
 const chunks = [];
 for await (const chunk of process.stdin) chunks.push(chunk);
 const request = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-const arrays = { int64: (d) => BigInt64Array.from(d.map(BigInt)), float32: (d) => Float32Array.from(d) };
+const arrays = { int64: (d) => BigInt64Array.from(d.map(BigInt)), int32: (d) => Int32Array.from(d), float32: (d) => Float32Array.from(d) };
 const feeds = {};
 for (const [name, { type, dims, data }] of Object.entries(request.inputs)) {
   feeds[name] = new ort.Tensor(type, arrays[type](data), dims);

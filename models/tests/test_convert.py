@@ -67,7 +67,7 @@ def test_converted_onnx_matches_pytorch(tmp_path, dtype, shards):
     assert (meta["mask_token_id"], meta["eos_token_ids"], meta["bos_token_id"]) == (2, [1, 5], 6)
     assert meta["chat_template"] == "{{ messages }}"
     # Format 2: the full and the cached graph, both reading one weights file.
-    assert sorted(os.listdir(tmp_path / "out")) == ["dllm.json", "model.kv.onnx", "model.onnx", "tokenizer.json", "weights.data"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["dllm.json", "model.device.onnx", "model.kv.onnx", "model.onnx", "tokenizer.json", "weights.data"]
     assert meta["format"] == "dllm-onnx/2" and meta["cached"]["layers"] == 2
     ids = torch.tensor([[0, 6, 77, 2, 2], [6, 12, 13, 2, 2]])
     feeds = dict(input_ids=ids, attention_mask=torch.tensor([[0, 1, 1, 1, 1], [1] * 5]),

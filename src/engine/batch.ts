@@ -27,6 +27,23 @@ export interface CachedFeeds {
   wantPresent: boolean;
 }
 
+/**
+ * The extra inputs of the device graph (docs/models.md), whose caches stay on the device as blocks: present_kv
+ * tensors the runner keeps under an id. Query row i reads row pastRows[i] of block pastBlock (none: no past).
+ */
+export interface DeviceFeeds {
+  geometry: KvGeometry;
+  /** [rows, Q]: absolute position of each query token (RoPE); 0 on padding. */
+  positionIds: BigInt64Array;
+  pastBlock: number | null;
+  /** [rows]: the block row each query row reads. */
+  pastRows: BigInt64Array;
+  /** Slots of the block (0 without one). */
+  pastLength: number;
+  /** Keep this run's present_kv (the block's rows, then the queries) as a new block of this id; null: discard it. */
+  keepAs: number | null;
+}
+
 export interface GraphFeeds {
   rows: number;
   /** L: tokens per row (the query length Q for a cached graph). */
@@ -41,6 +58,8 @@ export interface GraphFeeds {
   uncondRow: BigInt64Array;
   /** Present when the runner's graph is a cached graph. */
   cached?: CachedFeeds;
+  /** Present when the runner's graph is the device graph (attentionMask is then [rows, pastLength + Q]). */
+  device?: DeviceFeeds;
 }
 
 export interface BatchEntry {

@@ -1,29 +1,17 @@
 // The engine: owns the step loop (nano-vllm's shape: schedule -> run the graph -> postprocess) and implements the
 // EngineClient interface of types.ts for the serving layer.
 
-import { buildBatch, groupByLength, type Batch, type KvGeometry } from './batch.js';
+import { buildBatch, groupByLength, type Batch, type BatchEntry, type KvGeometry } from './batch.js';
+import { DeviceKvStore, HostKvStore, type KvStore } from './kv_store.js';
 import { CompletionText } from './completion_text.js';
 import { EventChannel } from './event_channel.js';
-import type { GraphRunner } from './graph_runner.js';
-import type { HeadOutputs } from './head.js';
+import type { GraphRun, GraphRunner, Transfers } from './graph_runner.js';
 import { loadModelFolder, type ModelFolder, type ModelSpec, type TextTokenizer } from './model_folder.js';
 import { OnnxGraphRunner, type ProviderChoice } from './onnx_session.js';
 import { MAX_SEED, randomSeed } from './rng.js';
 import { Scheduler, type Schedulable } from './scheduler.js';
 import { Sequence, type Commit } from './sequence.js';
-import {
-  appendCount,
-  appendRowCache,
-  buildStepBatch,
-  cacheReservation,
-  extractRowCache,
-  fullPassFeeds,
-  keptLength,
-  passKind,
-  stepLength,
-  stepSpan,
-  type RowCache,
-} from './kv_cache.js';
+import { passKind } from './kv_cache.js';
 import {
   EngineError,
   type CacheMode,
@@ -84,8 +72,6 @@ class ActiveRequest {
 class Choice implements Schedulable {
   stoppedText: string | null = null;
   finished = false;
-  /** The key/value caches of the sequence's graph rows, from its last full pass; null when it has none. */
-  kv: RowCache[] | null = null;
   constructor(
     readonly owner: ActiveRequest,
     readonly index: number,
@@ -104,6 +90,17 @@ class Choice implements Schedulable {
   }
 }
 
+/** A graph run planned for a step: the active choices (by index) it serves and its inputs, built in its turn. */
+interface PlannedRun {
+  indices: number[];
+  entries: BatchEntry[];
+  build: () => Batch;
+  /** A full pass whose keys/values refill caches. */
+  refresh: boolean;
+  /** Cached steps. */
+  fromCache: boolean;
+}
+
 export class DiffusionEngine implements EngineClient {
   private readonly scheduler: Scheduler<Choice>;
   private readonly requests = new Map<string, ActiveRequest>();
@@ -112,8 +109,10 @@ export class DiffusionEngine implements EngineClient {
   private readonly geometry: KvGeometry | null;
   private readonly defaultCache: CacheMode;
   private readonly maxCacheBytes: number;
-  /** Cache bytes held now. */
-  private kvBytes = 0;
+  /** The key/value caches (null without a cached graph). */
+  private readonly store: KvStore | null;
+  /** Bytes moved between host and device by tensor, since start (GPU providers). */
+  private readonly transfers: Transfers = { hostToDevice: {}, deviceToHost: {} };
   private running = false;
   /** The step loop in progress (resolved when idle): close() waits for it before it closes the session. */
   private loopDone: Promise<void> = Promise.resolve();
@@ -126,6 +125,8 @@ export class DiffusionEngine implements EngineClient {
     options: EngineOptions = {},
   ) {
     this.geometry = options.cachedGraph && spec.cached !== null ? spec.cached : null;
+    const Store = runner.deviceCache ? DeviceKvStore : HostKvStore;
+    this.store = this.geometry === null ? null : new Store(this.geometry, spec.padTokenId, runner);
     this.defaultCache = this.geometry === null ? 'none' : (options.defaultCache ?? 'none');
     // A block diffusion model's only cache is its exact block cache, which requests name `prefix`.
     if (spec.blockSize !== null && this.defaultCache === 'dual') this.defaultCache = 'prefix';
@@ -155,7 +156,7 @@ export class DiffusionEngine implements EngineClient {
         defaultCache: this.defaultCache,
         blockSize: this.spec.blockSize,
       });
-      const cost = cacheReservation(sequence, this.geometry);
+      const cost = this.store?.reservation(sequence) ?? 0;
       if (cost > this.maxCacheBytes) {
         // A choice that could never be admitted (choices are admitted one by one): refuse now (429), not wait for ever.
         throw new EngineError(
@@ -200,11 +201,20 @@ export class DiffusionEngine implements EngineClient {
         : {
             kvCache: {
               defaultMode: this.defaultCache,
-              bytes: this.kvBytes,
+              bytes: this.store?.bytes ?? 0,
               reservedBytes: this.scheduler.activeCost,
               maxBytes: this.maxCacheBytes,
               hits: this.stats.cacheHits,
               refreshes: this.stats.cacheRefreshes,
+            },
+          }),
+      ...(this.runner.provider === 'cpu'
+        ? {}
+        : {
+            device: {
+              tensors: this.runner.deviceTensors ?? 0,
+              hostToDevice: { ...this.transfers.hostToDevice },
+              deviceToHost: { ...this.transfers.deviceToHost },
             },
           }),
     };
@@ -212,7 +222,7 @@ export class DiffusionEngine implements EngineClient {
 
   /** Cache bytes held now (for tests and the benchmark). */
   get cacheBytes(): number {
-    return this.kvBytes;
+    return this.store?.bytes ?? 0;
   }
 
   async close(): Promise<void> {
@@ -233,9 +243,10 @@ export class DiffusionEngine implements EngineClient {
   private async loop(): Promise<void> {
     for (;;) {
       const { active, retired } = this.scheduler.schedule();
-      for (const choice of retired) this.freeCache(choice);
+      for (const choice of retired) this.store?.free(choice.sequence);
       if (active.length === 0) {
-        this.runner.release();
+        if (this.store === null) this.runner.release();
+        else this.store.release();
         this.running = false;
         return;
       }
@@ -248,117 +259,105 @@ export class DiffusionEngine implements EngineClient {
     }
   }
 
+  /** One engine step: schedule decided which choices run; plan their graph runs, run them, postprocess each choice. */
   private async step(active: Choice[]): Promise<void> {
     const t0 = performance.now();
+    for (const run of this.plan(active)) await this.runGraph(active, run);
+    this.stats.steps++;
+    this.stats.stepMs += performance.now() - t0;
+  }
+
+  /**
+   * The step's graph runs: full passes (the whole canvas; at block starts they refill caches) and cached steps, as
+   * separate runs, each grouped by length; the cache store groups the cached ones (on the device, by block).
+   */
+  private plan(active: Choice[]): PlannedRun[] {
     const entries = active.map((choice) => ({ sequence: choice.sequence, positions: choice.sequence.wantedPositions() }));
-    // Full passes (the whole canvas; at block starts they refill caches) and cached steps run as separate graph runs.
     const full: number[] = [];
     const cached: number[] = [];
     active.forEach((choice, i) => {
-      const kind = this.geometry === null ? 'full' : passKind(choice.sequence, choice.kv !== null);
+      const kind = this.store === null ? 'full' : passKind(choice.sequence, this.store.holds(choice.sequence));
       (kind === 'full' ? full : cached).push(i);
     });
-    const runs: { indices: number[]; build: () => Batch; refresh: boolean; fromCache: boolean }[] = [];
-    const rowCounts = (ix: number[]) => ix.map((i) => entries[i].sequence.rowCount);
-    for (const group of groupByLength(full.map((i) => entries[i].sequence.canvas.length), rowCounts(full), this.maxPaddedRatio)) {
+    const runs: PlannedRun[] = [];
+    const rowCounts = full.map((i) => entries[i].sequence.rowCount);
+    for (const group of groupByLength(full.map((i) => entries[i].sequence.canvas.length), rowCounts, this.maxPaddedRatio)) {
       const indices = group.map((g) => full[g]);
-      const refresh = this.geometry !== null && indices.some((i) => entries[i].sequence.cacheMode !== 'none');
+      const refresh = this.store !== null && indices.some((i) => entries[i].sequence.cacheMode !== 'none');
       runs.push({
         indices,
+        entries,
         refresh,
         fromCache: false,
         build: () => {
           const batch = buildBatch(indices.map((i) => entries[i]), this.spec.padTokenId);
-          return this.geometry === null ? batch : { ...batch, feeds: fullPassFeeds(batch.feeds, this.geometry, refresh) };
+          return this.store === null ? batch : this.store.fullPass(batch, refresh);
         },
       });
     }
-    const cachedEntries = cached.map((i) => ({ ...entries[i], caches: active[i].kv! }));
-    for (const group of groupByLength(cachedEntries.map(stepLength), rowCounts(cached), this.maxPaddedRatio)) {
-      runs.push({
-        indices: group.map((g) => cached[g]),
-        refresh: false,
-        fromCache: true,
-        build: () => buildStepBatch(group.map((g) => cachedEntries[g]), this.spec.padTokenId, this.geometry!),
-      });
+    if (cached.length > 0) {
+      for (const run of this.store!.cachedRuns(cached.map((i) => entries[i]), this.maxPaddedRatio)) {
+        runs.push({ indices: run.indices.map((g) => cached[g]), entries, refresh: false, fromCache: true, build: run.build });
+      }
     }
-    for (const { indices, build, refresh, fromCache } of runs) {
-      let batch: Batch;
-      try {
-        batch = build();
-      } catch (err) {
-        for (const i of indices) this.fail(active[i].owner, err);
-        continue;
-      }
-      const tRun = performance.now();
-      let head;
-      try {
-        const run = await this.runner.run(batch.feeds);
-        head = run.head;
-        this.stats.graphMs += run.runMs;
-      } catch (err) {
-        for (const i of indices) this.fail(active[i].owner, err);
-        continue;
-      } finally {
-        this.stats.graphWaitMs += performance.now() - tRun;
-        this.stats.graphRuns++;
-      }
+    return runs;
+  }
+
+  /** Runs one planned graph run and postprocesses its choices; a failure fails only the run's requests. */
+  private async runGraph(active: Choice[], { indices, entries, build, refresh, fromCache }: PlannedRun): Promise<void> {
+    let batch: Batch;
+    try {
+      batch = build();
+    } catch (err) {
+      for (const i of indices) this.fail(active[i].owner, err);
+      return;
+    }
+    const tRun = performance.now();
+    let run: GraphRun;
+    try {
+      run = await this.runner.run(batch.feeds);
+      this.stats.graphMs += run.runMs;
+      this.countTransfers(run);
+    } catch (err) {
+      for (const i of indices) this.fail(active[i].owner, err);
+      return;
+    } finally {
+      this.stats.graphWaitMs += performance.now() - tRun;
+      this.stats.graphRuns++;
+    }
+    try {
       indices.forEach((i, j) => {
         const choice = active[i];
         if (choice.done) return;
         try {
           const { sequence } = choice;
+          // The cache first: the step may end the block, and a refresh keeps positions of the block as it was.
           if (fromCache) {
             this.stats.cacheHits++;
-            this.appendCache(choice, head, batch.feeds.length, batch.rowOf[j]);
+            this.store!.append(sequence, run, batch.feeds, batch.rowOf[j]);
           } else if (refresh && sequence.cacheMode !== 'none') {
-            this.storeCache(choice, head, batch.feeds.length, batch.rowOf[j]);
+            this.store!.refresh(sequence, run, batch.feeds, batch.rowOf[j]);
+            this.stats.cacheRefreshes++;
           }
           const block = sequence.block;
-          const commits = sequence.applyStep(head, batch.rowOf[j], entries[i].positions);
+          const commits = sequence.applyStep(run.head, batch.rowOf[j], entries[i].positions);
           this.stats.tokens += commits.length;
           this.postprocess(choice, block, commits);
         } catch (err) {
           this.fail(choice.owner, err);
         }
       });
+    } finally {
+      this.store?.settle(batch.feeds);
     }
-    this.stats.steps++;
-    this.stats.stepMs += performance.now() - t0;
   }
 
-  /** A full pass's keys/values of a sequence's rows become its cache (before the step may end the block). */
-  private storeCache(choice: Choice, head: HeadOutputs, length: number, firstRow: number): void {
-    const { sequence } = choice;
-    if (head.present === undefined) throw new Error('the cached graph returned no present_kv');
-    const pad = length - sequence.canvas.length;
-    const keep = keptLength(sequence);
-    const kv: RowCache[] = [];
-    for (let r = 0; r < sequence.rowCount; r++) kv.push(extractRowCache(head.present.data, head.present.dims, firstRow + r, pad, keep));
-    this.freeCache(choice);
-    choice.kv = kv;
-    this.kvBytes += kv.reduce((sum, c) => sum + c.data.byteLength, 0);
-    this.stats.cacheRefreshes++;
-  }
-
-  /** Block diffusion: a block completed by the previous step is at the head of this step's query; append it. */
-  private appendCache(choice: Choice, head: HeadOutputs, queryLength: number, firstRow: number): void {
-    const { sequence } = choice;
-    const old = choice.kv!;
-    const count = appendCount(sequence, old[0]);
-    if (count === 0) return;
-    if (head.present === undefined) throw new Error('the cached graph returned no present_kv');
-    const { queryStart, queryEnd } = stepSpan(sequence, old[0].length);
-    const pad = queryLength - (queryEnd - queryStart); // the rows' queries are left-padded to queryLength
-    const kv = old.map((c, r) => appendRowCache(c, head.present!.data, head.present!.dims, firstRow + r, pad, count));
-    this.kvBytes += kv.reduce((sum, c) => sum + c.data.byteLength, 0) - old.reduce((sum, c) => sum + c.data.byteLength, 0);
-    choice.kv = kv;
-  }
-
-  private freeCache(choice: Choice): void {
-    if (choice.kv === null) return;
-    this.kvBytes -= choice.kv.reduce((sum, c) => sum + c.data.byteLength, 0);
-    choice.kv = null;
+  private countTransfers({ transfers }: GraphRun): void {
+    if (transfers === undefined) return;
+    for (const direction of ['hostToDevice', 'deviceToHost'] as const) {
+      const total = this.transfers[direction];
+      for (const [tensor, bytes] of Object.entries(transfers[direction])) total[tensor] = (total[tensor] ?? 0) + bytes;
+    }
   }
 
   /** Emits the step event of a choice, and its finish (and the request's done) when it ended. */
@@ -388,7 +387,7 @@ export class DiffusionEngine implements EngineClient {
   private finish(choice: Choice): void {
     const { sequence, text, owner } = choice;
     choice.finished = true;
-    this.freeCache(choice);
+    this.store?.free(choice.sequence);
     const tokens = sequence.end !== null ? sequence.generated().slice(0, sequence.end.length) : sequence.stablePrefix();
     const finalText = choice.stoppedText ?? this.tokenizer.decode(tokens);
     const kept = tokens.slice(0, text.keptCount(tokens, finalText));
@@ -426,7 +425,8 @@ export class DiffusionEngine implements EngineClient {
 }
 
 export type PrecisionChoice = 'auto' | 'fp32' | 'fp16';
-/** auto: dual on CPU, none on CUDA (docs/deploy.md: the cache crosses PCIe every step with onnxruntime-node 1.30). */
+/** auto: dual where the cache stays in the memory that computes (CPU; WebGPU with the device graph), none on CUDA
+ * (docs/deploy.md: there the cache would cross PCIe every step with onnxruntime-node 1.30). */
 export type CacheChoice = 'auto' | CacheMode;
 
 export interface OpenEngineOptions extends Omit<EngineOptions, 'precision' | 'cachedGraph' | 'defaultCache'> {
@@ -446,30 +446,33 @@ export function resolvePrecision(choice: PrecisionChoice, provider: ProviderChoi
   return provider === 'cuda' && hasFp16 ? 'fp16' : 'fp32';
 }
 
-/** The default cache mode: none without a cached graph; auto is dual on CPU and none on CUDA. */
-export function resolveCache(choice: CacheChoice, provider: string, hasCachedGraph: boolean): CacheMode {
+/** The default cache mode: none without a cached graph; auto is dual on CPU and with device caches, else none. */
+export function resolveCache(choice: CacheChoice, provider: string, hasCachedGraph: boolean, deviceCache = false): CacheMode {
   if (!hasCachedGraph) return 'none';
   if (choice !== 'auto') return choice;
-  return provider === 'cpu' ? 'dual' : 'none';
+  return provider === 'cpu' || deviceCache ? 'dual' : 'none';
 }
 
 /**
  * Loads a model folder and opens its graph in a worker thread: the cached graph of a format-2 folder (it runs every
- * cache mode, `none` included, so the weights are in memory once), model.onnx otherwise.
+ * cache mode, `none` included, so the weights are in memory once), model.onnx otherwise; on WebGPU the device graph
+ * when the folder has one (its caches stay on the GPU).
  */
 export async function openEngine(options: OpenEngineOptions): Promise<{ engine: DiffusionEngine; model: ModelFolder; modelPath: string }> {
   const model = await loadModelFolder(options.modelDir);
   const precision = resolvePrecision(options.precision ?? 'auto', options.provider ?? 'cpu', model.spec.onnx.fp16 !== null);
   const cachedPath = model.cachedPath(precision);
   const modelPath = cachedPath ?? model.onnxPath(precision);
+  const devicePath = cachedPath === null ? null : model.devicePath(precision);
   const runner = await OnnxGraphRunner.open({
     modelPath,
+    devicePath,
     provider: options.provider ?? 'cpu',
     deviceId: options.deviceId,
     threads: options.threads,
     warn: options.warn,
   });
-  const defaultCache = resolveCache(options.cache ?? 'auto', runner.provider, cachedPath !== null);
+  const defaultCache = resolveCache(options.cache ?? 'auto', runner.provider, cachedPath !== null, runner.deviceCache);
   const engine = new DiffusionEngine(model.spec, model.tokenizer, runner, { ...options, precision, cachedGraph: cachedPath !== null, defaultCache });
-  return { engine, model, modelPath };
+  return { engine, model, modelPath: runner.deviceCache ? devicePath! : modelPath };
 }

@@ -44,6 +44,9 @@ export interface ModelSpec {
   onnx: { fp32: string; fp16: string | null };
   /** Format 2: the cached graph per precision and its key/value geometry; null in format 1. */
   cached: CachedGraphSpec | null;
+  /** Format 2, optional: the device graph per precision (the cached graph whose cache stays on a GPU, docs/models.md);
+   * null when the folder has none (exported before it existed: `python3 -m dllm.export --from-folder` adds it). */
+  device: { fp32: string; fp16: string | null } | null;
 }
 
 /** The cached graph of a format-2 folder: past_kv / present_kv are [layers, 2, N, kvHeads, length, headDim]. */
@@ -78,6 +81,8 @@ export interface ModelFolder {
   onnxPath(precision: 'fp32' | 'fp16'): string;
   /** Absolute path of the cached graph of a precision (format 2); null when the folder has none. */
   cachedPath(precision: 'fp32' | 'fp16'): string | null;
+  /** Absolute path of the device graph of a precision; null when the folder has none. */
+  devicePath(precision: 'fp32' | 'fp16'): string | null;
 }
 
 type Json = Record<string, unknown>;
@@ -133,6 +138,10 @@ class Fields {
       this.fail(key, 'a non-empty list of token ids');
     }
     return v as number[];
+  }
+
+  has(key: string): boolean {
+    return this.obj[key] !== undefined && this.obj[key] !== null;
   }
 
   object(key: string): Fields {
@@ -195,6 +204,7 @@ export function parseModelSpec(raw: unknown, file = 'dllm.json'): ModelSpec {
     },
     onnx: { fp32: onnx.str('fp32'), fp16: onnx.strOrNull('fp16') },
     cached: format === 'dllm-onnx/1' ? null : cachedGraphSpec(f.object('cached')),
+    device: format === 'dllm-onnx/1' || !f.has('device') ? null : { fp32: f.object('device').str('fp32'), fp16: f.object('device').strOrNull('fp16') },
   };
 }
 
@@ -263,12 +273,13 @@ export async function loadModelFolder(dir: string): Promise<ModelFolder> {
   } catch {
     throw new ModelFolderError(`${fp32}: missing (named by ${specFile} field "onnx.fp32")`);
   }
-  if (spec.cached !== null) {
-    const cachedFp32 = path.join(absolute, spec.cached.fp32);
+  for (const [field, name] of [['cached', spec.cached?.fp32], ['device', spec.device?.fp32]] as const) {
+    if (name === undefined) continue;
+    const file = path.join(absolute, name);
     try {
-      await stat(cachedFp32);
+      await stat(file);
     } catch {
-      throw new ModelFolderError(`${cachedFp32}: missing (named by ${specFile} field "cached.fp32")`);
+      throw new ModelFolderError(`${file}: missing (named by ${specFile} field "${field}.fp32")`);
     }
   }
   return {
@@ -283,6 +294,10 @@ export async function loadModelFolder(dir: string): Promise<ModelFolder> {
     },
     cachedPath(precision) {
       const name = spec.cached?.[precision] ?? null;
+      return name === null ? null : path.join(absolute, name);
+    },
+    devicePath(precision) {
+      const name = spec.device?.[precision] ?? null;
       return name === null ? null : path.join(absolute, name);
     },
   };

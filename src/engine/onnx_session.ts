@@ -1,17 +1,22 @@
 // The main-thread side of the ONNX Runtime session: starts onnx_worker in a worker thread, sends it feeds, gets
-// head outputs back. Execution provider: cpu | cuda (device id) | auto (CUDA when it loads, else CPU, one warning).
+// head outputs back. Execution provider: cpu | cuda (device id) | webgpu | auto (CUDA, else WebGPU on a hardware
+// adapter, else CPU, one warning).
 
 import type { Worker } from 'node:worker_threads';
 import { startWorkerModule } from './worker_module.js';
 import os from 'node:os';
 import type { CachedFeeds, GraphFeeds } from './batch.js';
-import type { GraphRun, GraphRunner } from './graph_runner.js';
+import type { GraphRun, GraphRunner, Transfers } from './graph_runner.js';
 import type { HeadOutputs } from './head.js';
 
-export type ProviderChoice = 'cpu' | 'cuda' | 'auto';
+export type Provider = 'cpu' | 'cuda' | 'webgpu';
+export type ProviderChoice = Provider | 'auto';
 
 export interface OnnxSessionOptions {
+  /** The graph run on CPU and CUDA (the cached graph of a format-2 folder, else model.onnx). */
   modelPath: string;
+  /** The folder's device graph, run instead on WebGPU (null: the folder has none; WebGPU then runs modelPath). */
+  devicePath?: string | null;
   provider: ProviderChoice;
   /** CUDA device id. */
   deviceId?: number;
@@ -23,6 +28,7 @@ export interface OnnxSessionOptions {
 
 export interface WorkerInit {
   modelPath: string;
+  devicePath: string | null;
   provider: ProviderChoice;
   deviceId: number;
   intraOpNumThreads: number;
@@ -36,13 +42,14 @@ export interface WireFeeds extends Omit<GraphFeeds, 'cached'> {
   cached?: Omit<CachedFeeds, 'buildPast'> & { past: Float32Array | null };
 }
 
-export type WorkerRequest = { type: 'run'; id: number; feeds: WireFeeds } | { type: 'release' };
+export type WorkerRequest = { type: 'run'; id: number; feeds: WireFeeds } | { type: 'release' } | { type: 'free'; blocks: number[] };
 
 export type WorkerReply =
-  | { type: 'ready'; provider: 'cpu' | 'cuda'; warning: string | null }
+  | { type: 'ready'; provider: Provider; device: boolean; warning: string | null }
   | { type: 'fatal'; message: string }
-  | { type: 'result'; id: number; head: HeadOutputs; runMs: number }
-  | { type: 'failed'; id: number; message: string };
+  | { type: 'result'; id: number; head: HeadOutputs; runMs: number; transfers: Transfers; deviceTensors: number }
+  | { type: 'failed'; id: number; message: string; deviceTensors: number }
+  | { type: 'freed'; deviceTensors: number };
 
 export class OnnxSessionError extends Error {
   constructor(message: string) {
@@ -57,16 +64,22 @@ export class OnnxGraphRunner implements GraphRunner {
   /** pastKey of the past_kv the worker holds ('' = none). */
   private heldPastKey = '';
   private readonly pending = new Map<number, { resolve: (run: GraphRun) => void; reject: (err: Error) => void }>();
+  /** Device tensors (kept cache blocks) the worker holds, as of its last reply. */
+  deviceTensors = 0;
 
   private constructor(
     private readonly worker: Worker,
     readonly provider: string,
+    /** The worker runs the device graph: caches are blocks it keeps on the device. */
+    readonly deviceCache: boolean,
   ) {
     worker.on('message', (reply: WorkerReply) => {
+      if (reply.type === 'freed') this.deviceTensors = reply.deviceTensors;
       if (reply.type !== 'result' && reply.type !== 'failed') return;
+      this.deviceTensors = reply.deviceTensors;
       const waiter = this.pending.get(reply.id);
       this.pending.delete(reply.id);
-      if (reply.type === 'result') waiter?.resolve({ head: reply.head, runMs: reply.runMs });
+      if (reply.type === 'result') waiter?.resolve({ head: reply.head, runMs: reply.runMs, transfers: reply.transfers });
       else {
         this.heldPastKey = ''; // the next cached run sends its past whatever the worker kept
         waiter?.reject(new OnnxSessionError(`session.run failed: ${reply.message}`));
@@ -84,6 +97,7 @@ export class OnnxGraphRunner implements GraphRunner {
   static async open(options: OnnxSessionOptions): Promise<OnnxGraphRunner> {
     const init: WorkerInit = {
       modelPath: options.modelPath,
+      devicePath: options.devicePath ?? null,
       provider: options.provider,
       deviceId: options.deviceId ?? 0,
       intraOpNumThreads: options.threads ?? Math.max(1, os.availableParallelism()),
@@ -97,12 +111,18 @@ export class OnnxGraphRunner implements GraphRunner {
     if (ready.type !== 'ready') {
       await worker.terminate();
       const message = ready.type === 'fatal' ? ready.message : 'unexpected worker reply';
-      const what = options.provider === 'cuda' ? `the CUDA execution provider (device ${init.deviceId})` : 'the CPU execution provider';
-      throw new OnnxSessionError(`cannot open ${options.modelPath} with ${what}: ${message}`);
+      const what = {
+        cuda: `the CUDA execution provider (device ${init.deviceId})`,
+        webgpu: 'the WebGPU execution provider',
+        cpu: 'the CPU execution provider',
+        auto: 'any execution provider',
+      }[options.provider];
+      const graph = options.provider === 'webgpu' && init.devicePath !== null ? init.devicePath : options.modelPath;
+      throw new OnnxSessionError(`cannot open ${graph} with ${what}: ${message}`);
     }
     if (ready.warning !== null) (options.warn ?? ((line) => process.emitWarning(line)))(ready.warning);
     worker.removeAllListeners('error').removeAllListeners('exit');
-    return new OnnxGraphRunner(worker, ready.provider);
+    return new OnnxGraphRunner(worker, ready.provider, ready.device);
   }
 
   run(feeds: GraphFeeds): Promise<GraphRun> {
@@ -115,6 +135,11 @@ export class OnnxGraphRunner implements GraphRunner {
       const past = wire.cached?.past;
       this.worker.postMessage({ type: 'run', id, feeds: wire } satisfies WorkerRequest, past ? [past.buffer as ArrayBuffer] : []);
     });
+  }
+
+  freeBlocks(ids: readonly number[]): void {
+    if (this.dead !== null || ids.length === 0) return;
+    this.worker.postMessage({ type: 'free', blocks: [...ids] } satisfies WorkerRequest);
   }
 
   release(): void {

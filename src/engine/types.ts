@@ -146,7 +146,7 @@ export type EngineEvent = StepEvent | FinishEvent | DoneEvent;
 export interface EngineHealth {
   ok: boolean;
   model: string;
-  /** Execution provider in use: 'cpu' or 'cuda'. */
+  /** Execution provider in use: 'cpu', 'cuda' or 'webgpu'. */
   provider: string;
   /** Which graph of the model folder runs: 'fp32' (model.onnx) or 'fp16' (model.fp16.onnx). */
   precision: 'fp32' | 'fp16';
@@ -155,6 +155,16 @@ export interface EngineHealth {
   maxBatchSize: number;
   /** Key/value caches (format-2 model folders); absent for engines without a cached graph. */
   kvCache?: KvCacheHealth;
+  /** Memory traffic of a GPU provider; absent on the CPU provider. */
+  device?: DeviceHealth;
+}
+
+export interface DeviceHealth {
+  /** Device tensors held between runs (the caches kept on the device). */
+  tensors: number;
+  /** Bytes moved since start, by tensor name: host to device (inputs) and device to host (outputs). */
+  hostToDevice: Record<string, number>;
+  deviceToHost: Record<string, number>;
 }
 
 export interface KvCacheHealth {
@@ -184,6 +194,23 @@ export function sumKvCache(healths: readonly EngineHealth[]): { kvCache?: KvCach
       maxBytes: sum('maxBytes'),
       hits: sum('hits'),
       refreshes: sum('refreshes'),
+    },
+  };
+}
+
+/** The device figures of several engines, summed; {} when none runs on a GPU provider. */
+export function sumDevice(healths: readonly EngineHealth[]): { device?: DeviceHealth } {
+  const devices = healths.filter((h) => h.device !== undefined).map((h) => h.device!);
+  if (devices.length === 0) return {};
+  const add = (into: Record<string, number>, from: Record<string, number>) => {
+    for (const [tensor, bytes] of Object.entries(from)) into[tensor] = (into[tensor] ?? 0) + bytes;
+    return into;
+  };
+  return {
+    device: {
+      tensors: devices.reduce((a, d) => a + d.tensors, 0),
+      hostToDevice: devices.reduce((a, d) => add(a, d.hostToDevice), {}),
+      deviceToHost: devices.reduce((a, d) => add(a, d.deviceToHost), {}),
     },
   };
 }

@@ -5,7 +5,7 @@ import client from 'prom-client';
 import type { FastifyInstance } from 'fastify';
 import type { ServingObserver } from '../serving/observe.js';
 import type { Transport } from '../transports/transport.js';
-import type { KvCacheHealth } from '../engine/types.js';
+import type { DeviceHealth, KvCacheHealth } from '../engine/types.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -50,16 +50,21 @@ export default fp(
         this.set(last?.workers ?? 0);
       },
     });
-    // Key/value caches (format-2 model folders; summed over workers in Redis mode), from the engines' health.
-    let kvAt = 0;
-    let kvLast: Promise<KvCacheHealth | null> | null = null;
-    const kv = () => {
-      if (kvLast === null || Date.now() - kvAt > 250) {
-        kvAt = Date.now();
-        kvLast = opts.transport.health().then((h) => h.kvCache ?? null, () => null);
+    // Key/value caches (format-2 model folders) and device traffic (GPU providers), summed over workers in Redis
+    // mode, from the engines' health.
+    let healthAt = 0;
+    let healthLast: Promise<{ kvCache: KvCacheHealth | null; device: DeviceHealth | null }> | null = null;
+    const engineHealth = () => {
+      if (healthLast === null || Date.now() - healthAt > 250) {
+        healthAt = Date.now();
+        healthLast = opts.transport.health().then(
+          (h) => ({ kvCache: h.kvCache ?? null, device: h.device ?? null }),
+          () => ({ kvCache: null, device: null }),
+        );
       }
-      return kvLast;
+      return healthLast;
     };
+    const kv = async () => (await engineHealth()).kvCache;
     const kvGauge = (name: string, help: string, pick: (c: KvCacheHealth) => number) =>
       new client.Gauge({
         name,
@@ -75,6 +80,29 @@ export default fp(
     kvGauge('dllm_kv_cache_max_bytes', 'KV_CACHE_MAX_BYTES (summed over workers)', (c) => c.maxBytes);
     kvGauge('dllm_kv_cache_hits', 'Sequence steps run from a key/value cache since start (cumulative)', (c) => c.hits);
     kvGauge('dllm_kv_cache_refreshes', 'Full passes that filled a key/value cache since start (cumulative)', (c) => c.refreshes);
+    new client.Gauge({
+      name: 'dllm_device_tensors',
+      help: 'Device tensors held between steps (key/value caches kept on the GPU); 0 on the CPU provider',
+      registers: [registry],
+      async collect() {
+        this.set((await engineHealth()).device?.tensors ?? 0);
+      },
+    });
+    new client.Counter({
+      name: 'dllm_device_transfer_bytes_total',
+      help: 'Bytes moved between host and device memory by graph input or output (GPU providers)',
+      labelNames: ['direction', 'tensor'],
+      registers: [registry],
+      // The engines count since they started: the counter is set to their totals at each scrape.
+      async collect() {
+        const device = (await engineHealth()).device;
+        this.reset();
+        if (device === null) return;
+        for (const [direction, bytes] of [['host_to_device', device.hostToDevice], ['device_to_host', device.deviceToHost]] as const) {
+          for (const [tensor, total] of Object.entries(bytes)) this.inc({ direction, tensor }, total);
+        }
+      },
+    });
     const steps = new client.Counter({ name: 'dllm_steps_total', help: 'Denoising steps streamed or collected (rate = steps/s)', labelNames: ['endpoint'], registers: [registry] });
     const tokens = new client.Counter({ name: 'dllm_generated_tokens_total', help: 'Completion tokens (rate = tokens/s)', labelNames: ['endpoint'], registers: [registry] });
     const ttfs = new client.Histogram({

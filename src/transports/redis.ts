@@ -10,6 +10,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import {
   EngineError,
+  sumDevice,
   sumKvCache,
   type EngineEvent,
   type EngineHealth,
@@ -202,6 +203,7 @@ export class RedisTransport implements Transport {
       waitingSequences: await this.queue.getWaitingCount(),
       maxBatchSize: ws.reduce((a, w) => a + w.maxBatchSize, 0),
       ...sumKvCache(ws),
+      ...sumDevice(ws),
     };
   }
 

@@ -146,7 +146,7 @@ describe('docker/compose.yaml', () => {
     assert.ok(nginx.match(/client_max_body_size (\d+)m;/) && Number(nginx.match(/client_max_body_size (\d+)m;/)![1]) * 2 ** 20 > 1048576);
   });
 
-  test('worker: GPU reservation, CUDA image, a GPU lease per replica, profile gpu', () => {
+  test('worker: GPU reservation, CUDA image (CUDA or WebGPU provider), a GPU lease per replica, profile gpu', () => {
     const w = model.services.worker;
     assert.deepEqual(w.profiles, ['gpu']);
     assert.equal(w.build.target, 'cuda');
@@ -156,7 +156,9 @@ describe('docker/compose.yaml', () => {
     assert.equal(w.depends_on.redis.condition, 'service_healthy');
     const [dev] = w.deploy.resources.reservations.devices;
     assert.equal(dev.driver, 'nvidia');
-    assert.deepEqual(dev.capabilities, ['gpu']);
+    // graphics: the driver's Vulkan ICD, which the WebGPU provider reaches the GPU through.
+    assert.deepEqual(dev.capabilities, ['gpu', 'graphics']);
+    assert.match(w.environment.NVIDIA_DRIVER_CAPABILITIES, /\bgraphics\b/);
     assert.equal(dev.count, 'all');
     assert.equal(w.deploy.replicas, 1, 'scaled with --scale worker=N');
     const leaseDir = w.environment.GPU_LEASE_DIR;

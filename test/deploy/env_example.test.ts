@@ -21,6 +21,7 @@ const INTENDED: Record<string, string> = {
 const DEPLOYMENT = new Set([
   'COMPOSE_PROJECT_NAME',
   'COMPOSE_PROFILES',
+  'WORKER_EXECUTION_PROVIDER',
   'DLLM_BIND',
   'DLLM_PORT',
   'DLLM_CUDA_IMAGE',

@@ -23,6 +23,7 @@ export const SPEC: ModelSpec = {
   generationDefaults: { maxTokens: 16, steps: 16, blockLength: 8, remasking: 'low_confidence', threshold: null, temperature: 0 },
   onnx: { fp32: 'model.onnx', fp16: null },
   cached: null,
+  device: null,
 };
 
 /** Token id t >= 10 is the letter 'a' + (t - 10) % 26; specials render as <t>. */
