@@ -7,6 +7,7 @@ config alone and the weights streamed into the external data files (export.write
 one block of weights plus the exporter, not by the model (docs/deploy.md has the measurements).
 
     python3 -m dllm.convert --checkpoint /data/LLaDA-8B-Instruct --out models/llada-8b-instruct --fp16
+    python3 -m dllm.convert --from-folder models/tiny-llada     # a folder of an earlier exporter, rewritten in place
 
 It prints a report: what it read (architecture, dimensions, dtype, shards, special ids, chat template source), what
 it wrote (files, sizes, precision), peak memory and time.
@@ -24,8 +25,9 @@ import time
 import numpy as np
 
 from . import safetensors
-from .export import parameter_shapes, write_folder
+from .export import parameter_shapes, write_folder, write_model_folder
 from .model import ModelConfig, config_from_hf, hf_state_dict_to_ours
+from .reference.weights import model_from_onnx
 
 
 class CheckpointError(ValueError):
@@ -186,14 +188,34 @@ def convert(checkpoint: str, out: str, name: str, k: int = 64, fp16: bool = Fals
     return meta
 
 
+def rewrite_folder(folder: str) -> dict:
+    """A folder written by an earlier exporter, written again by this one from its own weights (recovered exactly
+    from model.onnx) and dllm.json: same weights, same generation settings, the current set of graphs."""
+    with open(os.path.join(folder, "dllm.json")) as f:
+        spec = json.load(f)
+    model = model_from_onnx(folder, spec)
+    fields = ("chat_template", "eos_token_ids", "pad_token_id", "bos_token_id", "mask_token_id", "generation_defaults")
+    return write_model_folder(model, folder, os.path.join(folder, "tokenizer.json"), spec["topk"], spec["name"],
+                              spec["onnx"]["fp16"] is not None, **{key: spec[key] for key in fields})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="Hugging Face LLaDA folder (config.json, *.safetensors, tokenizer.json)")
-    parser.add_argument("--out", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="Hugging Face LLaDA folder (config.json, *.safetensors, tokenizer.json)")
+    source.add_argument("--from-folder", help="rewrite this model folder in place with the current exporter (its "
+                        "weights recovered from model.onnx, its dllm.json fields kept): adds graphs newer than it")
+    parser.add_argument("--out")
     parser.add_argument("--name", default=None)
     parser.add_argument("--topk", type=int, default=64)
     parser.add_argument("--fp16", action="store_true")
     args = parser.parse_args()
+    if args.from_folder:
+        meta = rewrite_folder(args.from_folder)
+        print(f"rewrote {args.from_folder}: graphs {', '.join(meta[k]['fp32'] for k in ('onnx', 'cached', 'device'))}")
+        return
+    if args.out is None:
+        parser.error("--checkpoint needs --out")
     try:
         convert(args.checkpoint, args.out, args.name or os.path.basename(os.path.normpath(args.checkpoint)),
                 args.topk, args.fp16)

@@ -632,27 +632,11 @@ def write_model_folder(model: LLaDA, out: str, tokenizer_path: str, k: int, name
     return write_folder(model.config, ModuleWeights(model), out, tokenizer_path, k, name, fp16, **spec)
 
 
-def rewrite_folder(folder: str) -> dict:
-    """A folder written by an earlier exporter, written again by this one from its own weights (recovered exactly
-    from model.onnx) and dllm.json: same weights, same generation settings, the current set of graphs."""
-    from .reference.weights import model_from_onnx
-
-    with open(os.path.join(folder, "dllm.json")) as f:
-        spec = json.load(f)
-    model = model_from_onnx(folder, spec)
-    fields = ("chat_template", "eos_token_ids", "pad_token_id", "bos_token_id", "mask_token_id", "generation_defaults")
-    return write_model_folder(model, folder, os.path.join(folder, "tokenizer.json"), spec["topk"], spec["name"],
-                              spec["onnx"]["fp16"] is not None, **{key: spec[key] for key in fields})
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint")
-    source.add_argument("--from-folder", help="rewrite this model folder in place with the current exporter (its "
-                        "weights recovered from model.onnx, its dllm.json fields kept): adds graphs newer than it")
-    parser.add_argument("--tokenizer")
-    parser.add_argument("--out")
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--tokenizer", required=True)
+    parser.add_argument("--out", required=True)
     parser.add_argument("--name", default="tiny-llada")
     parser.add_argument("--topk", type=int, default=64)
     parser.add_argument("--fp16", action="store_true")
@@ -660,13 +644,6 @@ def main() -> None:
                         help="generation_defaults.block_length")
     parser.add_argument("--remasking", default=DEFAULT_GENERATION["remasking"], help="generation_defaults.remasking")
     args = parser.parse_args()
-    if args.from_folder:
-        meta = rewrite_folder(args.from_folder)
-        print(f"rewrote {args.from_folder}: {meta['format']}, graphs {meta['onnx']['fp32']}, {meta['cached']['fp32']}, "
-              f"{meta['device']['fp32']}")
-        return
-    if not (args.tokenizer and args.out):
-        parser.error("--checkpoint needs --tokenizer and --out")
     model, _ = load_checkpoint(args.checkpoint)
     defaults = {"block_length": args.block_length, "remasking": args.remasking}
     meta = write_model_folder(model, args.out, args.tokenizer, args.topk, args.name, args.fp16,

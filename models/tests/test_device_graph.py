@@ -5,6 +5,7 @@ computations runs on the GPU (the test runs on Mesa's lavapipe where there is no
 
 import json
 import os
+import shutil
 import subprocess
 
 import numpy as np
@@ -180,3 +181,22 @@ def test_the_float64_head_would_not(tmp_path):
     ops = {n.name: n.op_type for n in graph.node}
     left = {ops.get(n) for n in set(placed["CPUExecutionProvider"]) - shape_computations(graph)}
     assert {"Exp", "ReduceSum", "Log"} <= left
+
+
+def test_a_folder_from_before_the_device_graph_gets_it(tmp_path):
+    # `python3 -m dllm.convert --from-folder`: the folder written again from its own weights and dllm.json, which
+    # reproduces today's folder byte for byte, device graph included.
+    from dllm.convert import rewrite_folder
+
+    folder = tmp_path / "old"
+    shutil.copytree(TINY, folder)
+    os.remove(folder / "model.device.onnx")
+    spec = spec_of(folder)
+    del spec["device"]
+    with open(folder / "dllm.json", "w") as f:
+        json.dump(spec, f)
+    meta = rewrite_folder(str(folder))
+    assert meta["device"] == {"fp32": "model.device.onnx", "fp16": None}
+    for name in ("dllm.json", "model.onnx", "model.kv.onnx", "model.device.onnx", "weights.data"):
+        with open(folder / name, "rb") as a, open(os.path.join(TINY, name), "rb") as b:
+            assert a.read() == b.read(), name

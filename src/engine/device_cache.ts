@@ -14,7 +14,7 @@
 // The host keeps none of the keys; kv_cache.ts is the host form of the same rules (stepSpan, keptLength, appendCount).
 
 import type { Batch, GraphFeeds, KvGeometry } from './batch.js';
-import { keptLength, kvBytesPerPosition, positionIdsFromMask, stepSpan } from './kv_cache.js';
+import { keptLength, kvBytesPerPosition, positionIdsFromMask, queryFeeds, stepRows, stepSpan, type StepRow } from './kv_cache.js';
 import type { Sequence } from './sequence.js';
 
 /** A present_kv kept on the device: [layers, 2, rows, kvHeads, slots, headDim]. */
@@ -95,78 +95,30 @@ export function deviceAppendCount(sequence: Sequence, cache: DeviceRowCache): nu
  */
 export function buildDeviceStepBatch(entries: readonly DeviceCachedEntry[], padTokenId: number, geometry: KvGeometry, keepAs: () => number): Batch {
   const block = entries[0].caches[0].block;
-  interface Row {
-    cache: DeviceRowCache;
-    query: readonly number[];
-    queryStart: number;
-    hideFrom: number;
-    hideTo: number;
-    positions: number[];
-    cfgScale: number;
-    partner: number;
-  }
-  const rows: Row[] = [];
+  const rows: (StepRow & { cache: DeviceRowCache })[] = [];
   const rowOf: number[] = [];
   for (const { sequence, positions, caches } of entries) {
-    const canvases = sequence.rowCount === 2 ? [sequence.canvas, sequence.unconditionalCanvas()] : [sequence.canvas];
-    if (caches.length !== canvases.length) throw new Error(`a sequence of ${canvases.length} rows has ${caches.length} caches`);
-    const first = rows.length;
-    rowOf.push(first);
-    canvases.forEach((canvas, i) => {
-      const cache = caches[i];
-      if (cache.block !== block) throw new Error('a cached step reads one device block');
-      const { queryStart, queryEnd, hideFrom, hideTo } = stepSpan(sequence, cache.cachedUpTo);
-      rows.push({
-        cache,
-        query: canvas.slice(queryStart, queryEnd),
-        queryStart,
-        hideFrom,
-        hideTo,
-        positions: positions.map((p) => p - queryStart),
-        cfgScale: i === 0 ? sequence.params.cfgScale : 0,
-        partner: first + sequence.rowCount - 1,
-      });
-    });
+    if (caches.some((c) => c.block !== block)) throw new Error('a cached step reads one device block');
+    rowOf.push(rows.length);
+    const sequenceRows = stepRows(sequence, positions, caches.map((c) => c.cachedUpTo), rows.length);
+    rows.push(...sequenceRows.map((row, i) => ({ ...row, cache: caches[i] })));
   }
-  const n = rows.length;
   const lp = block.slots;
-  const q = Math.max(...rows.map((r) => r.query.length));
-  const p = Math.max(1, ...rows.map((r) => r.positions.length));
+  const { feeds, positionIds } = queryFeeds(rows, lp, padTokenId);
   const appends = entries.some((e) => deviceAppendCount(e.sequence, e.caches[0]) > 0);
-  const feeds: GraphFeeds = {
-    rows: n,
-    length: q,
-    positionsPerRow: p,
-    inputIds: new BigInt64Array(n * q).fill(BigInt(padTokenId)),
-    attentionMask: new BigInt64Array(n * (lp + q)),
-    positions: new BigInt64Array(n * p),
-    cfgScale: new Float32Array(n),
-    uncondRow: new BigInt64Array(n),
-    device: {
-      geometry,
-      positionIds: new BigInt64Array(n * q),
-      pastBlock: block.id,
-      pastRows: new BigInt64Array(n),
-      pastLength: lp,
-      keepAs: appends ? keepAs() : null,
-    },
+  feeds.device = {
+    geometry,
+    positionIds,
+    pastBlock: block.id,
+    pastRows: BigInt64Array.from(rows, (row) => BigInt(row.cache.row)),
+    pastLength: lp,
+    keepAs: appends ? keepAs() : null,
   };
-  const device = feeds.device!;
   rows.forEach((row, r) => {
-    const mask = r * (lp + q);
+    const mask = r * (lp + feeds.length);
     const { usable, offset } = row.cache;
     for (let s = 0; s < lp; s++) feeds.attentionMask[mask + s] = BigInt(usable[s]);
     for (let c = row.hideFrom; c < row.hideTo; c++) feeds.attentionMask[mask + offset + c] = 0n;
-    const queryPad = q - row.query.length;
-    for (let i = 0; i < row.query.length; i++) {
-      feeds.inputIds[r * q + queryPad + i] = BigInt(row.query[i]);
-      device.positionIds[r * q + queryPad + i] = BigInt(row.queryStart + i);
-      feeds.attentionMask[mask + lp + queryPad + i] = 1n;
-    }
-    for (let j = 0; j < p; j++) feeds.positions[r * p + j] = BigInt(queryPad + (row.positions[Math.min(j, row.positions.length - 1)] ?? 0));
-    device.pastRows[r] = BigInt(row.cache.row);
-    feeds.cfgScale[r] = row.cfgScale;
-    feeds.uncondRow[r] = BigInt(row.partner);
   });
   return { feeds, rowOf };
 }

@@ -434,7 +434,8 @@ export interface OpenEngineOptions extends Omit<EngineOptions, 'precision' | 'ca
   provider?: ProviderChoice;
   deviceId?: number;
   threads?: number;
-  /** auto: the fp16 graph on CUDA when the folder has one, else fp32 (also for provider auto, which may fall back to CPU). */
+  /** auto: the fp16 graphs on CUDA and WebGPU when the folder has them, else fp32 (also for provider auto, which may
+   * fall back to CPU). */
   precision?: PrecisionChoice;
   /** Default cache mode of requests; needs a format-2 folder (else none). */
   cache?: CacheChoice;
@@ -443,7 +444,7 @@ export interface OpenEngineOptions extends Omit<EngineOptions, 'precision' | 'ca
 
 export function resolvePrecision(choice: PrecisionChoice, provider: ProviderChoice, hasFp16: boolean): 'fp32' | 'fp16' {
   if (choice !== 'auto') return choice;
-  return provider === 'cuda' && hasFp16 ? 'fp16' : 'fp32';
+  return (provider === 'cuda' || provider === 'webgpu') && hasFp16 ? 'fp16' : 'fp32';
 }
 
 /** The default cache mode: none without a cached graph; auto is dual on CPU and with device caches, else none. */

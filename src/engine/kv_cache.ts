@@ -140,16 +140,10 @@ export interface CachedEntry {
   caches: readonly RowCache[];
 }
 
-interface StepRow {
+/** One graph row of a cached step: what it queries and which cached positions it reads (host and device forms). */
+export interface StepRow extends StepSpan {
   query: readonly number[];
-  /** Canvas index of the first query token. */
-  queryStart: number;
-  cache: RowCache;
-  /** Cached positions [0, take) fed as past. */
-  take: number;
-  /** Cached positions [hideFrom, hideTo) masked out (dual: the block, whose fresh keys come from the query). */
-  hideFrom: number;
-  hideTo: number;
+  /** Indices into the query of the wanted positions. */
   positions: number[];
   cfgScale: number;
   partner: number;
@@ -177,27 +171,57 @@ export function stepSpan(sequence: Sequence, cacheLength: number): StepSpan {
   return { queryStart: start, queryEnd: end, take: sequence.canvas.length, hideFrom: start, hideTo: end };
 }
 
-/** The rows of one sequence's cached step. */
-function stepRows(entry: CachedEntry, firstRow: number): StepRow[] {
-  const { sequence, positions, caches } = entry;
+/** The rows of one sequence's cached step, over caches holding canvas positions [0, cachedUpTo[row]). */
+export function stepRows(sequence: Sequence, positions: readonly number[], cachedUpTo: readonly number[], firstRow: number): StepRow[] {
   const canvases = sequence.rowCount === 2 ? [sequence.canvas, sequence.unconditionalCanvas()] : [sequence.canvas];
-  if (caches.length !== canvases.length) throw new Error(`a sequence of ${canvases.length} rows has ${caches.length} caches`);
+  if (cachedUpTo.length !== canvases.length) throw new Error(`a sequence of ${canvases.length} rows has ${cachedUpTo.length} caches`);
   const partner = firstRow + sequence.rowCount - 1;
   return canvases.map((canvas, i) => {
-    const { queryStart, queryEnd, take, hideFrom, hideTo } = stepSpan(sequence, caches[i].length);
-    if (caches[i].length < take) throw new Error(`cache of ${caches[i].length} positions, ${take} needed`);
+    const span = stepSpan(sequence, cachedUpTo[i]);
+    if (cachedUpTo[i] < span.take) throw new Error(`cache of ${cachedUpTo[i]} positions, ${span.take} needed`);
     return {
-      query: canvas.slice(queryStart, queryEnd),
-      queryStart,
-      cache: caches[i],
-      take,
-      hideFrom,
-      hideTo,
-      positions: positions.map((p) => p - queryStart),
+      ...span,
+      query: canvas.slice(span.queryStart, span.queryEnd),
+      positions: positions.map((p) => p - span.queryStart),
       cfgScale: i === 0 ? sequence.params.cfgScale : 0,
       partner,
     };
   });
+}
+
+/**
+ * The query side of a cached step's inputs, shared by the host and the device forms: each row's query right-aligned
+ * in [0, Q) (left-padded), its position ids, its wanted positions, guidance, and the mask 1 on its real queries, which
+ * follow `pastLength` cached slots whose mask the caller writes.
+ */
+export function queryFeeds(rows: readonly StepRow[], pastLength: number, padTokenId: number): { feeds: GraphFeeds; positionIds: BigInt64Array } {
+  const n = rows.length;
+  const q = Math.max(...rows.map((r) => r.query.length));
+  const p = Math.max(1, ...rows.map((r) => r.positions.length));
+  const feeds: GraphFeeds = {
+    rows: n,
+    length: q,
+    positionsPerRow: p,
+    inputIds: new BigInt64Array(n * q).fill(BigInt(padTokenId)),
+    attentionMask: new BigInt64Array(n * (pastLength + q)),
+    positions: new BigInt64Array(n * p),
+    cfgScale: new Float32Array(n),
+    uncondRow: new BigInt64Array(n),
+  };
+  const positionIds = new BigInt64Array(n * q);
+  rows.forEach((row, r) => {
+    const queryPad = q - row.query.length;
+    const mask = r * (pastLength + q) + pastLength;
+    for (let i = 0; i < row.query.length; i++) {
+      feeds.inputIds[r * q + queryPad + i] = BigInt(row.query[i]);
+      positionIds[r * q + queryPad + i] = BigInt(row.queryStart + i);
+      feeds.attentionMask[mask + queryPad + i] = 1n;
+    }
+    for (let j = 0; j < p; j++) feeds.positions[r * p + j] = BigInt(queryPad + (row.positions[Math.min(j, row.positions.length - 1)] ?? 0));
+    feeds.cfgScale[r] = row.cfgScale;
+    feeds.uncondRow[r] = BigInt(row.partner);
+  });
+  return { feeds, positionIds };
 }
 
 /** Lengths a cached step of this entry feeds (past + query), for groupByLength. */
@@ -214,55 +238,34 @@ export function stepLength(entry: CachedEntry): number {
  * one past (what a step hides of it, and its queries, are in the attention mask and the other inputs).
  */
 export function buildStepBatch(entries: readonly CachedEntry[], padTokenId: number, geometry: KvGeometry): Batch {
-  const rows: StepRow[] = [];
+  const rows: (StepRow & { cache: RowCache })[] = [];
   const rowOf: number[] = [];
-  for (const entry of entries) {
+  for (const { sequence, positions, caches } of entries) {
     rowOf.push(rows.length);
-    rows.push(...stepRows(entry, rows.length));
+    const sequenceRows = stepRows(sequence, positions, caches.map((c) => c.length), rows.length);
+    rows.push(...sequenceRows.map((row, i) => ({ ...row, cache: caches[i] })));
   }
-  const n = rows.length;
   const lp = Math.max(...rows.map((r) => r.take));
-  const q = Math.max(...rows.map((r) => r.query.length));
-  const p = Math.max(1, ...rows.map((r) => r.positions.length));
-  const feeds: GraphFeeds = {
-    rows: n,
-    length: q,
-    positionsPerRow: p,
-    inputIds: new BigInt64Array(n * q).fill(BigInt(padTokenId)),
-    attentionMask: new BigInt64Array(n * (lp + q)),
-    positions: new BigInt64Array(n * p),
-    cfgScale: new Float32Array(n),
-    uncondRow: new BigInt64Array(n),
-    cached: {
-      geometry,
-      positionIds: new BigInt64Array(n * q),
-      pastLength: lp,
-      pastKey: `${lp}:${rows.map((row) => `${cacheId(row.cache)}/${row.take}`).join(',')}`,
-      buildPast: () => stackPast(rows, lp, geometry),
-      // present_kv only when a completed block is to be appended (block diffusion, a block's first step).
-      wantPresent: entries.some((e) => e.caches.some((c) => appendCount(e.sequence, c) > 0)),
-    },
+  const { feeds, positionIds } = queryFeeds(rows, lp, padTokenId);
+  feeds.cached = {
+    geometry,
+    positionIds,
+    pastLength: lp,
+    pastKey: `${lp}:${rows.map((row) => `${cacheId(row.cache)}/${row.take}`).join(',')}`,
+    buildPast: () => stackPast(rows, lp, geometry),
+    // present_kv only when a completed block is to be appended (block diffusion, a block's first step).
+    wantPresent: entries.some((e) => e.caches.some((c) => appendCount(e.sequence, c) > 0)),
   };
-  const positionIds = feeds.cached!.positionIds;
   rows.forEach((row, r) => {
     const pastPad = lp - row.take;
-    const queryPad = q - row.query.length;
-    const mask = r * (lp + q);
+    const mask = r * (lp + feeds.length);
     for (let i = 0; i < row.take; i++) feeds.attentionMask[mask + pastPad + i] = i >= row.hideFrom && i < row.hideTo ? 0n : 1n;
-    for (let i = 0; i < row.query.length; i++) {
-      feeds.inputIds[r * q + queryPad + i] = BigInt(row.query[i]);
-      positionIds[r * q + queryPad + i] = BigInt(row.queryStart + i);
-      feeds.attentionMask[mask + lp + queryPad + i] = 1n;
-    }
-    for (let j = 0; j < p; j++) feeds.positions[r * p + j] = BigInt(queryPad + (row.positions[Math.min(j, row.positions.length - 1)] ?? 0));
-    feeds.cfgScale[r] = row.cfgScale;
-    feeds.uncondRow[r] = BigInt(row.partner);
   });
   return { feeds, rowOf };
 }
 
 /** past_kv [layers, 2, N, kvHeads, Lp, headDim]: row r's cached positions [0, take) right-aligned in [0, Lp). */
-function stackPast(rows: readonly StepRow[], lp: number, { layers, kvHeads, headDim }: KvGeometry): Float32Array {
+function stackPast(rows: readonly (StepRow & { cache: RowCache })[], lp: number, { layers, kvHeads, headDim }: KvGeometry): Float32Array {
   const n = rows.length;
   const past = new Float32Array(layers * 2 * n * kvHeads * lp * headDim);
   rows.forEach((row, r) => {

@@ -63,21 +63,24 @@ function bytesOf(caches: readonly RowCache[]): number {
   return caches.reduce((sum, c) => sum + c.data.byteLength, 0);
 }
 
-/** Caches as host arrays: cut from present_kv after a run, stacked into past_kv for the next (kv_cache.ts). */
-export class HostKvStore implements KvStore {
-  private readonly caches = new Map<Sequence, RowCache[]>();
+/** What both forms share: the caches by sequence (one per graph row), the bytes held, the graph's geometry. */
+abstract class CacheTable<C> {
+  protected readonly caches = new Map<Sequence, C[]>();
   bytes = 0;
 
   constructor(
-    private readonly geometry: KvGeometry,
-    private readonly padTokenId: number,
-    private readonly runner: GraphRunner,
+    protected readonly geometry: KvGeometry,
+    protected readonly padTokenId: number,
+    protected readonly runner: GraphRunner,
   ) {}
 
   holds(sequence: Sequence): boolean {
     return this.caches.has(sequence);
   }
+}
 
+/** Caches as host arrays: cut from present_kv after a run, stacked into past_kv for the next (kv_cache.ts). */
+export class HostKvStore extends CacheTable<RowCache> implements KvStore {
   reservation(sequence: Sequence): number {
     return cacheReservation(sequence, this.geometry);
   }
@@ -135,22 +138,10 @@ export class HostKvStore implements KvStore {
  * Caches as blocks on the device (device_cache.ts): a run's present_kv is kept by the runner under a block id; a
  * sequence's rows are rows of a block. A block is freed on the device when no row reads it any more.
  */
-export class DeviceKvStore implements KvStore {
-  private readonly caches = new Map<Sequence, DeviceRowCache[]>();
+export class DeviceKvStore extends CacheTable<DeviceRowCache> implements KvStore {
   /** Blocks kept on the device, by id. */
   private readonly blocks = new Map<number, DeviceBlock>();
   private nextId = 1;
-  bytes = 0;
-
-  constructor(
-    private readonly geometry: KvGeometry,
-    private readonly padTokenId: number,
-    private readonly runner: GraphRunner,
-  ) {}
-
-  holds(sequence: Sequence): boolean {
-    return this.caches.has(sequence);
-  }
 
   /**
    * Twice the host bound: a block is as long as the longest canvas of its full pass (the engine pads at most

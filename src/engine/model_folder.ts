@@ -45,7 +45,7 @@ export interface ModelSpec {
   /** Format 2: the cached graph per precision and its key/value geometry; null in format 1. */
   cached: CachedGraphSpec | null;
   /** Format 2, optional: the device graph per precision (the cached graph whose cache stays on a GPU, docs/models.md);
-   * null when the folder has none (exported before it existed: `python3 -m dllm.export --from-folder` adds it). */
+   * null when the folder has none (exported before it existed: `python3 -m dllm.convert --from-folder` adds it). */
   device: { fp32: string; fp16: string | null } | null;
 }
 

@@ -8,6 +8,8 @@ import { MODEL_DIR } from './model_fixture.js';
 test('auto runs fp16 only on CUDA and only when the folder has an fp16 graph', () => {
   assert.equal(resolvePrecision('auto', 'cuda', true), 'fp16');
   assert.equal(resolvePrecision('auto', 'cuda', false), 'fp32');
+  assert.equal(resolvePrecision('auto', 'webgpu', true), 'fp16');
+  assert.equal(resolvePrecision('auto', 'webgpu', false), 'fp32');
   assert.equal(resolvePrecision('auto', 'cpu', true), 'fp32');
   assert.equal(resolvePrecision('auto', 'auto', true), 'fp32'); // provider auto may fall back to CPU
   assert.equal(resolvePrecision('fp16', 'cpu', true), 'fp16');
