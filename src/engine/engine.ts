@@ -195,6 +195,7 @@ export class DiffusionEngine implements EngineClient {
       precision: this.precision,
       activeSequences: this.scheduler.activeCount,
       waitingSequences: this.scheduler.waitingCount,
+      ...this.requestCounts(),
       maxBatchSize: this.scheduler.maxRows,
       ...(this.geometry === null
         ? {}
@@ -218,6 +219,13 @@ export class DiffusionEngine implements EngineClient {
             },
           }),
     };
+  }
+
+  /** Requests held, by whether one of their sequences is in the running batch. */
+  private requestCounts(): { runningRequests: number; waitingRequests: number } {
+    let runningRequests = 0;
+    for (const active of this.requests.values()) if (active.choices.some((c) => this.scheduler.isActive(c))) runningRequests++;
+    return { runningRequests, waitingRequests: this.requests.size - runningRequests };
   }
 
   /** Cache bytes held now (for tests and the benchmark). */

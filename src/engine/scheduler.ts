@@ -45,6 +45,10 @@ export class Scheduler<T extends Schedulable> {
     return this.active.length;
   }
 
+  isActive(item: T): boolean {
+    return this.active.includes(item);
+  }
+
   get waitingCount(): number {
     return this.waiting.length;
   }

@@ -150,8 +150,12 @@ export interface EngineHealth {
   provider: string;
   /** Which graph of the model folder runs: 'fp32' (model.onnx) or 'fp16' (model.fp16.onnx). */
   precision: 'fp32' | 'fp16';
+  /** Sequences (one per choice: a request with n = 3 is three) in the running batch, and waiting for a slot. */
   activeSequences: number;
   waitingSequences: number;
+  /** Requests with a sequence in the running batch, and requests whose sequences all wait. */
+  runningRequests: number;
+  waitingRequests: number;
   maxBatchSize: number;
   /** Key/value caches (format-2 model folders); absent for engines without a cached graph. */
   kvCache?: KvCacheHealth;

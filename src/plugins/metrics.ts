@@ -4,7 +4,7 @@ import fp from 'fastify-plugin';
 import client from 'prom-client';
 import type { FastifyInstance } from 'fastify';
 import type { ServingObserver } from '../serving/observe.js';
-import type { Transport } from '../transports/transport.js';
+import type { Transport, TransportStatus } from '../transports/transport.js';
 import type { DeviceHealth, KvCacheHealth } from '../engine/types.js';
 
 declare module 'fastify' {
@@ -17,37 +17,62 @@ export default fp(
   async function metricsPlugin(app: FastifyInstance, opts: { transport: Transport }) {
     const registry = new client.Registry();
     client.collectDefaultMetrics({ register: registry, prefix: 'dllm_process_' });
-    let last: Awaited<ReturnType<Transport['status']>> | null = null;
-    const refresh = async () => {
-      try {
-        last = await opts.transport.status();
-      } catch {
-        last = null;
+    // One status per scrape, shared by the gauges that read it (prom-client collects them concurrently), at most
+    // 250 ms old.
+    let statusAt = 0;
+    let statusLast: Promise<TransportStatus | null> | null = null;
+    const status = () => {
+      if (statusLast === null || Date.now() - statusAt > 250) {
+        statusAt = Date.now();
+        statusLast = opts.transport.status().catch(() => null);
       }
+      return statusLast;
     };
+    // The load (transport.ts Load), in requests and in sequences; queue depth and batch size are two of its figures.
     new client.Gauge({
       name: 'dllm_queue_depth',
-      help: 'Requests waiting for a batch slot',
+      help: 'Requests waiting: queued, or admitted with no sequence running yet (= dllm_requests{state="waiting"})',
       registers: [registry],
       async collect() {
-        await refresh();
-        this.set(last?.queued ?? 0);
+        this.set((await status())?.load.waitingRequests ?? 0);
       },
     });
     new client.Gauge({
       name: 'dllm_batch_size',
-      help: 'Sequences in the running batch(es)',
+      help: 'Sequences in the running batch(es) (= dllm_sequences{state="running"})',
       registers: [registry],
-      collect() {
-        this.set(last?.activeSequences ?? 0);
+      async collect() {
+        this.set((await status())?.load.runningSequences ?? 0);
+      },
+    });
+    new client.Gauge({
+      name: 'dllm_requests',
+      help: 'Requests held, waiting (queued or without a batch slot) or running (a sequence in a batch)',
+      labelNames: ['state'],
+      registers: [registry],
+      async collect() {
+        const load = (await status())?.load;
+        this.set({ state: 'waiting' }, load?.waitingRequests ?? 0);
+        this.set({ state: 'running' }, load?.runningRequests ?? 0);
+      },
+    });
+    new client.Gauge({
+      name: 'dllm_sequences',
+      help: 'Sequences (one per choice) held, waiting for a batch slot or running',
+      labelNames: ['state'],
+      registers: [registry],
+      async collect() {
+        const load = (await status())?.load;
+        this.set({ state: 'waiting' }, load?.waitingSequences ?? 0);
+        this.set({ state: 'running' }, load?.runningSequences ?? 0);
       },
     });
     new client.Gauge({
       name: 'dllm_workers',
       help: 'Workers seen',
       registers: [registry],
-      collect() {
-        this.set(last?.workers ?? 0);
+      async collect() {
+        this.set((await status())?.workers ?? 0);
       },
     });
     // Key/value caches (format-2 model folders) and device traffic (GPU providers), summed over workers in Redis

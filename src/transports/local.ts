@@ -1,7 +1,7 @@
 // In-process transport: the engine runs in this process; a bounded admission counter gives the queue limit.
 
 import { EngineError, type EngineClient, type EngineEvent, type GenerateRequest, type EngineHealth } from '../engine/types.js';
-import { countProviders, type Transport, type TransportStatus } from './transport.js';
+import { countProviders, engineLoad, NO_LOAD, type Transport, type TransportStatus } from './transport.js';
 
 export class LocalTransport implements Transport {
   readonly kind = 'local' as const;
@@ -42,13 +42,13 @@ export class LocalTransport implements Transport {
         ready: h.ok && !this.closed,
         reason: h.ok ? (this.closed ? 'shutting down' : undefined) : 'engine not healthy',
         workers: 1,
-        activeSequences: h.activeSequences,
-        queued: Math.max(0, this.inFlight - h.activeSequences),
+        // Every admitted request is in the engine: generate() hands it over at once.
+        load: engineLoad([h]),
         maxBatchSize: this.maxBatchSize,
         providers: countProviders([h]),
       };
     } catch {
-      return { ready: false, reason: 'engine health check failed', workers: 0, activeSequences: 0, queued: 0, maxBatchSize: this.maxBatchSize, providers: {} };
+      return { ready: false, reason: 'engine health check failed', workers: 0, load: NO_LOAD, maxBatchSize: this.maxBatchSize, providers: {} };
     }
   }
 

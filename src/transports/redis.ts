@@ -17,7 +17,7 @@ import {
   type GenerateRequest,
 } from '../engine/types.js';
 import { keys, WORKER_STALE_MS, type WireEvent } from './keys.js';
-import { countProviders, type Transport, type TransportStatus } from './transport.js';
+import { countProviders, engineLoad, NO_LOAD, type Load, type Transport, type TransportStatus } from './transport.js';
 
 export interface RedisTransportOptions {
   redisUrl: string;
@@ -192,15 +192,32 @@ export class RedisTransport implements Transport {
     return hs.filter((h): h is string => h !== null).map((h) => JSON.parse(h) as EngineHealth);
   }
 
+  /**
+   * The load of the whole deployment: what the workers' engines hold (their last heartbeats) plus the jobs waiting in
+   * the queue for a worker, each a request of `n` sequences.
+   */
+  private async load(ws: readonly EngineHealth[]): Promise<Load> {
+    const inEngines = engineLoad(ws);
+    const queued = await this.queue.getWaiting(0, -1);
+    return {
+      ...inEngines,
+      waitingRequests: inEngines.waitingRequests + queued.length,
+      waitingSequences: inEngines.waitingSequences + queued.reduce((a, job) => a + (job?.data?.n ?? 1), 0),
+    };
+  }
+
   async health(): Promise<EngineHealth> {
     const ws = await this.workers();
+    const load = await this.load(ws);
     return {
       ok: ws.length > 0,
       model: this.opts.modelName,
       provider: ws[0]?.provider ?? 'none',
       precision: ws[0]?.precision ?? 'fp32',
-      activeSequences: ws.reduce((a, w) => a + w.activeSequences, 0),
-      waitingSequences: await this.queue.getWaitingCount(),
+      activeSequences: load.runningSequences,
+      waitingSequences: load.waitingSequences,
+      runningRequests: load.runningRequests,
+      waitingRequests: load.waitingRequests,
       maxBatchSize: ws.reduce((a, w) => a + w.maxBatchSize, 0),
       ...sumKvCache(ws),
       ...sumDevice(ws),
@@ -211,15 +228,13 @@ export class RedisTransport implements Transport {
     try {
       await this.conn.ping();
     } catch {
-      return { ready: false, reason: 'Redis unreachable', workers: 0, activeSequences: 0, queued: 0, maxBatchSize: 0, providers: {} };
+      return { ready: false, reason: 'Redis unreachable', workers: 0, load: NO_LOAD, maxBatchSize: 0, providers: {} };
     }
     try {
       const ws = await this.workers();
-      const queued = await this.queue.getWaitingCount();
       const base = {
         workers: ws.length,
-        activeSequences: ws.reduce((a, w) => a + w.activeSequences, 0),
-        queued,
+        load: await this.load(ws),
         maxBatchSize: ws.reduce((a, w) => a + w.maxBatchSize, 0),
         providers: countProviders(ws),
       };
@@ -227,7 +242,7 @@ export class RedisTransport implements Transport {
       if (ws.length === 0) return { ready: false, reason: 'no worker present', ...base };
       return { ready: true, ...base };
     } catch {
-      return { ready: false, reason: 'Redis error', workers: 0, activeSequences: 0, queued: 0, maxBatchSize: 0, providers: {} };
+      return { ready: false, reason: 'Redis error', workers: 0, load: NO_LOAD, maxBatchSize: 0, providers: {} };
     }
   }
 

@@ -40,7 +40,7 @@ describe('one batch slot, one queue place', () => {
     const running = readSse(`${s.url}/v1/completions`, { ...LONG, prompt: [LONG.prompt, LONG.prompt], n: 16, stream: true }, { signal: held.signal }).catch(() => null);
     await waitFor('two requests in flight', async () => {
       const st = await s.transport!.status();
-      return st.activeSequences + st.queued >= 2;
+      return st.load.runningRequests + st.load.waitingRequests >= 2;
     });
     const res = await request(s.server!.server).post('/v1/completions').send(SHORT);
     assert.equal(res.status, 429);
@@ -52,7 +52,7 @@ describe('one batch slot, one queue place', () => {
     assert.equal(chat.data.length, 0);
     held.abort();
     await running;
-    await waitFor('slots free', async () => (await s.transport!.status()).activeSequences === 0);
+    await waitFor('slots free', async () => (await s.transport!.status()).load.runningSequences === 0);
     const ok = await request(s.server!.server).post('/v1/completions').send(SHORT);
     assert.equal(ok.status, 200);
   });

@@ -8,7 +8,7 @@ import type { Transport } from '../../src/transports/transport.js';
 import { sumKvCache, type EngineHealth } from '../../src/engine/types.js';
 
 const health = (bytes: number, hits: number): EngineHealth => ({
-  ok: true, model: 'm', provider: 'cpu', precision: 'fp32', activeSequences: 1, waitingSequences: 0, maxBatchSize: 4,
+  ok: true, model: 'm', provider: 'cpu', precision: 'fp32', activeSequences: 1, waitingSequences: 0, runningRequests: 1, waitingRequests: 0, maxBatchSize: 4,
   kvCache: { defaultMode: 'dual', bytes, reservedBytes: 2 * bytes, maxBytes: 1000, hits, refreshes: 3 },
 });
 
@@ -22,7 +22,7 @@ test('GET /metrics: dllm_kv_cache_bytes, reserved, max, hits, refreshes', async 
   let current = health(4096, 7);
   const transport = {
     health: async () => current,
-    status: async () => ({ ready: true, workers: 1, activeSequences: 1, queued: 0, maxBatchSize: 4, providers: {} }),
+    status: async () => ({ ready: true, workers: 1, load: { waitingRequests: 0, runningRequests: 1, waitingSequences: 0, runningSequences: 1 }, maxBatchSize: 4, providers: {} }),
   } as unknown as Transport;
   const app = Fastify();
   await app.register(metricsPlugin, { transport });

@@ -8,7 +8,7 @@ import { loadConfig } from '../../src/config.js';
 import { loadModelFolder } from '../../src/engine/model_folder.js';
 import type { EngineEvent, EngineHealth, FinishEvent, GenerateRequest, StepEvent } from '../../src/engine/types.js';
 import { servingModel } from '../../src/serving/model.js';
-import type { Transport } from '../../src/transports/transport.js';
+import { NO_LOAD, type Transport } from '../../src/transports/transport.js';
 import { MODEL_DIR } from './procs.js';
 
 /** The events (or the error) a request gets: a function of the request, so that tests can check what was sent. */
@@ -35,11 +35,11 @@ export class SyntheticEngine implements Transport {
   }
 
   async health(): Promise<EngineHealth> {
-    return { ok: true, model: 'tiny-llada', provider: 'cpu', precision: 'fp32', activeSequences: 0, waitingSequences: 0, maxBatchSize: 16 };
+    return { ok: true, model: 'tiny-llada', provider: 'cpu', precision: 'fp32', activeSequences: 0, waitingSequences: 0, runningRequests: 0, waitingRequests: 0, maxBatchSize: 16 };
   }
 
   async status() {
-    return { ready: true, workers: 1, activeSequences: 0, queued: 0, maxBatchSize: 16, providers: { 'cpu/fp32': 1 } };
+    return { ready: true, workers: 1, load: NO_LOAD, maxBatchSize: 16, providers: { 'cpu/fp32': 1 } };
   }
 
   async close(): Promise<void> {}

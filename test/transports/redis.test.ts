@@ -7,6 +7,7 @@ import { Queue } from 'bullmq';
 import { openaiSuite, MODEL } from '../helpers/suite.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startRole, urlOf, type RoleProcess } from '../helpers/procs.js';
+import { reportedLoad } from './load.js';
 import { readSse } from '../helpers/sse.js';
 import { waitFor } from '../helpers/net.js';
 import { findLongRequest } from '../helpers/long.js';
@@ -147,6 +148,30 @@ describe('Redis mode: cancellation, queue bound, worker crash', () => {
     assert.ok(engineStepsSinceCancel <= 2, `${engineStepsSinceCancel} engine steps after the cancel arrived`);
     await waitFor('no keys of the request left', async () => (await keysOf(id)).length === 0, 5_000);
     await waitFor('worker idle', async () => ((await (await fetch(`${apiUrl}/ready`)).json()) as any).active_sequences === 0, 5_000);
+  });
+
+  test('with N requests queued, /ready and /metrics report N waiting requests, and their sequences apart', async () => {
+    // The queue paused (as an operator would): three requests of two choices each wait in it for a worker.
+    const queue = new Queue('main', { connection: { url: redis.url } });
+    await queue.pause();
+    try {
+      const waiting = [1, 2, 3].map(() =>
+        fetch(`${apiUrl}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...SHORT, n: 2 }) }),
+      );
+      const seen = await waitFor('three requests queued', async () => {
+        const load = await reportedLoad(apiUrl);
+        // /metrics reads a status at most 250 ms old: wait until both have seen the three.
+        return load.ready.waitingRequests === 3 && load.metrics.waitingRequests === 3 ? load : null;
+      }, 20_000);
+      const want = { waitingRequests: 3, runningRequests: 0, waitingSequences: 6, runningSequences: 0 };
+      assert.deepEqual(seen.ready, want);
+      assert.deepEqual(seen.metrics, { ...want, queueDepth: 3, batchSize: 0 });
+      await queue.resume();
+      for (const res of await Promise.all(waiting)) assert.equal(res.status, 200);
+    } finally {
+      await queue.resume();
+      await queue.close();
+    }
   });
 
   test('a full queue answers 429 with Retry-After', async () => {
