@@ -303,7 +303,7 @@ def quality_section(q: dict) -> list[str]:
         f"prompts. Words are checked against Debian `{q['dictionary_source']['package'].split(':')[-1]}` "
         f"{q['dictionary_source']['version']} ({q['dictionary_source']['entries']:,} entries).",
         "",
-        "| criterion (issue 10) | measured | target | met |",
+        "| criterion (the default model's bar) | measured | target | met |",
         "| --- | ---: | ---: | --- |",
     ]
     for c in q["criteria"]:
@@ -365,7 +365,7 @@ def limitations(run: dict, q: dict) -> list[str]:
             "training split, so its loss measures fit to this corpus, not to English at large. It is the server's "
             "embedded default and the test suite's model, not a model to build products on.")
     if failed:
-        text += (" Criteria of issue 10 (the default model's bar) not met by this folder: " + "; ".join(failed) + ".")
+        text += (" Criteria of the default model's bar not met by this folder: " + "; ".join(failed) + ".")
     if unmeasured:
         text += " Not measured: " + "; ".join(unmeasured) + "."
     return ["## Limitations", "", text, ""]
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
         v = q["validation"]
         target = next(t for k, _, t in quality.TARGETS if k == "valid_improvement")
         references = [(v["old"]["mean"], f"previous model, validation mean ({v['windows']} windows, dllm.quality)"),
-                      (v["old"]["mean"] - target, f"previous model - {target:g} nat (issue 10)")]
+                      (v["old"]["mean"] - target, f"previous model - {target:g} nat (the bar)")]
     plot_loss(run, os.path.join(args.model, "loss_curve.png"), f"{spec['name']}: {args.title}",
               references)
     if sweep:

@@ -1,7 +1,7 @@
 // Redis key names shared by the API side (RedisTransport) and the worker side (QueueWorker), and the wire format
 // of the per-request event stream.
 
-import type { EngineErrorCode, EngineEvent, EngineHealth } from '../engine/types.js';
+import type { EngineErrorCode, EngineEvent } from '../engine/types.js';
 
 export function keys(queueName: string) {
   const p = `dllm:${queueName}`;
@@ -24,11 +24,6 @@ export type WireEvent =
   | EngineEvent
   | { type: 'attempt'; worker: string }
   | { type: 'error'; code: EngineErrorCode; message: string; param: string | null };
-
-export interface WorkerBeat {
-  id: string;
-  health: EngineHealth;
-}
 
 export const HEARTBEAT_MS = 500;
 export const WORKER_STALE_MS = 3000;

@@ -29,7 +29,7 @@ PROMPTS = [
 # float32 arithmetic; cases with one are marked near_tie and the node test does not require them to match.
 NEAR_TIE = 1e-6
 
-# (name, prompt index, params, n, infill suffix text or None). Covers the grid: block length 8 / 32 / whole
+# (name, prompt index, params, n, infill suffix text or None). Covers the grid of settings: block length 8 / 32 / whole
 # span, steps = length and length / 2, low_confidence, random with a seed, threshold 0.9, guidance; and margin,
 # entropy, factor, temperature with top_k / top_p, n = 2, infill.
 GOLDEN_CASES = [
