@@ -20,6 +20,7 @@ import json
 import os
 import resource
 import shutil
+import sys
 import time
 
 import numpy as np
@@ -130,7 +131,26 @@ def load_config(folder: str) -> tuple[dict, ModelConfig]:
         raise CheckpointError(str(e)) from e
 
 
-def convert(checkpoint: str, out: str, name: str, k: int = 64, fp16: bool = False, log=print) -> dict:
+class Progress:
+    """Where the writing of the weights is (tensor i of n, bytes written, elapsed): on a terminal one line rewritten in
+    place, in a log a line every few seconds and at the end of each weights file."""
+
+    def __init__(self, stream=sys.stderr, every_s: float = 5.0):
+        self.stream, self.every_s = stream, every_s
+        self.started = self.printed = time.perf_counter()
+
+    def __call__(self, precision: str, i: int, n: int, written: int) -> None:
+        now = time.perf_counter()
+        line = f"  writing {precision}: tensor {i} of {n}, {written / 2**30:.2f} GiB, {now - self.started:.0f} s"
+        if self.stream.isatty():
+            self.stream.write("\r" + line + ("\n" if i == n else ""))
+        elif i == n or now - self.printed >= self.every_s:
+            self.stream.write(line + "\n")
+            self.printed = now
+        self.stream.flush()
+
+
+def convert(checkpoint: str, out: str, name: str, k: int = 64, fp16: bool = False, log=print, progress=None) -> dict:
     started = time.perf_counter()
     hf_config, config = load_config(checkpoint)
     tokenizer = read_json(checkpoint, "tokenizer.json")
@@ -169,7 +189,7 @@ def convert(checkpoint: str, out: str, name: str, k: int = 64, fp16: bool = Fals
     shutil.copyfile(os.path.join(checkpoint, "tokenizer.json"), os.path.join(out, "tokenizer.json"))
     try:
         meta = write_folder(config, weights, out, os.path.join(out, "tokenizer.json"), k, name, fp16,
-                            chat_template=template, eos_token_ids=eos_ids,
+                            progress=progress or Progress(), chat_template=template, eos_token_ids=eos_ids,
                             pad_token_id=pad if pad is not None else eos_ids[0], bos_token_id=bos, mask_token_id=mask)
     except ValueError as e:  # e.g. a weight beyond float16's range
         raise CheckpointError(str(e)) from e
@@ -178,7 +198,7 @@ def convert(checkpoint: str, out: str, name: str, k: int = 64, fp16: bool = Fals
     log(f"wrote {out}")
     for precision in ("fp32", "fp16"):
         if meta["onnx"][precision]:
-            names = [meta["onnx"][precision], meta["cached"][precision], meta["weights"][precision]]
+            names = [meta[key][precision] for key in ("onnx", "cached", "device", "weights")]
             sizes = ", ".join(f"{n} {os.path.getsize(os.path.join(out, n)) / 2**20:,.1f} MiB" for n in names)
             what = "float32" if precision == "fp32" else \
                 "float16 products and weights, float32 RoPE, norm statistics, softmax and head"

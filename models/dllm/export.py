@@ -405,13 +405,15 @@ class ModuleWeights:
         return self.state[name][:, start:stop]
 
 
-def write_weights(protos: list[onnx.ModelProto], source, data_path: str) -> int:
+def write_weights(protos: list[onnx.ModelProto], source, data_path: str, progress=None) -> int:
     """Fills the bound initializers of `protos` (bind_weights; float32 or float16 after fp16_proto) from `source`
     (ModuleWeights or convert.CheckpointWeights: shape, rows, columns) into one external data file, each distinct
     (name, type) once and 64-byte aligned, block by block: memory holds one block, never a tensor. Returns the
-    file's size."""
+    file's size. progress(i, n, bytes written) is called after each of the n tensors written."""
     location = os.path.basename(data_path)
     placed: dict[tuple[str, int], tuple[int, int]] = {}
+    count = len({(t.name, t.data_type) for p in protos for t in p.graph.initializer
+                 if t.data_location == onnx.TensorProto.EXTERNAL})
     with open(data_path, "wb") as f:
         for proto in protos:
             for tensor in proto.graph.initializer:
@@ -423,6 +425,8 @@ def write_weights(protos: list[onnx.ModelProto], source, data_path: str) -> int:
                     start = f.tell()
                     _stream(tensor, source, f)
                     placed[key] = (start, f.tell() - start)
+                    if progress is not None:
+                        progress(len(placed), count, f.tell())
                 offset, length = placed[key]
                 del tensor.external_data[:]
                 for field, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
@@ -600,11 +604,12 @@ def dllm_json(config: ModelConfig, k: int, name: str, fp16: bool, chat_template:
 
 
 def write_folder(config: ModelConfig, source, out: str, tokenizer_path: str, k: int, name: str, fp16: bool = False,
-                 **spec) -> dict:
+                 progress=None, **spec) -> dict:
     """dllm.json, tokenizer.json, and the graphs: model.onnx (full), model.kv.onnx (cached) and model.device.onnx
     (device) reading one weights file, weights.data; with fp16, the same three as *.fp16.onnx reading
     weights.fp16.data. The graphs
-    are traced from `config` alone and the weights streamed from `source` (ModuleWeights, convert.CheckpointWeights)."""
+    are traced from `config` alone and the weights streamed from `source` (ModuleWeights, convert.CheckpointWeights);
+    progress(precision, i, n, bytes written) follows the writing of each weights file."""
     os.makedirs(out, exist_ok=True)
     meta = dllm_json(config, k, name, fp16, **spec)
     if os.path.abspath(tokenizer_path) != os.path.abspath(os.path.join(out, "tokenizer.json")):
@@ -618,7 +623,8 @@ def write_folder(config: ModelConfig, source, out: str, tokenizer_path: str, k: 
     if fp16:
         variants.append(("fp16", {key: fp16_proto(onnx.ModelProto.FromString(g.SerializeToString())) for key, g in graphs.items()}))
     for precision, protos in variants:
-        write_weights(list(protos.values()), source, os.path.join(out, WEIGHTS_FILE[precision]))
+        write_weights(list(protos.values()), source, os.path.join(out, WEIGHTS_FILE[precision]),
+                      None if progress is None else lambda i, n, written, p=precision: progress(p, i, n, written))
         for key, proto in protos.items():
             save_graph(proto, os.path.join(out, meta[key][precision]), onnx_meta)
     with open(os.path.join(out, "dllm.json"), "w") as f:

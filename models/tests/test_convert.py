@@ -246,3 +246,20 @@ def test_greedy_generation_equals_pytorch(tmp_path):
 
     prompt = [6, 300, 17, 44]
     assert greedy(onnx_step, prompt, 6) == greedy(torch_step, prompt, 6)
+
+
+def test_conversion_shows_its_progress(tmp_path):
+    # In a log (not a terminal): a line every few seconds and one at the end of each weights file, tensor i of n.
+    import io
+
+    from dllm.convert import Progress
+
+    synthetic_checkpoint(tmp_path / "hf")
+    log = io.StringIO()
+    convert(str(tmp_path / "hf"), str(tmp_path / "out"), "x", fp16=True, log=lambda *_: None,
+            progress=Progress(log, every_s=3600))
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2, lines  # nothing in between within the hour: only each file's last tensor
+    for line, precision in zip(lines, ("fp32", "fp16")):
+        i, n = map(int, line.split("tensor ")[1].split(",")[0].split(" of "))
+        assert line.startswith(f"  writing {precision}: ") and i == n > 5 and line.endswith(" s")
