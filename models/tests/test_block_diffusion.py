@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import TINY, run_ort
-from dllm.export import OUTPUT_NAMES, write_model_folder
+from dllm.export import write_model_folder
+from dllm.graph import OUTPUT_NAMES
 from dllm.model import PADDING_KEY_BIAS, LLaDA, ModelConfig
 from dllm.reference import Params, ReferenceSampler, block_starts, result
 from dllm.train import block_causal_training_bias, noisy_hidden_states

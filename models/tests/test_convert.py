@@ -11,7 +11,7 @@ import torch
 from conftest import TINY, run_ort
 from dllm import safetensors
 from dllm.convert import CheckpointError, convert
-from dllm.export import CACHED_INPUT_NAMES, INPUT_NAMES, CachedSamplingGraph, SamplingGraph
+from dllm.graph import CACHED_INPUT_NAMES, INPUT_NAMES, CachedSamplingGraph, SamplingGraph
 from dllm.model import LLaDA, config_from_hf
 
 HF_CONFIG = {

@@ -1,4 +1,4 @@
-"""The device graph (export.DeviceSamplingGraph, docs/models.md): the cached graph in the form a GPU keeps its cache
+"""The device graph (graph.DeviceSamplingGraph, docs/models.md): the cached graph in the form a GPU keeps its cache
 in. Its head works in float32 and leaves the float64 finish to the server (src/engine/device_head.ts, mirrored by
 `finish` below); its cache input and output are rows of kept blocks; and under WebGPU every node but the shape
 computations runs on the GPU (the test runs on Mesa's lavapipe where there is no GPU: scripts/test.sh installs it)."""
@@ -73,7 +73,7 @@ def test_head_matches_the_float64_head(folder):
 
 def test_head_handles_ties_at_the_top():
     # Two tokens sharing the best logit: both count in the normaliser (top_count 2), as the float64 head counts them.
-    from dllm.export import device_head, guided_head
+    from dllm.graph import device_head, guided_head
 
     logits = torch.randn(2, 3, 50, generator=torch.Generator().manual_seed(1))
     logits[0, 1, 7] = logits[0, 1, 9] = logits[0, 1].max() + 1

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from conftest import TINY, run_ort
-from dllm.export import (CACHED_INPUT_NAMES, CACHED_OUTPUT_NAMES, INPUT_NAMES, OUTPUT_NAMES, CachedSamplingGraph,
-                         SamplingGraph, guided_head, write_model_folder)
+from dllm.export import write_model_folder
+from dllm.graph import (CACHED_INPUT_NAMES, CACHED_OUTPUT_NAMES, INPUT_NAMES, OUTPUT_NAMES, CachedSamplingGraph,
+                        SamplingGraph, guided_head)
 from dllm.model import LLaDA, ModelConfig
 
 

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from dllm import card, data, export, quality, train
+from dllm import card, data, export, graph, quality, train
 from dllm.model import LLaDA, ModelConfig, load_checkpoint
 from dllm.reference import Params, ReferenceSampler, result
 
@@ -62,7 +62,7 @@ def test_commit_rate():
 def random_sampler():
     torch.manual_seed(0)
     model = LLaDA(ModelConfig(d_model=32, n_heads=2, n_layers=1, mlp_hidden_size=64, max_sequence_length=64))
-    return ReferenceSampler(model, export.dllm_json(model.config, 8, "random", False))
+    return ReferenceSampler(model, graph.dllm_json(model.config, 8, "random", False))
 
 
 @pytest.mark.parametrize("params, per_step", [

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from dllm import reference as ref
-from dllm.export import export_onnx, guided_head
+from dllm.export import export_onnx
+from dllm.graph import guided_head
 from dllm.model import LLaDA, ModelConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -209,7 +210,7 @@ def test_weights_recovered_from_a_folder_exported_before_issue_13():
     """The committed tiny model's graph names weights by exporter counters (constant folding); they are recovered by
     re-exporting as it was exported, and the recovered module reproduces the graph."""
     from conftest import TINY, run_ort
-    from dllm.export import INPUT_NAMES, SamplingGraph
+    from dllm.graph import INPUT_NAMES, SamplingGraph
 
     with open(os.path.join(TINY, "dllm.json")) as f:
         spec = json.load(f)

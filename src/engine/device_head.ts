@@ -1,5 +1,5 @@
 // The device graph's head (docs/models.md): WebGPU has no float64, so the graph returns the float32 sums that the
-// normaliser and the entropy are made of, and they are finished here in float64 (models/dllm/export.py device_head).
+// normaliser and the entropy are made of, and they are finished here in float64 (models/dllm/graph.py device_head).
 
 /**
  * Per (row, position) with m the best logit and d = l - m: logsumexp = m + log S and entropy = log S - W / S, where

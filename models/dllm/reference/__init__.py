@@ -7,7 +7,7 @@ of prompt + masks (+ an infill suffix), blocks decoded left to right, the linear
 in float64, low_confidence / random remasking, classifier-free guidance; Dream's (HKUNLP/Dream) margin and entropy
 confidences; Fast-dLLM's (NVlabs/Fast-dLLM) threshold and factor parallel decoding; end-of-text early stop.
 
-The model step is SamplingGraph from export.py, i.e. exactly the computation of the exported ONNX graph.
+The model step is SamplingGraph from graph.py, i.e. exactly the computation of the exported ONNX graph.
 
 Modules: sampler (the RNG, the per-position choice, the commit rules and one choice's canvas), batching (the batched
 generation loop, ReferenceSampler, result), golden (the golden cases and golden()), weights (the model recovered from

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from ..export import CachedSamplingGraph, SamplingGraph
+from ..graph import CachedSamplingGraph, SamplingGraph
 from ..model import LLaDA
 from .sampler import Head, Params, Sequence
 
@@ -131,7 +131,7 @@ class ReferenceSampler:
         self.model_ms = 0.0
 
     def run_cached(self, feeds) -> tuple[Head, torch.Tensor]:
-        """The cached graph (export.CachedSamplingGraph); feeds with past_kv None run with nothing cached."""
+        """The cached graph (graph.CachedSamplingGraph); feeds with past_kv None run with nothing cached."""
         input_ids, position_ids, attention_mask, past_kv, *rest = feeds
         if past_kv is None:
             c = self.cached_graph.model.config

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import torch
 
-from ..export import INPUT_NAMES, OPSET, OUTPUT_NAMES, TRANSPOSED, SamplingGraph, example_inputs
+from ..graph import INPUT_NAMES, OPSET, OUTPUT_NAMES, TRANSPOSED, SamplingGraph, example_inputs
 from ..model import LLaDA, ModelConfig, load_checkpoint
 from .batching import ReferenceSampler
 
