@@ -4,7 +4,8 @@
 import { pathToFileURL } from 'node:url';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
-import app, { logSerializers, openapiDocument, serverOptions } from './app.js';
+import app, { openapiDocument } from './app.js';
+import { logSerializers, serverOptions } from './server.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { openEngine, type DiffusionEngine } from './engine/engine.js';
 import { loadModelFolder, type ModelFolder } from './engine/model_folder.js';

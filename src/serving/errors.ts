@@ -1,5 +1,6 @@
 // Errors are values with the OpenAI shape: {error: {message, type, param, code}} plus an HTTP status.
 
+import type { FastifyError } from 'fastify';
 import { EngineError } from '../engine/types.js';
 
 /**
@@ -67,6 +68,13 @@ export class ApiError extends Error {
   static notReady(reason: string): ApiError {
     return new ApiError(503, `Service not ready: ${reason}`, 'service_unavailable', 'not_ready', null, 1);
   }
+  static headersTooLarge(): ApiError {
+    return new ApiError(431, 'Request headers too large', 'invalid_request_error', 'headers_too_large');
+  }
+  /** 499, nginx's "client closed request": the client went away, or the request was cancelled. Never sent. */
+  static cancelled(): ApiError {
+    return new ApiError(499, 'Client closed the request', 'cancelled', 'cancelled');
+  }
   static requestTimeout(ms: number): ApiError {
     return new ApiError(408, `The request was not received within ${ms} ms`, 'invalid_request_error', 'request_timeout');
   }
@@ -96,10 +104,46 @@ export function fromEngineError(e: unknown): ApiError {
       case 'unavailable':
         return ApiError.notReady(err.message);
       case 'cancelled':
-        return new ApiError(499, 'Request cancelled', 'cancelled', 'cancelled');
+        return ApiError.cancelled();
       default:
         return ApiError.internal(e);
     }
   }
   return ApiError.internal(e);
+}
+
+/** The field an error is about, as a dotted path; object keys are the client's, so the path is bounded. */
+function fieldOf(instancePath: string, extra?: string): string | null {
+  const parts = instancePath.split('/').filter(Boolean);
+  if (extra) parts.push(extra);
+  return parts.length ? clip(parts.join('.'), 128) : null;
+}
+
+/** Any error a route, hook or Fastify raises, as the OpenAI error object (5xx details stay in the log). */
+export function fromFrameworkError(err: FastifyError): ApiError {
+  if (err instanceof ApiError) return err;
+  if (err.validation && err.validation.length > 0) {
+    const v = err.validation[0];
+    const extra = (v.params as { additionalProperty?: string }).additionalProperty;
+    if (extra !== undefined) {
+      return new ApiError(400, `Unrecognized request argument supplied: ${fieldOf(v.instancePath, extra)}`, 'invalid_request_error', 'unknown_parameter', fieldOf(v.instancePath, extra));
+    }
+    const field = fieldOf(v.instancePath);
+    return ApiError.invalid(`Invalid request: ${field ?? err.validationContext ?? 'body'} ${v.message ?? 'is invalid'}`, field, 'invalid_value');
+  }
+  if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return ApiError.bodyTooLarge();
+  const status = err.statusCode ?? 500;
+  if (status >= 400 && status < 500) {
+    const code = err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'unsupported_media_type' : 'invalid_request';
+    // Framework messages may quote the client's input (a content type, a URL component): bounded.
+    return new ApiError(status, clip(err.message, 256), 'invalid_request_error', code);
+  }
+  return ApiError.internal();
+}
+
+/** Errors of Node's HTTP parser, before any route (server.ts): 408, 431 or 400. */
+export function fromClientError(code: string | undefined, requestTimeoutMs: number): ApiError {
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return ApiError.requestTimeout(requestTimeoutMs);
+  if (code === 'HPE_HEADER_OVERFLOW') return ApiError.headersTooLarge();
+  return ApiError.invalid('Malformed HTTP request', null, 'bad_request');
 }

@@ -87,6 +87,6 @@ export class Run {
   private stopError(): ApiError {
     if (this.stopReason === 'timeout') return ApiError.timeout(this.timeoutMs);
     if (this.stopReason === 'shutdown') return ApiError.notReady('the server is shutting down');
-    return new ApiError(499, 'Client closed the request', 'cancelled', 'cancelled');
+    return ApiError.cancelled();
   }
 }

@@ -46,7 +46,7 @@ export { BD3_MODEL_DIR, MODEL_DIR };
 
 /** One model folder against its fixture on one provider: every case alone, then every exact case of a cache mode in
  * one batch. */
-export function goldenSuite(modelDir: string, fixture: string, provider: Provider = 'cpu', options: { alonePerMode?: number } = {}): void {
+export function goldenSuite(modelDir: string, fixture: string, provider: Provider = 'cpu', options: { alonePerMode?: number; batchedPerMode?: number } = {}): void {
   const golden = JSON.parse(readFileSync(fixture, 'utf8')) as { model: string; onnx_sha256: string; cases: GoldenCase[] };
   const spec = JSON.parse(readFileSync(path.join(modelDir, 'dllm.json'), 'utf8')) as { format: string; weights?: { fp32: string } };
   const skipModel = existsSync(path.join(modelDir, 'model.onnx')) ? false : `no model at ${modelDir}`;
@@ -79,7 +79,8 @@ export function goldenSuite(modelDir: string, fixture: string, provider: Provide
     const generateCase = (c: GoldenCase, id: string) =>
       collect(engine.generate(request(id, c.prompt_token_ids, { ...c.params, cache: cacheOf(c) }, { n: c.n, suffixTokenIds: c.suffix_token_ids, includeCanvas: true })));
 
-    // alonePerMode: only the first cases of each cache mode alone (a slow provider); every case still runs batched.
+    // On a slow provider: alonePerMode, the first cases of each cache mode alone; batchedPerMode, the first exact ones
+    // of each mode in its batch.
     const alone = golden.cases.filter((c, i) => {
       const earlier = golden.cases.slice(0, i).filter((e) => cacheOf(e) === cacheOf(c)).length;
       return options.alonePerMode === undefined || earlier < options.alonePerMode;
@@ -97,7 +98,7 @@ export function goldenSuite(modelDir: string, fixture: string, provider: Provide
     // Batched: every exact case of a mode at once (continuous batching puts them in the same graph runs, left-padded,
     // full passes and cached steps side by side); each must still give the reference's tokens.
     for (const mode of ['none', 'prefix', 'dual'] as const) {
-      const cases = golden.cases.filter((c) => cacheOf(c) === mode && !c.near_tie);
+      const cases = golden.cases.filter((c) => cacheOf(c) === mode && !c.near_tie).slice(0, options.batchedPerMode);
       if (cases.length === 0) continue;
       const skip = skipModel || (mode !== 'none' && noCachedGraph) || (cases.length < 2 ? 'fewer than two cases' : false);
       test(`golden, batched: all ${cases.length} ${mode} cases at once`, { skip }, async () => {

@@ -3,7 +3,8 @@
 // Everything else is real: the app plugin, the schemas, the tiny model folder's tokenizer and limits.
 
 import Fastify, { type FastifyInstance } from 'fastify';
-import app, { serverOptions } from '../../src/app.js';
+import app from '../../src/app.js';
+import { serverOptions } from '../../src/server.js';
 import { loadConfig } from '../../src/config.js';
 import { loadModelFolder } from '../../src/engine/model_folder.js';
 import type { EngineEvent, EngineHealth, FinishEvent, GenerateRequest, StepEvent } from '../../src/engine/types.js';
