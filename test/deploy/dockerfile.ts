@@ -3,8 +3,9 @@
 
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { ROOT } from '../helpers/paths.js';
 
-export const ROOT = path.resolve(import.meta.dirname, '../..');
+export { ROOT };
 
 export interface Instruction {
   keyword: string;

@@ -2,12 +2,12 @@
 
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { openEngine, type DiffusionEngine, type OpenEngineOptions } from '../../src/engine/engine.js';
 import type { ModelFolder } from '../../src/engine/model_folder.js';
 import type { EngineEvent, FinishEvent, GenerateRequest } from '../../src/engine/types.js';
+import { ROOT } from '../helpers/paths.js';
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export { ROOT };
 export const MODEL_DIR = process.env.DLLM_TEST_MODEL ?? path.join(ROOT, 'models', 'tiny-llada');
 export const HAVE_MODEL = existsSync(path.join(MODEL_DIR, 'model.onnx'));
 export const SKIP_NO_MODEL = HAVE_MODEL ? false : `no model at ${MODEL_DIR}`;

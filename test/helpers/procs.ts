@@ -3,8 +3,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import path from 'node:path';
+import { ROOT } from './paths.js';
 
-export const ROOT = path.resolve(import.meta.dirname, '../..');
+export { ROOT };
 export const MODEL_DIR = path.join(ROOT, 'models/tiny-llada');
 
 export interface RoleProcess {
