@@ -143,8 +143,12 @@ describe('large requests while a stream runs', () => {
     return { results, maxGapMs, baseGapMs, maxHealthMs, baseHealthMs, turnCpuMs, streamOutlivedBurst: outlived };
   }
 
-  /** The wall-clock measure applies when the machine alone keeps both waits under the bound. */
-  const resolves = (b: Burst) => b.baseGapMs < MAX_DELAY_MS / 2 && b.baseHealthMs < MAX_DELAY_MS / 2;
+  /**
+   * The wall-clock measure applies when the machine is quiet: without the burst, both waits stay under a quarter of the
+   * bound. On a busy machine (CI beside another job: baseline gaps of 40 ms and more) the scheduler's delays add tens
+   * of ms that are not the server's; the event loop's CPU per turn, which they do not touch, is checked either way.
+   */
+  const resolves = (b: Burst) => b.baseGapMs < MAX_DELAY_MS / 4 && b.baseHealthMs < MAX_DELAY_MS / 4;
   const ok = (b: Burst) => b.turnCpuMs < MAX_DELAY_MS && (!resolves(b) || added(b) < MAX_DELAY_MS);
 
   /** Up to three bursts, until one holds nothing up; every one is checked by `check`. */
