@@ -20,7 +20,6 @@ import type { Sequence } from './sequence.js';
 /** A present_kv kept on the device: [layers, 2, rows, kvHeads, slots, headDim]. */
 export interface DeviceBlock {
   readonly id: number;
-  readonly rows: number;
   readonly slots: number;
   readonly bytes: number;
   /** Row caches that read it; freed at 0. */

@@ -13,6 +13,7 @@ import { Scheduler, type Schedulable } from './scheduler.js';
 import { Sequence, type Commit } from './sequence.js';
 import { passKind } from './kv_cache.js';
 import {
+  addBytes,
   EngineError,
   type CacheMode,
   type EngineClient,
@@ -253,8 +254,7 @@ export class DiffusionEngine implements EngineClient {
       const { active, retired } = this.scheduler.schedule();
       for (const choice of retired) this.store?.free(choice.sequence);
       if (active.length === 0) {
-        if (this.store === null) this.runner.release();
-        else this.store.release();
+        this.runner.release();
         this.running = false;
         return;
       }
@@ -362,10 +362,8 @@ export class DiffusionEngine implements EngineClient {
 
   private countTransfers({ transfers }: GraphRun): void {
     if (transfers === undefined) return;
-    for (const direction of ['hostToDevice', 'deviceToHost'] as const) {
-      const total = this.transfers[direction];
-      for (const [tensor, bytes] of Object.entries(transfers[direction])) total[tensor] = (total[tensor] ?? 0) + bytes;
-    }
+    addBytes(this.transfers.hostToDevice, transfers.hostToDevice);
+    addBytes(this.transfers.deviceToHost, transfers.deviceToHost);
   }
 
   /** Emits the step event of a choice, and its finish (and the request's done) when it ended. */

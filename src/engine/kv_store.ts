@@ -55,8 +55,6 @@ export interface KvStore {
   /** After every successful run, once its sequences were handled: drops what it kept that no cache took. */
   settle(feeds: GraphFeeds): void;
   free(sequence: Sequence): void;
-  /** The engine is idle. */
-  release(): void;
 }
 
 function bytesOf(caches: readonly RowCache[]): number {
@@ -128,10 +126,6 @@ export class HostKvStore extends CacheTable<RowCache> implements KvStore {
     this.bytes -= bytesOf(kv);
     this.caches.delete(sequence);
   }
-
-  release(): void {
-    this.runner.release();
-  }
 }
 
 /**
@@ -158,8 +152,12 @@ export class DeviceKvStore extends CacheTable<DeviceRowCache> implements KvStore
   cachedRuns(entries: readonly BatchEntry[], maxPaddedRatio: number): CachedRun[] {
     const cached = entries.map((e) => ({ ...e, caches: this.caches.get(e.sequence)! }));
     // One run reads one block: the sequences of each block, then grouped by length as on the host.
-    const byBlock = new Map<number, number[]>();
-    cached.forEach((e, i) => byBlock.set(e.caches[0].block.id, [...(byBlock.get(e.caches[0].block.id) ?? []), i]));
+    const byBlock = new Map<DeviceBlock, number[]>();
+    cached.forEach((e, i) => {
+      const block = e.caches[0].block;
+      byBlock.set(block, byBlock.get(block) ?? []);
+      byBlock.get(block)!.push(i);
+    });
     const runs: CachedRun[] = [];
     for (const members of byBlock.values()) {
       const lengths = members.map((i) => deviceStepLength(cached[i]));
@@ -205,8 +203,6 @@ export class DeviceKvStore extends CacheTable<DeviceRowCache> implements KvStore
     }
   }
 
-  release(): void {}
-
   /** The block a successful run kept (feeds.device.keepAs), registered on first use. */
   private keptBlock(feeds: GraphFeeds): DeviceBlock {
     const id = feeds.device?.keepAs ?? null;
@@ -214,7 +210,7 @@ export class DeviceKvStore extends CacheTable<DeviceRowCache> implements KvStore
     let block = this.blocks.get(id);
     if (block === undefined) {
       const slots = feeds.device!.pastLength + feeds.length;
-      block = { id, rows: feeds.rows, slots, bytes: blockBytes(feeds.rows, slots, this.geometry), refs: 0 };
+      block = { id, slots, bytes: blockBytes(feeds.rows, slots, this.geometry), refs: 0 };
       this.blocks.set(id, block);
       this.bytes += block.bytes;
     }

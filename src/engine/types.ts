@@ -206,17 +206,19 @@ export function sumKvCache(healths: readonly EngineHealth[]): { kvCache?: KvCach
 export function sumDevice(healths: readonly EngineHealth[]): { device?: DeviceHealth } {
   const devices = healths.filter((h) => h.device !== undefined).map((h) => h.device!);
   if (devices.length === 0) return {};
-  const add = (into: Record<string, number>, from: Record<string, number>) => {
-    for (const [tensor, bytes] of Object.entries(from)) into[tensor] = (into[tensor] ?? 0) + bytes;
-    return into;
-  };
   return {
     device: {
       tensors: devices.reduce((a, d) => a + d.tensors, 0),
-      hostToDevice: devices.reduce((a, d) => add(a, d.hostToDevice), {}),
-      deviceToHost: devices.reduce((a, d) => add(a, d.deviceToHost), {}),
+      hostToDevice: devices.reduce((a, d) => addBytes(a, d.hostToDevice), {}),
+      deviceToHost: devices.reduce((a, d) => addBytes(a, d.deviceToHost), {}),
     },
   };
+}
+
+/** Adds bytes by tensor name into `into` (the transfer counts of runs, of engines); returns it. */
+export function addBytes(into: Record<string, number>, from: Readonly<Record<string, number>>): Record<string, number> {
+  for (const [tensor, bytes] of Object.entries(from)) into[tensor] = (into[tensor] ?? 0) + bytes;
+  return into;
 }
 
 /** Error codes shared by the engine and the API's OpenAI error mapping. */

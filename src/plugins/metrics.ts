@@ -4,8 +4,8 @@ import fp from 'fastify-plugin';
 import client from 'prom-client';
 import type { FastifyInstance } from 'fastify';
 import type { ServingObserver } from '../serving/observe.js';
-import type { Transport, TransportStatus } from '../transports/transport.js';
-import type { DeviceHealth, KvCacheHealth } from '../engine/types.js';
+import type { Load, Transport } from '../transports/transport.js';
+import type { KvCacheHealth } from '../engine/types.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -13,21 +13,46 @@ declare module 'fastify' {
   }
 }
 
+/** `load` called at most once per 250 ms; callers in between share its promise. */
+function sharedFor250Ms<T>(load: () => Promise<T>): () => Promise<T> {
+  let at = 0;
+  let last: Promise<T> | null = null;
+  return () => {
+    if (last === null || Date.now() - at > 250) {
+      at = Date.now();
+      last = load();
+    }
+    return last;
+  };
+}
+
 export default fp(
   async function metricsPlugin(app: FastifyInstance, opts: { transport: Transport }) {
     const registry = new client.Registry();
     client.collectDefaultMetrics({ register: registry, prefix: 'dllm_process_' });
-    // One status per scrape, shared by the gauges that read it (prom-client collects them concurrently), at most
-    // 250 ms old.
-    let statusAt = 0;
-    let statusLast: Promise<TransportStatus | null> | null = null;
-    const status = () => {
-      if (statusLast === null || Date.now() - statusAt > 250) {
-        statusAt = Date.now();
-        statusLast = opts.transport.status().catch(() => null);
-      }
-      return statusLast;
-    };
+    // One status and one engine health per scrape, each shared by the gauges that read it (prom-client collects them
+    // concurrently), at most 250 ms old.
+    const status = sharedFor250Ms(() => opts.transport.status().catch(() => null));
+    const engineHealth = sharedFor250Ms(() =>
+      opts.transport.health().then(
+        (h) => ({ kvCache: h.kvCache ?? null, device: h.device ?? null }),
+        () => ({ kvCache: null, device: null }),
+      ),
+    );
+    /** A gauge of one Load figure pair: labels waiting and running. */
+    const stateGauge = (name: string, help: string, pick: (load: Load) => { waiting: number; running: number }) =>
+      new client.Gauge({
+        name,
+        help,
+        labelNames: ['state'],
+        registers: [registry],
+        async collect() {
+          const load = (await status())?.load;
+          const { waiting, running } = load ? pick(load) : { waiting: 0, running: 0 };
+          this.set({ state: 'waiting' }, waiting);
+          this.set({ state: 'running' }, running);
+        },
+      });
     // The load (transport.ts Load), in requests and in sequences; queue depth and batch size are two of its figures.
     new client.Gauge({
       name: 'dllm_queue_depth',
@@ -45,28 +70,14 @@ export default fp(
         this.set((await status())?.load.runningSequences ?? 0);
       },
     });
-    new client.Gauge({
-      name: 'dllm_requests',
-      help: 'Requests held, waiting (queued or without a batch slot) or running (a sequence in a batch)',
-      labelNames: ['state'],
-      registers: [registry],
-      async collect() {
-        const load = (await status())?.load;
-        this.set({ state: 'waiting' }, load?.waitingRequests ?? 0);
-        this.set({ state: 'running' }, load?.runningRequests ?? 0);
-      },
-    });
-    new client.Gauge({
-      name: 'dllm_sequences',
-      help: 'Sequences (one per choice) held, waiting for a batch slot or running',
-      labelNames: ['state'],
-      registers: [registry],
-      async collect() {
-        const load = (await status())?.load;
-        this.set({ state: 'waiting' }, load?.waitingSequences ?? 0);
-        this.set({ state: 'running' }, load?.runningSequences ?? 0);
-      },
-    });
+    stateGauge('dllm_requests', 'Requests held, waiting (queued or without a batch slot) or running (a sequence in a batch)', (l) => ({
+      waiting: l.waitingRequests,
+      running: l.runningRequests,
+    }));
+    stateGauge('dllm_sequences', 'Sequences (one per choice) held, waiting for a batch slot or running', (l) => ({
+      waiting: l.waitingSequences,
+      running: l.runningSequences,
+    }));
     new client.Gauge({
       name: 'dllm_workers',
       help: 'Workers seen',
@@ -77,18 +88,6 @@ export default fp(
     });
     // Key/value caches (format-2 model folders) and device traffic (GPU providers), summed over workers in Redis
     // mode, from the engines' health.
-    let healthAt = 0;
-    let healthLast: Promise<{ kvCache: KvCacheHealth | null; device: DeviceHealth | null }> | null = null;
-    const engineHealth = () => {
-      if (healthLast === null || Date.now() - healthAt > 250) {
-        healthAt = Date.now();
-        healthLast = opts.transport.health().then(
-          (h) => ({ kvCache: h.kvCache ?? null, device: h.device ?? null }),
-          () => ({ kvCache: null, device: null }),
-        );
-      }
-      return healthLast;
-    };
     const kv = async () => (await engineHealth()).kvCache;
     const kvGauge = (name: string, help: string, pick: (c: KvCacheHealth) => number) =>
       new client.Gauge({

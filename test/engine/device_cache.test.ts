@@ -33,7 +33,7 @@ function sequence(promptLength: number, cache: CacheMode, blockSize: number | nu
   });
 }
 
-const block = (id: number, rows: number, slots: number): DeviceBlock => ({ id, rows, slots, bytes: blockBytes(rows, slots, GEOMETRY), refs: 0 });
+const block = (id: number, rows: number, slots: number): DeviceBlock => ({ id, slots, bytes: blockBytes(rows, slots, GEOMETRY), refs: 0 });
 const ones = (usable: Uint8Array) => [...usable].flatMap((u, i) => (u ? [i] : []));
 const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
 
