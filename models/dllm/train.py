@@ -9,8 +9,8 @@ window of `seq_len` tokens cut from it at a random offset; no padding anywhere, 
 short canvases.
 
 Speed on CPU: matrix products run in bfloat16 under autocast (master weights, optimiser, norms, softmax and the
-loss stay float32), which oneDNN runs on AVX512-BF16 at about twice the float32 rate; `python3 -m dllm.bench_train` measures it
-against the previous trainer, and `--no-bf16` turns it off.
+loss stay float32), which oneDNN runs on AVX512-BF16 at about twice the float32 rate; `python3 -m dllm.bench_train`
+measures it against the previous trainer, and `--no-bf16` turns it off.
 
 With `--block-size` the model is a block diffusion model (BD3-LM, Arriola et al. 2025) and the objective is BD3-LM's:
 a noise level per block, and the noisy and the clean window side by side under the block-causal training mask
