@@ -192,6 +192,16 @@ def example_device_inputs(c: ModelConfig) -> tuple[torch.Tensor, ...]:
 
 DEFAULT_GENERATION = {"max_tokens": 64, "steps": 64, "block_length": 8, "remasking": "low_confidence", "threshold": None,
                       "temperature": 0.0}
+# A shifted-logits model (architecture "dream") samples as Dream's diffusion_generate by default: the whole span one
+# canvas (block_length null), the entropy confidence Dream's README uses, timesteps down to eps.
+DREAM_GENERATION = {"block_length": None, "alg": "entropy", "alg_temp": 0.0, "eps": 1e-3}
+
+
+def architecture(config: ModelConfig) -> str:
+    """dllm.json's architecture: block_diffusion (block-causal attention), dream (bidirectional, shifted logits), llada."""
+    if config.block_size:
+        return "block_diffusion"
+    return "dream" if config.shift_logits else "llada"
 
 
 def dllm_json(config: ModelConfig, k: int, name: str, fp16: bool, chat_template: str | None = LLADA_CHAT_TEMPLATE,
@@ -201,10 +211,12 @@ def dllm_json(config: ModelConfig, k: int, name: str, fp16: bool, chat_template:
     generation_defaults update DEFAULT_GENERATION (what a request leaves out). A block diffusion model's block size
     is also its block_length: it cannot decode in other blocks than it was trained with."""
     block_size = config.block_size
-    defaults = DEFAULT_GENERATION | (generation_defaults or {}) | ({"block_length": block_size} if block_size else {})
+    arch = architecture(config)
+    defaults = (DEFAULT_GENERATION | (DREAM_GENERATION if arch == "dream" else {}) | (generation_defaults or {})
+                | ({"block_length": block_size} if block_size else {}))
     return {
         "format": FORMAT,
-        "architecture": "block_diffusion" if block_size else "llada",
+        "architecture": arch,
         **({"block_size": block_size} if block_size else {}),
         "name": name,
         "vocab_size": config.vocab_size,

@@ -58,6 +58,10 @@ class ModelConfig:
     # Causal (next-token) attention: position i attends positions <= i. For the autoregressive phase of AR-to-diffusion
     # adaptation (Gong et al. 2024); False = LLaDA. Not combined with block_size: both set the attention rule.
     causal: bool = False
+    # Shifted logits (Dream 7B; AR-to-diffusion adaptation, Gong et al. 2024): the prediction for position i is the
+    # output at position i - 1, as in the autoregressive model it was adapted from (position 0 reads its own output).
+    # The graphs return unshifted outputs; whoever reads them (the server, train.py, the reference) applies the shift.
+    shift_logits: bool = False
 
     def __post_init__(self):
         if self.causal and self.block_size is not None:
@@ -79,14 +83,22 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         values = asdict(self)
-        if not self.causal:  # a non-causal model's checkpoints and dllm.json stay as they were before the field
-            del values["causal"]
+        # Flags off are left out, so the checkpoints and dllm.json of models without them stay as they were before.
+        for flag in ("causal", "shift_logits"):
+            if not values[flag]:
+                del values[flag]
         return values
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def shift_logits(logits: torch.Tensor) -> torch.Tensor:
+    """[N, L, ...] outputs -> predictions: position i takes position i - 1's output, position 0 its own (Dream's
+    `torch.cat([logits[:, :1], logits[:, :-1]], dim=1)` in generation_utils.py)."""
+    return torch.cat((logits[:, :1], logits[:, :-1]), dim=1)
 
 
 class RMSNorm(nn.Module):

@@ -21,9 +21,16 @@ for token i+1 read from position i: the autoregressive phase of adapting an AR m
 "Scaling Diffusion Language Models via Adaptation from Autoregressive Models"; Dream 7B), whose diffusion phase keeps
 that shift. Same packing, optimiser, schedule and checkpoints; validation is next-token loss on the same windows.
 
+Adaptation, the diffusion phase: `--init-from` the causal checkpoint with `--shift-logits` (the prediction for
+position i is read from position i-1's output, the shift the AR model was trained with; Dream 7B and DiffuGPT keep it)
+and `--anneal-steps N`: attention starts causal and each key after the query becomes visible with a probability that
+grows linearly from 0 to 1 over the first N steps (DiffuLLaMA's attention mask annealing, Gong et al. 2024), after
+which it is bidirectional as the exported model's is. The objective is LLaDA's masked-diffusion loss throughout.
+
     python3 -m dllm.train --out models/runs/tiny-llada            # resumes from out/ckpt.pt when present
     python3 -m dllm.train --out models/runs/tiny-bd3 --init-from tiny-llada --block-size 16
     python3 -m dllm.train --out /work/runs/tiny-ar --objective ar
+    python3 -m dllm.train --out models/runs/tiny-dream --init-from /work/runs/tiny-ar/ckpt.pt --shift-logits --anneal-steps 300
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import read_documents
-from .model import PADDING_KEY_BIAS, LLaDA, ModelConfig, load_checkpoint, save_checkpoint
+from .model import PADDING_KEY_BIAS, LLaDA, ModelConfig, load_checkpoint, save_checkpoint, shift_logits
 from .tokenizer import BOS, EOS, MASK, Tokenizer
 
 EPS = 1e-3  # LLaDA's minimum masking probability
@@ -63,6 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--block-size", type=int, default=0, help="train a block diffusion model (BD3-LM) with this block size; 0 = LLaDA")
     p.add_argument("--objective", choices=("diffusion", "ar"), default="diffusion",
                    help="diffusion: masked diffusion (LLaDA, or BD3-LM with --block-size); ar: causal next-token training")
+    p.add_argument("--shift-logits", action="store_true",
+                   help="diffusion objective with shifted predictions (position i read from i-1's output): adaptation "
+                        "of a causal model (Dream 7B, DiffuGPT); exported as architecture dream")
+    p.add_argument("--anneal-steps", type=int, default=0,
+                   help="attention annealed from causal to bidirectional over this many steps (DiffuLLaMA); 0 = none")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--random-length-share", type=float, default=0.01, help="share of batches cut to a random length")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bfloat16 autocast of matmuls")
@@ -109,13 +121,14 @@ def next_token_loss(model: LLaDA, x: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
 
 
-def masked_diffusion_loss(model: LLaDA, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def masked_diffusion_loss(model: LLaDA, x: torch.Tensor, t: torch.Tensor,
+                          key_bias: torch.Tensor | None = None) -> torch.Tensor:
     """LLaDA's objective: mean over all positions of 1/p * CE at the masked ones. x: [N, L]; t: [N] (or [N, blocks]
-    for block diffusion) in (0, 1]."""
+    for block diffusion) in (0, 1]; key_bias: an attention bias [1, 1, L, L] during annealing (annealing_bias)."""
     p = masking_probabilities(model, x, t)  # [N, L]
     masked = torch.rand(x.shape) < p
     noisy = torch.where(masked, torch.full_like(x, MASK), x)
-    h = noisy_hidden_states(model, noisy, x)  # [N, L, D]
+    h = noisy_hidden_states(model, noisy, x, key_bias)  # [N, L, D]
     logits = model.project(h[masked])  # only masked positions reach the head: [M, V]
     ce = F.cross_entropy(logits.float(), x[masked], reduction="none")  # [M]
     return (ce / p[masked]).sum() / x.numel()
@@ -141,12 +154,27 @@ def block_causal_training_bias(length: int, block_size: int) -> torch.Tensor:
     return torch.where(allowed, 0.0, PADDING_KEY_BIAS)[None, None]
 
 
-def noisy_hidden_states(model: LLaDA, noisy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-    """Hidden states [N, L, D] of the noisy window: a LLaDA model sees it alone; a block diffusion model sees it
-    beside the clean window under the block-causal training mask, both halves at positions 0..L-1."""
+def annealing_bias(length: int, visible_share: float) -> torch.Tensor:
+    """DiffuLLaMA's annealed attention mask as an additive bias [1, 1, L, L]: causal, plus each later key visible with
+    probability `visible_share` (drawn afresh every step, shared by the batch's rows)."""
+    position = torch.arange(length)
+    allowed = (position[None, :] <= position[:, None]) | (torch.rand(length, length) < visible_share)
+    return torch.where(allowed, 0.0, PADDING_KEY_BIAS)[None, None]
+
+
+def noisy_hidden_states(model: LLaDA, noisy: torch.Tensor, clean: torch.Tensor,
+                        key_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Hidden states [N, L, D] that predict the noisy window's tokens: a LLaDA model sees it alone (under key_bias
+    while attention is annealed); with shifted logits position i's prediction is position i-1's state; a block
+    diffusion model sees it beside the clean window under the block-causal training mask, both halves at positions
+    0..L-1."""
     block_size = model.config.block_size
     if block_size is None:
-        return model.hidden_states(noisy)  # no padding in a packed window
+        if key_bias is None:
+            h = model.hidden_states(noisy)  # no padding in a packed window
+        else:
+            h = model.hidden_states_biased(noisy, torch.arange(noisy.shape[1])[None, :], key_bias)
+        return shift_logits(h) if model.config.shift_logits else h
     length = noisy.shape[1]
     positions = torch.arange(length).repeat(2)[None, :].expand(noisy.shape[0], -1)  # [N, 2L]
     bias = block_causal_training_bias(length, block_size)
@@ -235,6 +263,9 @@ def main(argv: list[str] | None = None) -> None:
     causal = args.objective == "ar"
     if causal and args.block_size:
         raise SystemExit("--objective ar trains causal attention; --block-size is a diffusion attention rule")
+    if (args.shift_logits or args.anneal_steps) and (causal or args.block_size):
+        raise SystemExit("--shift-logits and --anneal-steps adapt a model to (LLaDA-style) diffusion: not with "
+                         "--objective ar or --block-size")
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     ckpt_path, log_path = os.path.join(args.out, "ckpt.pt"), os.path.join(args.out, "log.jsonl")
@@ -254,6 +285,9 @@ def main(argv: list[str] | None = None) -> None:
         if model.config.causal != causal:
             raise SystemExit(f"{ckpt_path} was trained with --objective {'ar' if model.config.causal else 'diffusion'}; "
                              "resume it with the same objective")
+        if model.config.shift_logits != args.shift_logits:
+            raise SystemExit(f"{ckpt_path} was trained {'with' if model.config.shift_logits else 'without'} "
+                             "--shift-logits; resume it the same way")
         print(f"resuming from step {state['step']}", flush=True)
     else:
         torch.manual_seed(args.seed)
@@ -261,13 +295,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.init_from:  # the architecture comes from the checkpoint; only the attention rule may change
             init = initial_model(args.init_from)
             model = LLaDA(dataclasses.replace(init.config, block_size=block_size, causal=causal,
-                                              max_sequence_length=args.seq_len))
+                                              shift_logits=args.shift_logits, max_sequence_length=args.seq_len))
             model.load_state_dict(init.state_dict())
         else:
             model = LLaDA(ModelConfig(d_model=args.d_model, n_heads=args.n_heads, n_layers=args.n_layers,
                                       mlp_hidden_size=args.mlp_hidden, vocab_size=tokenizer.vocab_size,
                                       max_sequence_length=args.seq_len, mask_token_id=MASK, block_size=block_size,
-                                      causal=causal))
+                                      causal=causal, shift_logits=args.shift_logits))
         ckpt, state = None, {"step": 0, "tokens": 0, "seconds": 0.0}
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -304,8 +338,9 @@ def main(argv: list[str] | None = None) -> None:
         if not causal and rng.random() < args.random_length_share:
             length = int(rng.integers(1, args.seq_len + 1))
         x = stream_batch(stream, args.batch_size, length, rng)
+        anneal = annealing_bias(length, step / args.anneal_steps) if step < args.anneal_steps else None
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            loss = next_token_loss(model, x) if causal else masked_diffusion_loss(model, x, sample_times(model, x))
+            loss = next_token_loss(model, x) if causal else masked_diffusion_loss(model, x, sample_times(model, x), anneal)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

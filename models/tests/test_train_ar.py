@@ -78,3 +78,40 @@ def test_config_without_causal_is_unchanged():
     assert ModelConfig.from_dict(causal.to_dict()) == causal
     with pytest.raises(ValueError):
         ModelConfig(causal=True, block_size=16)
+
+
+def test_adaptation_from_the_causal_checkpoint(corpus_dir, tmp_path):
+    """The diffusion phase: --init-from the AR checkpoint, shifted logits, annealed attention; the model becomes
+    bidirectional, keeps its weights at the start, and its masked-token loss falls."""
+    ar, dream = tmp_path / "ar", tmp_path / "dream"
+    train.main(["--corpus", corpus_dir, "--out", str(ar)] + ARGS + ["--max-steps", "20"])
+    diffusion = ARGS[2:]  # without --objective ar
+    train.main(["--corpus", corpus_dir, "--out", str(dream), "--init-from", str(ar / "ckpt.pt"), "--shift-logits",
+                "--anneal-steps", "10", "--max-steps", "40"] + diffusion)
+    model, ckpt = load_checkpoint(str(dream / "ckpt.pt"))
+    assert model.config.shift_logits and not model.config.causal and model.config.to_dict()["shift_logits"]
+    valid = [r["valid"]["mean"] for r in map(json.loads, open(dream / "log.jsonl")) if "valid" in r]
+    assert len(valid) == 2 and valid[1] < valid[0]
+    with pytest.raises(SystemExit):  # a shifted run is not resumed without the shift
+        train.main(["--corpus", corpus_dir, "--out", str(dream), "--max-steps", "60"] + diffusion)
+
+
+def test_shifted_predictions_read_the_previous_position():
+    torch.manual_seed(0)
+    model = LLaDA(ModelConfig(d_model=64, n_heads=4, n_layers=2, mlp_hidden_size=128, shift_logits=True)).eval()
+    x = torch.randint(7, 4096, (2, 16))
+    with torch.no_grad():
+        h = model.hidden_states(x)
+        shifted = train.noisy_hidden_states(model, x, x)
+    torch.testing.assert_close(shifted[:, 1:], h[:, :-1])
+    torch.testing.assert_close(shifted[:, 0], h[:, 0])
+
+
+def test_annealing_bias_grows_from_causal_to_full():
+    torch.manual_seed(0)
+    causal = train.annealing_bias(64, 0.0)[0, 0] == 0  # allowed
+    assert torch.equal(causal, torch.ones(64, 64).tril().bool())
+    assert bool((train.annealing_bias(64, 1.0) == 0).all())
+    half = (train.annealing_bias(64, 0.5)[0, 0] == 0)
+    later = ~torch.ones(64, 64).tril().bool()
+    assert half[~later].all() and 0.4 < half[later].float().mean() < 0.6
