@@ -76,6 +76,7 @@ export interface Batch {
 
 interface Row {
   canvas: readonly number[];
+  /** Canvas indices whose graph outputs are read (Sequence.readFrom of the wanted positions). */
   positions: readonly number[];
   cfgScale: number;
   partner: number;
@@ -85,7 +86,9 @@ interface Row {
 export function buildBatch(entries: readonly BatchEntry[], padTokenId: number): Batch {
   const rows: Row[] = [];
   const rowOf: number[] = [];
-  for (const { sequence, positions } of entries) {
+  for (const entry of entries) {
+    const { sequence } = entry;
+    const positions = entry.positions.map((p) => sequence.readFrom(p));
     const cond = rows.length;
     rowOf.push(cond);
     if (sequence.params.cfgScale > 0) {

@@ -156,6 +156,7 @@ export class DiffusionEngine implements EngineClient {
         seed: (seed + index) % (MAX_SEED + 1),
         defaultCache: this.defaultCache,
         blockSize: this.spec.blockSize,
+        logitsShift: this.spec.logitsShift,
       });
       const cost = this.store?.reservation(sequence) ?? 0;
       if (cost > this.maxCacheBytes) {

@@ -163,12 +163,15 @@ export interface StepSpan {
  * The span of a sequence's cached step over a cache of `cacheLength` positions, per mode: prefix queries the block
  * and what follows over the positions before it; dual queries the block over every other position (its own stale
  * entries hidden); block diffusion queries what is not cached yet up to the block's end over the whole cache.
+ * With shifted logits (Dream) the block's first prediction is the output of the position before the block, so the
+ * query starts there (readFrom) and that position's cached entry is hidden: its output is computed, not read.
  */
 export function stepSpan(sequence: Sequence, cacheLength: number): StepSpan {
   const [start, end] = sequence.blockRange();
   if (sequence.blockSize !== null) return { queryStart: cacheLength, queryEnd: end, take: cacheLength, hideFrom: 0, hideTo: 0 };
-  if (sequence.cacheMode === 'prefix') return { queryStart: start, queryEnd: sequence.canvas.length, take: start, hideFrom: start, hideTo: start };
-  return { queryStart: start, queryEnd: end, take: sequence.canvas.length, hideFrom: start, hideTo: end };
+  const from = sequence.readFrom(start);
+  if (sequence.cacheMode === 'prefix') return { queryStart: from, queryEnd: sequence.canvas.length, take: from, hideFrom: from, hideTo: start };
+  return { queryStart: from, queryEnd: end, take: sequence.canvas.length, hideFrom: from, hideTo: end };
 }
 
 /** The rows of one sequence's cached step, over caches holding canvas positions [0, cachedUpTo[row]). */
@@ -182,7 +185,7 @@ export function stepRows(sequence: Sequence, positions: readonly number[], cache
     return {
       ...span,
       query: canvas.slice(span.queryStart, span.queryEnd),
-      positions: positions.map((p) => p - span.queryStart),
+      positions: positions.map((p) => sequence.readFrom(p) - span.queryStart),
       cfgScale: i === 0 ? sequence.params.cfgScale : 0,
       partner,
     };

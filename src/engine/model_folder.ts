@@ -5,29 +5,40 @@ import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { maxBytesPerToken } from './token_bound.js';
-import type { RemaskingRule, SamplingParams } from './types.js';
+import { DREAM_ALGS, type DreamAlg, type RemaskingRule, type SamplingParams } from './types.js';
+import { DEFAULT_EPS } from './dream.js';
 
 /** Format 1: model.onnx alone. Format 2 adds the cached graph (`cached`) and one shared weights file (docs/models.md). */
 export const MODEL_FORMAT = 'dllm-onnx/2';
 export const MODEL_FORMATS: readonly string[] = ['dllm-onnx/1', 'dllm-onnx/2'];
 export const REMASKING_RULES: readonly RemaskingRule[] = ['low_confidence', 'random', 'margin', 'entropy'];
-export const ARCHITECTURES = ['llada', 'block_diffusion'] as const;
+export const ARCHITECTURES = ['llada', 'block_diffusion', 'dream'] as const;
 export type Architecture = (typeof ARCHITECTURES)[number];
 
 export interface GenerationDefaults {
   maxTokens: number;
   steps: number;
-  blockLength: number;
+  /** null: the whole generated span is one block (Dream's sampler; only in dream folders). */
+  blockLength: number | null;
   remasking: RemaskingRule;
   threshold: number | null;
   temperature: number;
+  /** Dream's sampler by default, with this confidence; null: LLaDA's. */
+  alg: DreamAlg | null;
+  algTemp: number;
+  eps: number;
 }
+
 
 /** dllm.json, validated, in camelCase. */
 export interface ModelSpec {
   format: string;
-  /** llada: bidirectional attention. block_diffusion (BD3-LM): bidirectional inside blocks of blockSize, causal across. */
+  /** llada: bidirectional attention. block_diffusion (BD3-LM): bidirectional inside blocks of blockSize, causal across.
+   * dream: bidirectional with shifted logits (Dream 7B; models adapted from autoregressive ones). */
   architecture: Architecture;
+  /** 1 when the prediction for canvas position i is the graph's output at i - 1 (dream; a row's first position reads
+   * its own); 0 otherwise. */
+  logitsShift: 0 | 1;
   /** block_diffusion: the block size it was trained with (blocks counted from position 0); null for llada. */
   blockSize: number | null;
   name: string;
@@ -175,7 +186,10 @@ export function parseModelSpec(raw: unknown, file = 'dllm.json'): ModelSpec {
   const architecture = f.oneOf('architecture', ARCHITECTURES);
   const blockSize = architecture === 'block_diffusion' ? f.int('block_size', 1) : null;
   const g = f.object('generation_defaults');
-  if (blockSize !== null && g.int('block_length', 1) !== blockSize) {
+  const dream = architecture === 'dream';
+  // Only a dream folder decodes the whole span as one block by default (Dream's diffusion_generate has no blocks).
+  const blockLength = dream ? g.intOrNull('block_length', 1) : g.int('block_length', 1);
+  if (blockSize !== null && blockLength !== blockSize) {
     throw new ModelFolderError(`${file}: generation_defaults.block_length must equal block_size (${blockSize}) for a block_diffusion model`);
   }
   const onnx = f.object('onnx');
@@ -184,6 +198,7 @@ export function parseModelSpec(raw: unknown, file = 'dllm.json'): ModelSpec {
   return {
     format,
     architecture,
+    logitsShift: dream ? 1 : 0,
     blockSize,
     name: f.str('name'),
     vocabSize,
@@ -197,15 +212,24 @@ export function parseModelSpec(raw: unknown, file = 'dllm.json'): ModelSpec {
     generationDefaults: {
       maxTokens: g.int('max_tokens', 1),
       steps: g.int('steps', 1),
-      blockLength: g.int('block_length', 1),
+      blockLength,
       remasking: g.oneOf('remasking', REMASKING_RULES),
       threshold: g.numOrNull('threshold', 0, 1),
       temperature: g.num('temperature', 0),
+      alg: g.has('alg') ? g.oneOf('alg', DREAM_ALGS) : null,
+      algTemp: g.numOrNull('alg_temp', 0) ?? 0,
+      eps: dreamEps(g.numOrNull('eps', Number.MIN_VALUE, 1), file),
     },
     onnx: { fp32: onnx.str('fp32'), fp16: onnx.strOrNull('fp16') },
     cached: format === 'dllm-onnx/1' ? null : cachedGraphSpec(f.object('cached')),
     device: format === 'dllm-onnx/1' || !f.has('device') ? null : { fp32: f.object('device').str('fp32'), fp16: f.object('device').strOrNull('fp16') },
   };
+}
+
+/** Dream's eps, in (0, 1): the timesteps run from 1 down to it. */
+function dreamEps(eps: number | null, file: string): number {
+  if (eps === 1) throw new ModelFolderError(`${file}: field "generation_defaults.eps" must be below 1, got 1`);
+  return eps ?? DEFAULT_EPS;
 }
 
 function cachedGraphSpec(c: Fields): CachedGraphSpec {
@@ -218,7 +242,7 @@ export function defaultSamplingParams(spec: ModelSpec): SamplingParams {
   return {
     maxTokens: g.maxTokens,
     steps: g.steps,
-    blockLength: g.blockLength,
+    blockLength: g.blockLength ?? g.maxTokens,
     remasking: g.remasking,
     threshold: g.threshold,
     factor: null,
@@ -229,6 +253,7 @@ export function defaultSamplingParams(spec: ModelSpec): SamplingParams {
     seed: null,
     stop: [],
     logprobs: null,
+    ...(g.alg === null ? {} : { alg: g.alg, algTemp: g.algTemp, eps: g.eps }),
   };
 }
 

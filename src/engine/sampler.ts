@@ -24,8 +24,10 @@ export interface ChoiceParams {
   topK: number;
   /** 1 = off. */
   topP: number;
-  /** Never chosen: committing the mask token would leave the position masked. */
+  /** Never chosen (committing it would leave the position masked), unless allowMask. */
   maskTokenId: number;
+  /** Dream's sampler before a block's last step: the mask token competes like any token, as in the official code. */
+  allowMask?: boolean;
   /** Never chosen either: end-of-text before min_tokens (vLLM's min_tokens, docs/design.md §4). */
   banned?: ReadonlySet<number>;
 }
@@ -62,11 +64,11 @@ export function candidateCount(slot: HeadSlot, params: ChoiceParams): number {
  * Gumbel-max in float64 as LLaDA's add_gumbel_noise: argmax exp(l) / (-log u)^T, computed in log space as
  * argmax l - T·log(-log u), which draws from softmax(l / T) restricted to the allowed candidates. Exactly K
  * uniforms are drawn per position whatever the candidate count, so the RNG stream does not depend on top_p.
- * The mask token and `banned` tokens are never chosen (the next best candidate is).
+ * The mask token (unless allowMask) and `banned` tokens are never chosen (the next best candidate is).
  */
 export function chooseToken(slot: HeadSlot, params: ChoiceParams, rng: CounterRng | null): TokenChoice {
   const { topkLogits, topkIds, logsumexp, k } = slot.outputs;
-  const excluded = (id: number) => id === params.maskTokenId || params.banned?.has(id) === true;
+  const excluded = (id: number) => (id === params.maskTokenId && params.allowMask !== true) || params.banned?.has(id) === true;
   let rank = 0;
   while (rank < k - 1 && excluded(topkIds[slot.offset + rank])) rank++;
   if (params.temperature > 0) {

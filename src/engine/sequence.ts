@@ -3,12 +3,14 @@
 // Canvas = [BOS] prompt, gen_length mask tokens, infill suffix. The generated span is cut into blocks decoded left
 // to right (LLaDA's semi-autoregressive remasking); a step commits some masked positions of the current block only.
 // A block diffusion model (BD3-LM) fixes the blocks itself: its blocks are counted from position 0 (blockStarts).
+// With `alg` the steps follow Dream's sampler (dream.ts): its timesteps decide how many positions each step commits.
 // The state changes only through applyStep(head outputs), so every rule is testable without ONNX.
 
 import type { CacheMode, FinishReason, SamplingParams } from './types.js';
 import { headSlot, type HeadOutputs } from './head.js';
 import { CounterRng } from './rng.js';
 import { chooseToken, confidenceScore, selectCommits, transferSchedule, type CommitRule, type TokenChoice } from './sampler.js';
+import { DEFAULT_EPS, dreamCommits, dreamConfidence, dreamTimesteps } from './dream.js';
 
 export interface SequenceInit {
   /** BOS (when the model has one) + prompt token ids. */
@@ -23,6 +25,8 @@ export interface SequenceInit {
   defaultCache?: CacheMode;
   /** A block diffusion model's block size (ModelSpec.blockSize); null or absent for LLaDA. */
   blockSize?: number | null;
+  /** ModelSpec.logitsShift: 1 when position i's prediction is the graph's output at i - 1 (Dream); absent = 0. */
+  logitsShift?: number;
 }
 
 export interface Commit {
@@ -82,6 +86,8 @@ export class Sequence {
   readonly numBlocks: number;
   /** Block diffusion: the model's block size; null for LLaDA. */
   readonly blockSize: number | null;
+  /** 1 when the prediction for position i is read from the graph's output at i - 1 (readFrom). */
+  readonly logitsShift: number;
   readonly params: SamplingParams;
   /** params.cache, or the engine's default. */
   readonly cacheMode: CacheMode;
@@ -101,6 +107,8 @@ export class Sequence {
   private readonly rng: CounterRng;
   private readonly blockStarts: number[];
   private schedule: number[];
+  /** Dream's sampler: the timesteps of a block's steps (dream.ts dreamTimesteps); null for LLaDA's. */
+  private readonly timesteps: Float32Array | null;
 
   constructor(init: SequenceInit) {
     const { params } = init;
@@ -111,12 +119,25 @@ export class Sequence {
     this.rng = new CounterRng(init.seed);
     this.genStart = init.prefix.length;
     this.blockSize = init.blockSize ?? null;
+    this.logitsShift = init.logitsShift ?? 0;
     this.blockStarts = blockStarts(this.genStart, params.maxTokens, params.blockLength, this.blockSize);
     this.genLength = this.blockStarts[this.blockStarts.length - 1] - this.genStart;
     this.numBlocks = this.blockStarts.length - 1;
     this.canvas = [...init.prefix, ...new Array<number>(this.genLength).fill(init.maskTokenId), ...init.suffix];
     this.logprobs = new Array<TokenLogprob | null>(this.genLength).fill(null);
     this.schedule = this.blockSchedule();
+    this.timesteps = params.alg === undefined ? null : dreamTimesteps(this.stepsPerBlock, params.eps ?? DEFAULT_EPS);
+  }
+
+  /** Dream's sampler: every block runs steps / blocks steps, also those that commit nothing. */
+  private get stepsPerBlock(): number {
+    return Math.max(1, Math.floor(this.params.steps / this.numBlocks));
+  }
+
+  /** The canvas index whose graph output predicts canvas position `position`: itself, or the one before with shifted
+   * logits (the row's first position reads its own, as Dream's `torch.cat([logits[:, :1], logits[:, :-1]])`). */
+  readFrom(position: number): number {
+    return Math.max(0, position - this.logitsShift);
   }
 
   /**
@@ -199,7 +220,9 @@ export class Sequence {
   applyStep(head: HeadOutputs, row: number, positions: readonly number[]): Commit[] {
     if (this.end !== null) throw new Error('applyStep on a finished sequence');
     const { params } = this;
-    const choiceParams = { ...params, maskTokenId: this.maskTokenId };
+    const dream = this.timesteps === null ? null : { alg: params.alg!, last: this.stepInBlock >= this.stepsPerBlock - 1 };
+    // Dream's sampler lets the mask token be chosen (the position stays masked) except at a block's last step.
+    const choiceParams = { ...params, maskTokenId: this.maskTokenId, allowMask: dream !== null && !dream.last };
     // min_tokens: no end-of-text before that position of the generated span.
     const noEos = { ...choiceParams, banned: this.eos };
     const minTokens = params.minTokens ?? 0;
@@ -207,11 +230,22 @@ export class Sequence {
       chooseToken(headSlot(head, row, p), at - this.genStart < minTokens ? noEos : choiceParams, this.rng),
     );
     const scores = positions.map((_, p) =>
-      confidenceScore(params.remasking, headSlot(head, row, p), choices[p], params.remasking === 'random' ? this.rng.next() : 0),
+      dream !== null
+        ? dreamConfidence(dream.alg, headSlot(head, row, p), choices[p], choiceParams)
+        : confidenceScore(params.remasking, headSlot(head, row, p), choices[p], params.remasking === 'random' ? this.rng.next() : 0),
     );
+    const picked =
+      dream === null
+        ? selectCommits(scores, this.commitRule())
+        : dreamCommits(
+            scores,
+            { ...dream, algTemp: params.algTemp ?? 0, t: this.timesteps![this.stepInBlock], s: this.timesteps![this.stepInBlock + 1] },
+            this.rng,
+          );
     const commits: Commit[] = [];
-    for (const p of selectCommits(scores, this.commitRule())) {
+    for (const p of picked) {
       const choice = choices[p];
+      if (choice.tokenId === this.maskTokenId) continue; // Dream: the mask token was chosen; the position stays masked
       this.canvas[positions[p]] = choice.tokenId;
       const position = positions[p] - this.genStart;
       commits.push({ position, tokenId: choice.tokenId, confidence: Math.exp(choice.logprob) });

@@ -5,6 +5,14 @@
 /** Which masked positions a step commits first (docs/design.md §4). */
 export type RemaskingRule = 'low_confidence' | 'random' | 'margin' | 'entropy';
 
+/**
+ * Dream's sampler (HKUNLP Dream, generation_utils.py `_sample`), chosen by `alg`: how confident a masked position is.
+ * origin: none (each position is committed with probability 1 - s/t); maskgit_plus: p(chosen token); topk_margin:
+ * p(top-1) - p(top-2); entropy: -H. The number committed per step follows Dream's timesteps (sampler.ts dreamCount).
+ */
+export type DreamAlg = 'origin' | 'maskgit_plus' | 'topk_margin' | 'entropy';
+export const DREAM_ALGS: readonly DreamAlg[] = ['origin', 'maskgit_plus', 'topk_margin', 'entropy'];
+
 export type FinishReason = 'stop' | 'length';
 
 /**
@@ -48,6 +56,12 @@ export interface SamplingParams {
   ignoreEos?: boolean;
   /** vLLM's min_tokens, adapted: no end-of-text is chosen at generated positions below it; absent = 0. */
   minTokens?: number;
+  /** Dream's sampler with this confidence (docs/design.md §4); absent = LLaDA's (remasking, threshold, factor). */
+  alg?: DreamAlg;
+  /** Dream's alg_temp: 0 commits the most confident positions; > 0 samples them from softmax(confidence / algTemp). */
+  algTemp?: number;
+  /** Dream's eps: the last timestep (timesteps run from 1 down to eps); default 1e-3. */
+  eps?: number;
 }
 
 export interface GenerateRequest {

@@ -1,7 +1,7 @@
 // Request validation against a model (pure: no ONNX, no tokenizer), shared by the API (before it enqueues) and the
 // engine (before it admits). Every failure is an EngineError naming the request field (OpenAI's `param`).
 
-import { CACHE_MODES, EngineError, type GenerateRequest, type SamplingParams } from './types.js';
+import { CACHE_MODES, DREAM_ALGS, EngineError, type GenerateRequest, type SamplingParams } from './types.js';
 import type { ModelSpec } from './model_folder.js';
 import { REMASKING_RULES } from './model_folder.js';
 import { MAX_SEED } from './rng.js';
@@ -82,11 +82,26 @@ export function validateSamplingParams(spec: ModelSpec, p: SamplingParams): void
   if (p.logprobs !== null) checkInt(p.logprobs, 'logprobs', 0, Math.min(MAX_LOGPROBS, spec.topk));
   if (p.ignoreEos !== undefined && typeof p.ignoreEos !== 'boolean') invalid('ignore_eos', 'ignore_eos must be a boolean');
   if (p.minTokens !== undefined) checkInt(p.minTokens, 'min_tokens', 0, p.maxTokens);
+  if (p.alg !== undefined) validateDream(spec, p);
+  else if (p.algTemp !== undefined || p.eps !== undefined) invalid(p.algTemp !== undefined ? 'alg_temp' : 'eps', "alg_temp and eps belong to Dream's sampler: send alg with them");
   if (p.cache !== undefined) {
     if (!CACHE_MODES.includes(p.cache)) invalid('cache', `cache must be one of ${CACHE_MODES.join(', ')}, got ${JSON.stringify(p.cache)}`);
     if (p.cache !== 'none' && spec.cached === null) {
       invalid('cache', `cache "${p.cache}" needs a model folder with a cached graph (format dllm-onnx/2); ${spec.name} has none`);
     }
+  }
+}
+
+/** Dream's sampler: its own commit schedule (so none of LLaDA's commit rules), on a bidirectional model. */
+function validateDream(spec: ModelSpec, p: SamplingParams): void {
+  if (!DREAM_ALGS.includes(p.alg!)) invalid('alg', `alg must be one of ${DREAM_ALGS.join(', ')}, got ${JSON.stringify(p.alg)}`);
+  if (spec.blockSize !== null) invalid('alg', "alg (Dream's sampler) is for bidirectional models; a block diffusion model decodes with remasking");
+  if (p.threshold !== null) invalid('threshold', "threshold belongs to LLaDA's sampler; with alg (Dream's sampler) the timesteps decide how many positions a step commits");
+  if (p.factor !== null) invalid('factor', "factor belongs to LLaDA's sampler; with alg (Dream's sampler) the timesteps decide how many positions a step commits");
+  if (p.algTemp !== undefined) checkNumber(p.algTemp, 'alg_temp', 0, MAX_TEMPERATURE);
+  if (p.eps !== undefined) {
+    checkNumber(p.eps, 'eps', 0, 1, true);
+    if (p.eps === 1) invalid('eps', 'eps must be a number in (0, 1), got 1');
   }
 }
 

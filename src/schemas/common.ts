@@ -1,5 +1,5 @@
 import { Type, type TSchema } from 'typebox';
-import { CACHE_MODES } from '../engine/types.js';
+import { CACHE_MODES, DREAM_ALGS } from '../engine/types.js';
 import { MAX_SEED } from '../engine/rng.js';
 import { MAX_CFG_SCALE, MAX_CHOICES, MAX_LOGPROBS, MAX_STOP_STRINGS, MAX_TEMPERATURE } from '../engine/validation.js';
 
@@ -117,6 +117,25 @@ export const DiffusionParams = {
     Nullable(Type.Number({ exclusiveMinimum: 0, maximum: 1, description: 'Parallel decoding (Fast-dLLM): commit every position with confidence >= threshold.' })),
   ),
   factor: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0, description: "Fast-dLLM's factor rule for parallel decoding." }))),
+  alg: Type.Optional(
+    Type.Union(
+      DREAM_ALGS.map((a) => Type.Literal(a)),
+      {
+        description:
+          "Dream's sampler (HKUNLP Dream, diffusion_generate) with this confidence: maskgit_plus p(chosen token), topk_margin p(top-1) - p(top-2), entropy -H, origin none (each masked position committed with probability 1 - s/t). The timesteps from 1 down to eps decide how many positions each step commits; every step runs the model. Not with remasking, threshold or factor (LLaDA's sampler). Default: the model folder's (dream folders).",
+      },
+    ),
+  ),
+  alg_temp: Type.Optional(
+    Type.Number({
+      minimum: 0,
+      maximum: MAX_TEMPERATURE,
+      description: "Dream's alg_temp: 0 commits the most confident positions; above 0 draws them from softmax(confidence / alg_temp). Needs alg.",
+    }),
+  ),
+  eps: Type.Optional(
+    Type.Number({ exclusiveMinimum: 0, exclusiveMaximum: 1, description: "Dream's eps: the last timestep (timesteps run from 1 down to eps); default 0.001. Needs alg." }),
+  ),
   cfg_scale: Type.Optional(Type.Number({ minimum: 0, maximum: MAX_CFG_SCALE, description: 'Classifier-free guidance scale; 0 = none.' })),
   top_k: Type.Optional(Type.Integer({ minimum: 0, description: "Sample among the k most likely tokens (0 = off; at most the model head's K)." })),
   include_canvas: Type.Optional(

@@ -1,9 +1,12 @@
 // OpenAI request fields → SamplingParams: fills what the request leaves out from the model folder's defaults, fitted
-// to the room the prompt leaves. It refuses nothing: whether the result is valid is engine/validation.ts's rule, run
-// on the whole request before it is queued (serving/prepare.ts).
+// to the room the prompt leaves. Whether the result is valid is engine/validation.ts's rule, run on the whole request
+// before it is queued (serving/prepare.ts); the one thing refused here is a request that names both samplers, which
+// only this layer can see.
 
 import { randomInt } from 'node:crypto';
-import type { CacheMode, RemaskingRule, SamplingParams } from '../engine/types.js';
+import type { CacheMode, DreamAlg, RemaskingRule, SamplingParams } from '../engine/types.js';
+import type { GenerationDefaults } from '../engine/model_folder.js';
+import { ApiError } from './errors.js';
 import type { ServingModel } from './model.js';
 
 /** Fields shared by the completion and chat requests (already schema-validated). */
@@ -24,6 +27,27 @@ export interface CommonFields {
   cache?: CacheMode;
   ignore_eos?: boolean;
   min_tokens?: number;
+  alg?: DreamAlg;
+  alg_temp?: number;
+  eps?: number;
+}
+
+/**
+ * Which sampler a request uses: Dream's with `alg` (the request's, or the folder's default), LLaDA's when the request
+ * names one of LLaDA's commit rules (remasking, threshold, factor) or the folder has no default alg. Naming both is
+ * refused: neither reading would be what the client meant.
+ */
+export function dreamAlgOf(f: CommonFields, d: GenerationDefaults): DreamAlg | undefined {
+  const llada = (['remasking', 'threshold', 'factor'] as const).find((key) => f[key] != null);
+  if (f.alg !== undefined && llada !== undefined) {
+    throw ApiError.invalid(`alg chooses Dream's sampler and ${llada} belongs to LLaDA's (remasking, threshold, factor); send one of them`, 'alg');
+  }
+  const alg = llada !== undefined ? undefined : (f.alg ?? d.alg ?? undefined);
+  const dreamOnly = (['alg_temp', 'eps'] as const).find((key) => f[key] != null);
+  if (alg === undefined && dreamOnly !== undefined) {
+    throw ApiError.invalid(`${dreamOnly} belongs to Dream's sampler, which this request does not use: send alg with it`, dreamOnly);
+  }
+  return alg;
 }
 
 export interface ResolvedParams {
@@ -38,6 +62,7 @@ export interface ResolvedParams {
 export function resolveParams(model: ServingModel, f: CommonFields, prefixLen: number, suffixLen: number, logprobs: number | null): ResolvedParams {
   const d = model.defaults;
   const room = model.maxSequenceLength - prefixLen - suffixLen;
+  const alg = dreamAlgOf(f, d);
   let maxTokens: number;
   let blockLength: number;
   if (model.blockSize !== null) {
@@ -47,9 +72,10 @@ export function resolveParams(model: ServingModel, f: CommonFields, prefixLen: n
     blockLength = f.block_length ?? model.blockSize;
   } else if (f.max_tokens != null) {
     maxTokens = f.max_tokens;
-    blockLength = f.block_length ?? Math.min(d.blockLength, maxTokens);
+    // No default block length (dream folders): the whole span is one block, as Dream's diffusion_generate decodes it.
+    blockLength = f.block_length ?? Math.min(d.blockLength ?? maxTokens, maxTokens);
   } else {
-    blockLength = f.block_length ?? Math.min(d.blockLength, d.maxTokens);
+    blockLength = f.block_length ?? Math.min(d.blockLength ?? d.maxTokens, d.maxTokens);
     maxTokens = d.maxTokens;
     if (room >= 1 && Math.ceil(maxTokens / blockLength) * blockLength > room) {
       // The default does not fit: shrink it to what fits (whole blocks), or to one block of the room left.
@@ -75,7 +101,8 @@ export function resolveParams(model: ServingModel, f: CommonFields, prefixLen: n
       steps,
       blockLength,
       remasking: f.remasking ?? d.remasking,
-      threshold: f.threshold === undefined ? d.threshold : f.threshold,
+      // The folder's default threshold is LLaDA's sampler's; Dream's sampler has its own schedule.
+      threshold: f.threshold === undefined && alg === undefined ? d.threshold : (f.threshold ?? null),
       factor: f.factor ?? null,
       temperature: f.temperature ?? d.temperature,
       topP: f.top_p ?? 1,
@@ -89,6 +116,7 @@ export function resolveParams(model: ServingModel, f: CommonFields, prefixLen: n
       ...(f.cache !== undefined ? { cache: f.cache } : {}),
       ...(f.ignore_eos === true ? { ignoreEos: true } : {}),
       ...(f.min_tokens ? { minTokens: f.min_tokens } : {}),
+      ...(alg === undefined ? {} : { alg, algTemp: f.alg_temp ?? d.algTemp, eps: f.eps ?? d.eps }),
     },
   };
 }
