@@ -100,3 +100,28 @@ test('API keys compare in constant time against every key', () => {
   assert.equal(match('alph'), null);
   assert.equal(match(''), null);
 });
+
+test("Dream's sampler: alg from the request or the folder's default; LLaDA's rules switch back; naming both is refused", () => {
+  // The tiny model has no default alg: alg in the request turns Dream's sampler on, with its own defaults.
+  const dream = request({ alg: 'entropy', max_tokens: 16 }).params;
+  assert.deepEqual([dream.alg, dream.algTemp, dream.eps, dream.threshold], ['entropy', 0, 1e-3, null]);
+  assert.equal(request({ max_tokens: 16 }).params.alg, undefined);
+  validated(model, request({ alg: 'topk_margin', alg_temp: 0.5, eps: 0.01, max_tokens: 16 }), 'prompt');
+  // A folder whose default is Dream's sampler (architecture dream) decodes the whole span as one block.
+  const dreamFolder = { ...model, defaults: { ...model.defaults, alg: 'maskgit_plus' as const, blockLength: null } };
+  const d = resolveParams(dreamFolder, { max_tokens: 24 }, 11, 0, null).params;
+  assert.deepEqual([d.alg, d.blockLength, d.maxTokens], ['maskgit_plus', 24, 24]);
+  const llada = resolveParams(dreamFolder, { max_tokens: 24, remasking: 'margin' }, 11, 0, null).params;
+  assert.deepEqual([llada.alg, llada.remasking], [undefined, 'margin']);
+  for (const [fields, param] of [
+    [{ alg: 'entropy', remasking: 'margin' }, 'alg'],
+    [{ alg: 'entropy', threshold: 0.9 }, 'alg'],
+    [{ alg_temp: 0.5 }, 'alg_temp'],
+    [{ eps: 0.01, remasking: 'margin' }, 'eps'],
+  ] as const) {
+    assert.throws(() => request(fields), (e: ApiError) => e instanceof ApiError && e.status === 400 && e.param === param, JSON.stringify(fields));
+  }
+  refused({ alg: 'entropy', max_tokens: 16, eps: 1 }, 'eps');
+  refused({ alg: 'entropy', max_tokens: 16, alg_temp: -1 }, 'alg_temp');
+  refused({ alg: 'nope' as never, max_tokens: 16 }, 'alg');
+});
