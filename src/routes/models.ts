@@ -11,6 +11,7 @@ export default async function modelsRoutes(app: FastifyInstance) {
     created: STARTED,
     owned_by: 'dllm-serve',
     max_model_len: app.model.maxSequenceLength,
+    architecture: app.model.architecture,
     ...(app.model.blockSize !== null ? { block_size: app.model.blockSize } : {}),
   });
   app.get('/v1/models', { schema: modelsRouteSchema }, async () => ({ object: 'list' as const, data: [card()] }));

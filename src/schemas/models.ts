@@ -7,6 +7,12 @@ export const ModelObject = Type.Object({
   created: Type.Integer(),
   owned_by: Type.String(),
   max_model_len: Type.Optional(Type.Integer()),
+  architecture: Type.Optional(
+    Type.Union([Type.Literal('llada'), Type.Literal('block_diffusion'), Type.Literal('dream')], {
+      description:
+        "The model's family (dllm.json): llada (bidirectional), block_diffusion (its own blocks; see block_size), dream (bidirectional with shifted logits; Dream's sampler, alg, by default)",
+    }),
+  ),
   block_size: Type.Optional(
     Type.Integer({ description: "A block diffusion model's block size: its only block_length (absent for LLaDA models)" }),
   ),

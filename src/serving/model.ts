@@ -3,7 +3,7 @@
 
 import { Template } from '@huggingface/jinja';
 import type { GenerateRequest } from '../engine/types.js';
-import type { GenerationDefaults, ModelFolder } from '../engine/model_folder.js';
+import type { Architecture, GenerationDefaults, ModelFolder } from '../engine/model_folder.js';
 import { validateRequest } from '../engine/validation.js';
 
 export interface ServingModel {
@@ -12,6 +12,7 @@ export interface ServingModel {
   dir: string;
   vocabSize: number;
   maxSequenceLength: number;
+  architecture: Architecture;
   bosTokenId: number | null;
   /** K of the sampling head: the largest top_k accepted. */
   topk: number;
@@ -38,6 +39,7 @@ export function servingModel(folder: ModelFolder): ServingModel {
     dir: folder.dir,
     vocabSize: s.vocabSize,
     maxSequenceLength: s.maxSequenceLength,
+    architecture: s.architecture,
     bosTokenId: s.bosTokenId,
     topk: s.topk,
     blockSize: s.blockSize,
