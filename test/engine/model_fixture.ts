@@ -13,6 +13,9 @@ export const HAVE_MODEL = existsSync(path.join(MODEL_DIR, 'model.onnx'));
 export const SKIP_NO_MODEL = HAVE_MODEL ? false : `no model at ${MODEL_DIR}`;
 /** The block diffusion model (BD3-LM) of the golden and benchmark runs. */
 export const BD3_MODEL_DIR = path.join(ROOT, 'models', 'tiny-bd3');
+/** A Dream-architecture folder (shifted logits, grouped-query attention, q/k/v biases, untied head) with random
+ * weights, converted from a Dream-layout checkpoint (models/build_tiny_dream_random.sh). */
+export const DREAM_MODEL_DIR = path.join(ROOT, 'models', 'tiny-dream-random');
 
 /** The engine on the test model; requests without `cache` run without one, whatever the provider's default. */
 export async function openTestEngine(maxBatchSize = 16, options: Partial<OpenEngineOptions> = {}): Promise<{ engine: DiffusionEngine; model: ModelFolder }> {
