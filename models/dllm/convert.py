@@ -1,12 +1,15 @@
-"""Hugging Face LLaDA checkpoint folder -> dllm-serve model folder (docs/design.md §2), streaming.
+"""Hugging Face LLaDA or Dream checkpoint folder -> dllm-serve model folder (docs/design.md §2), streaming.
 
-Reads config.json (every flag mapped, or refused by name: model.config_from_hf), the *.safetensors weights (one file
-or shards with model.safetensors.index.json; headers first, tensors later, block by block through memory maps:
-safetensors.py), tokenizer.json, tokenizer_config.json and chat_template.jinja. The graphs are traced from the
-config alone and the weights streamed into the external data files (export.write_folder), so peak memory is set by
-one block of weights plus the exporter, not by the model (docs/deploy.md has the measurements).
+The family comes from config.json's model_type: "llada" (LLaDA), "Dream" (Dream 7B, DiffuCoder, Dream-Coder: the
+Qwen2 layout with shifted logits, read by dream_checkpoint.py). Reads config.json (every flag mapped, or refused by
+name: model.config_from_hf, dream_checkpoint.config_from_dream), the *.safetensors weights (one file or shards with
+model.safetensors.index.json; headers first, tensors later, block by block through memory maps: safetensors.py),
+the tokenizer files and the chat template. The graphs are traced from the config alone and the weights streamed
+into the external data files (export.write_folder), so peak memory is set by one block of weights plus the
+exporter, not by the model (docs/deploy.md has the measurements).
 
     python3 -m dllm.convert --checkpoint /data/LLaDA-8B-Instruct --out models/llada-8b-instruct --fp16
+    python3 -m dllm.convert --checkpoint /data/Dream-v0-Instruct-7B --out models/dream-v0-instruct-7b --fp16
     python3 -m dllm.convert --from-folder models/tiny-llada     # a folder of an earlier exporter, rewritten in place
 
 It prints a report: what it read (architecture, dimensions, dtype, shards, special ids, chat template source), what
@@ -19,43 +22,54 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import sys
 import time
 
 import numpy as np
 
-from . import safetensors
+from . import dream_checkpoint, safetensors
 from .export import parameter_shapes, write_folder, write_model_folder
+from .hf_checkpoint import CheckpointError, CheckpointFolder, chat_template, read_json, token_id
 from .model import ModelConfig, config_from_hf, hf_state_dict_to_ours
 from .reference.weights import model_from_onnx
 
+__all__ = ["CheckpointError", "CheckpointWeights", "Progress", "chat_template", "convert", "read_json",
+           "rewrite_folder", "token_id"]
 
-class CheckpointError(ValueError):
-    """A checkpoint folder that cannot be converted; the message names the file, field or tensor."""
+
+def llada_to_ours(hf_name: str) -> str:
+    """LLaDA's one name mapping (model.hf_state_dict_to_ours) for one tensor name."""
+    return next(iter(hf_state_dict_to_ours({hf_name: None})))
 
 
 class CheckpointWeights:
-    """A checkpoint's tensors under our parameter names (model.hf_state_dict_to_ours), checked against the
-    shapes `config` implies; read block by block as float32 for export.write_weights."""
+    """A checkpoint's tensors under our parameter names (`to_ours`: the family's name mapping, by default LLaDA's
+    model.hf_state_dict_to_ours), checked against the shapes `config` implies; read block by block as float32 for
+    export.write_weights. `label` names one of our parameters in messages; `family` is named for a stray tensor."""
 
-    def __init__(self, folder: str, config: ModelConfig):
+    def __init__(self, folder: str, config: ModelConfig, to_ours=None, label=str, family: str = "LLaDA"):
         try:
             self.checkpoint = safetensors.Checkpoint(folder)
         except safetensors.SafetensorsError as e:
             raise CheckpointError(str(e)) from e
-        self.hf_name = {ours: hf for ours, hf in hf_state_dict_to_ours({k: k for k in self.checkpoint.tensors}).items()}
+        to_ours = to_ours or llada_to_ours
+        self.hf_name = {}
+        for hf in self.checkpoint.tensors:
+            ours = to_ours(hf)
+            self.hf_name[ours if ours is not None else hf] = hf
         expected = parameter_shapes(config)
         missing = sorted(set(expected) - set(self.hf_name))
         if missing:
-            raise CheckpointError(f"{folder}: tensor {missing[0]} missing from the checkpoint ({len(missing)} missing)")
-        unexpected = sorted(set(self.hf_name) - set(expected))
+            raise CheckpointError(f"{folder}: tensor {label(missing[0])} missing from the checkpoint "
+                                  f"({len(missing)} missing)")
+        unexpected = sorted(set(self.hf_name) - set(expected), key=lambda n: self.hf_name[n])
         if unexpected:
-            raise CheckpointError(f"{folder}: unexpected tensor {unexpected[0]} (is this a LLaDA checkpoint?)")
+            raise CheckpointError(f"{folder}: unexpected tensor {self.hf_name[unexpected[0]]} "
+                                  f"(is this a {family} checkpoint?)")
         for name, shape in expected.items():
             info = self.checkpoint.tensors[self.hf_name[name]]
             if info.shape != shape:
-                raise CheckpointError(f"{folder}: tensor {name} has shape {list(info.shape)}, "
+                raise CheckpointError(f"{folder}: tensor {label(name)} has shape {list(info.shape)}, "
                                       f"config.json implies {list(shape)}")
             if info.dtype not in safetensors.FLOAT_DTYPES:
                 raise CheckpointError(f"{info.file}: tensor {self.hf_name[name]} has dtype {info.dtype}, not a float")
@@ -70,47 +84,6 @@ class CheckpointWeights:
         return self.checkpoint.columns(self.hf_name[name], start, stop)
 
 
-def read_json(folder: str, name: str, required: bool = True) -> dict | None:
-    path = os.path.join(folder, name)
-    if not os.path.exists(path):
-        if required:
-            raise CheckpointError(f"{path}: missing")
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def token_id(tokenizer: dict, content: str | dict | None) -> int | None:
-    """Id of a special token given by its text (tokenizer_config.json style), or None."""
-    if isinstance(content, dict):
-        content = content.get("content")
-    if content is None:
-        return None
-    for added in tokenizer.get("added_tokens", []):
-        if added["content"] == content:
-            return added["id"]
-    return tokenizer.get("model", {}).get("vocab", {}).get(content)
-
-
-def chat_template(folder: str, tok_config: dict) -> tuple[str | None, str]:
-    """The chat template and where it came from. transformers >= 4.47 saves it as chat_template.jinja (and no
-    longer in tokenizer_config.json), and reads that file first when both exist; so do we. tokenizer_config.json
-    may hold a string or a list of named templates ({"name", "template"}), of which "default" is the one used."""
-    path = os.path.join(folder, "chat_template.jinja")
-    if os.path.exists(path):
-        with open(path) as f:
-            return f.read(), "chat_template.jinja"
-    template = tok_config.get("chat_template")
-    if isinstance(template, list):
-        named = {t.get("name"): t.get("template") for t in template}
-        if "default" not in named:
-            raise CheckpointError(f"{folder}/tokenizer_config.json: chat_template lists {sorted(named)}, no 'default'")
-        return named["default"], "tokenizer_config.json (default of a list)"
-    if template is None:
-        return None, "none (chat requests will be refused)"
-    return template, "tokenizer_config.json"
-
-
 def peak_rss() -> int:
     """This process's peak resident set size in bytes: VmHWM, the high-water mark of its own address space
     (ru_maxrss would also count the parent it was forked from, which Linux carries across fork and exec)."""
@@ -121,14 +94,55 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux: KiB there too on most systems
 
 
-def load_config(folder: str) -> tuple[dict, ModelConfig]:
-    hf_config = read_json(folder, "config.json")
+def map_config(folder: str, hf_config: dict, mapping) -> ModelConfig:
+    """config.json -> ModelConfig through a family's mapping; its refusals become CheckpointErrors."""
     try:
-        return hf_config, config_from_hf(hf_config)
+        return mapping(hf_config)
     except KeyError as e:
         raise CheckpointError(f"{os.path.join(folder, 'config.json')}: missing field {e}") from e
     except ValueError as e:
         raise CheckpointError(str(e)) from e
+
+
+def read_checkpoint(folder: str) -> CheckpointFolder:
+    """The checkpoint's family from config.json's model_type, and its reader."""
+    hf_config = read_json(folder, "config.json")
+    if dream_checkpoint.is_dream(hf_config):
+        config = map_config(folder, hf_config, dream_checkpoint.config_from_dream)
+        return dream_checkpoint.read(folder, hf_config, config)
+    model_type, archs = hf_config.get("model_type"), list(hf_config.get("architectures") or [])
+    if model_type != "llada" and "LLaDAModelLM" not in archs:
+        raise CheckpointError(f"{os.path.join(folder, 'config.json')}: unknown architecture {model_type!r} {archs}; "
+                              "expected model_type 'llada' (LLaDA) or 'Dream' (Dream, DiffuCoder, Dream-Coder)")
+    return read_llada(folder, hf_config, map_config(folder, hf_config, config_from_hf))
+
+
+def read_llada(folder: str, hf_config: dict, config: ModelConfig) -> CheckpointFolder:
+    """A LLaDA folder: tokenizer.json as it is, special ids from config.json and the tokenizer files."""
+    tokenizer = read_json(folder, "tokenizer.json")
+    tok_config = read_json(folder, "tokenizer_config.json", required=False) or {}
+    mask = hf_config.get("mask_token_id", token_id(tokenizer, "<|mdm_mask|>"))
+    if mask is None:
+        raise CheckpointError(f"{folder}/config.json: no mask_token_id and no <|mdm_mask|> token in tokenizer.json")
+    eos = [hf_config.get("eos_token_id"), token_id(tokenizer, tok_config.get("eos_token")),
+           token_id(tokenizer, "<|endoftext|>"), token_id(tokenizer, "<|eot_id|>")]
+    eos_ids = tuple(sorted({i for i in eos if isinstance(i, int)}))
+    if not eos_ids:
+        raise CheckpointError(f"{folder}: no end-of-sequence token found in config.json or tokenizer files")
+    pad = hf_config.get("pad_token_id", token_id(tokenizer, tok_config.get("pad_token")))
+    bos = (token_id(tokenizer, tok_config.get("bos_token")) if "bos_token" in tok_config
+           else hf_config.get("bos_token_id"))
+    template, template_source = chat_template(folder, tok_config)
+    c = config
+    return CheckpointFolder(
+        family="LLaDA", architecture="LLaDA (LLaDALlamaBlock)", config=config,
+        to_ours=llada_to_ours, label=str,
+        tokenizer=tokenizer, tokenizer_file=os.path.join(folder, "tokenizer.json"),
+        mask_token_id=mask, eos_token_ids=eos_ids, pad_token_id=pad if pad is not None else eos_ids[0],
+        bos_token_id=bos, chat_template=template, chat_template_source=template_source,
+        vocabulary=f"{c.vocab_size} tokens"
+        + (f"; embedding rows {c.embedding_size}: the {c.embedding_size - c.vocab_size} padding rows beyond the "
+           f"vocabulary are left out of the logits and the softmax" if (c.embedding_size or 0) > c.vocab_size else ""))
 
 
 class Progress:
@@ -152,45 +166,36 @@ class Progress:
 
 def convert(checkpoint: str, out: str, name: str, k: int = 64, fp16: bool = False, log=print, progress=None) -> dict:
     started = time.perf_counter()
-    hf_config, config = load_config(checkpoint)
-    tokenizer = read_json(checkpoint, "tokenizer.json")
-    tok_config = read_json(checkpoint, "tokenizer_config.json", required=False) or {}
-    weights = CheckpointWeights(checkpoint, config)
-    mask = hf_config.get("mask_token_id", token_id(tokenizer, "<|mdm_mask|>"))
-    if mask is None:
-        raise CheckpointError(f"{checkpoint}/config.json: no mask_token_id and no <|mdm_mask|> token in tokenizer.json")
-    eos = [hf_config.get("eos_token_id"), token_id(tokenizer, tok_config.get("eos_token")),
-           token_id(tokenizer, "<|endoftext|>"), token_id(tokenizer, "<|eot_id|>")]
-    eos_ids = tuple(sorted({i for i in eos if isinstance(i, int)}))
-    if not eos_ids:
-        raise CheckpointError(f"{checkpoint}: no end-of-sequence token found in config.json or tokenizer files")
-    pad = hf_config.get("pad_token_id", token_id(tokenizer, tok_config.get("pad_token")))
-    bos = token_id(tokenizer, tok_config.get("bos_token")) if "bos_token" in tok_config else hf_config.get("bos_token_id")
-    template, template_source = chat_template(checkpoint, tok_config)
-    c = config
+    source = read_checkpoint(checkpoint)
+    c = config = source.config
+    weights = CheckpointWeights(checkpoint, config, source.to_ours, source.label, source.family)
     params = sum(int(np.prod(s)) for s in parameter_shapes(c).values())
     files = weights.checkpoint.files
     log(f"read {checkpoint}")
-    log(f"  architecture  LLaDA (LLaDALlamaBlock): {c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads "
+    log(f"  architecture  {source.architecture}: {c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads "
         f"({c.effective_n_kv_heads} kv heads{', grouped-query' if c.effective_n_kv_heads < c.n_heads else ''}), "
         f"head dim {c.head_dim}, MLP {c.mlp_hidden_size}, rope theta {c.rope_theta:g}, "
         f"{'tied' if c.weight_tying else 'untied'} embeddings"
-        + "".join(f", {flag}" for flag in ("include_bias", "include_qkv_bias", "input_emb_norm", "scale_logits")
-                  if getattr(c, flag)))
-    log(f"  vocabulary    {c.vocab_size} tokens"
-        + (f"; embedding rows {c.embedding_size}: the {c.embedding_size - c.vocab_size} padding rows beyond the "
-           f"vocabulary are left out of the logits and the softmax" if (c.embedding_size or 0) > c.vocab_size else ""))
+        + "".join(f", {flag}" for flag in ("include_bias", "include_qkv_bias", "input_emb_norm", "scale_logits",
+                                           "shift_logits") if getattr(c, flag)))
+    log(f"  vocabulary    {source.vocabulary}")
     log(f"  weights       {params / 1e9:.3f} B parameters, {'/'.join(weights.checkpoint.dtypes())}, "
         f"{weights.checkpoint.nbytes() / 2**30:.2f} GiB in {len(files)} file{'s' * (len(files) > 1)}"
         + (" (sharded, model.safetensors.index.json)" if os.path.exists(os.path.join(checkpoint, safetensors.INDEX)) else ""))
-    log(f"  special ids   mask {mask}, eos {list(eos_ids)}, pad {pad if pad is not None else eos_ids[0]}, bos {bos}")
-    log(f"  chat template {template_source}")
+    log(f"  special ids   mask {source.mask_token_id}, eos {list(source.eos_token_ids)}, pad {source.pad_token_id}, "
+        f"bos {source.bos_token_id}")
+    log(f"  chat template {source.chat_template_source}")
+    for heading, text in source.report:
+        log(f"  {heading:<13} {text}")
     os.makedirs(out, exist_ok=True)
-    shutil.copyfile(os.path.join(checkpoint, "tokenizer.json"), os.path.join(out, "tokenizer.json"))
+    source.write_tokenizer(os.path.join(out, "tokenizer.json"))
     try:
         meta = write_folder(config, weights, out, os.path.join(out, "tokenizer.json"), k, name, fp16,
-                            progress=progress or Progress(), chat_template=template, eos_token_ids=eos_ids,
-                            pad_token_id=pad if pad is not None else eos_ids[0], bos_token_id=bos, mask_token_id=mask)
+                            progress=progress or Progress(), chat_template=source.chat_template,
+                            eos_token_ids=source.eos_token_ids, pad_token_id=source.pad_token_id,
+                            bos_token_id=source.bos_token_id, mask_token_id=source.mask_token_id,
+                            **({"generation_defaults": source.generation_defaults}
+                               if source.generation_defaults is not None else {}))
     except ValueError as e:  # e.g. a weight beyond float16's range
         raise CheckpointError(str(e)) from e
     finally:
@@ -203,7 +208,7 @@ def convert(checkpoint: str, out: str, name: str, k: int = 64, fp16: bool = Fals
             what = "float32" if precision == "fp32" else \
                 "float16 products and weights, float32 RoPE, norm statistics, softmax and head"
             log(f"  {precision:<13} {sizes} ({what})")
-    log(f"  dllm.json     format {meta['format']}, top-K {k}")
+    log(f"  dllm.json     format {meta['format']}, architecture {meta['architecture']}, top-K {k}")
     log(f"peak memory {peak_rss() / 2**30:.2f} GiB (peak RSS), {time.perf_counter() - started:.1f} s")
     return meta
 
@@ -222,7 +227,8 @@ def rewrite_folder(folder: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="Hugging Face LLaDA folder (config.json, *.safetensors, tokenizer.json)")
+    source.add_argument("--checkpoint", help="Hugging Face LLaDA or Dream folder (config.json, *.safetensors, the "
+                        "tokenizer files)")
     source.add_argument("--from-folder", help="rewrite this model folder in place with the current exporter (its "
                         "weights recovered from model.onnx, its dllm.json fields kept): adds graphs newer than it")
     parser.add_argument("--out")
