@@ -87,8 +87,11 @@ function readRequest() {
     if (input.value === '') throw new PageError(`${label} must be a number.`, '', name);
     body[name] = Number(input.value);
   }
-  body.remasking = $('remasking').value;
-  body.threshold = $('threshold').value === '' ? null : Number($('threshold').value);
+  // A commit rule names LLaDA's sampler (remasking) or Dream's (alg); none leaves the model folder's default.
+  const rule = $('remasking').value;
+  if (rule.startsWith('alg:')) body.alg = rule.slice('alg:'.length);
+  else if (rule !== '') body.remasking = rule;
+  if ($('threshold').value !== '') body.threshold = Number($('threshold').value);
   if ($('seed').value !== '') body.seed = Number($('seed').value);
   return body;
 }
