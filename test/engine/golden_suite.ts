@@ -5,6 +5,7 @@
 // Regenerate a fixture after its model changes:
 //   cd models && python3 -m dllm.reference --golden ../test/fixtures/golden/tiny-llada.json
 //   cd models && python3 -m dllm.reference --model tiny-bd3 --golden ../test/fixtures/golden/tiny-bd3.json
+//   cd models && python3 -m dllm.reference --model tiny-dream-random --golden ../test/fixtures/golden/tiny-dream-random.json
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -15,7 +16,7 @@ import type { DiffusionEngine } from '../../src/engine/engine.js';
 import type { Provider } from '../../src/engine/onnx_session.js';
 import type { ModelFolder } from '../../src/engine/model_folder.js';
 import type { EngineEvent, SamplingParams } from '../../src/engine/types.js';
-import { BD3_MODEL_DIR, collect, finishes, MODEL_DIR, openTestEngine, request, ROOT } from './model_fixture.js';
+import { BD3_MODEL_DIR, collect, DREAM_MODEL_DIR, finishes, MODEL_DIR, openTestEngine, request, ROOT } from './model_fixture.js';
 
 interface GoldenCase {
   name: string;
@@ -42,7 +43,10 @@ const cacheOf = (c: GoldenCase) => c.params.cache ?? 'none';
 
 export const LLADA_GOLDEN = process.env.DLLM_GOLDEN ?? path.join(ROOT, 'test/fixtures/golden/tiny-llada.json');
 export const BD3_GOLDEN = path.join(ROOT, 'test/fixtures/golden/tiny-bd3.json');
-export { BD3_MODEL_DIR, MODEL_DIR };
+/** Dream's sampler and shifted logits, from the PyTorch reference of Dream's `_sample` (models/dllm/reference/dream.py)
+ * and, for the cache modes, the reference mirror. */
+export const DREAM_GOLDEN = path.join(ROOT, 'test/fixtures/golden/tiny-dream-random.json');
+export { BD3_MODEL_DIR, DREAM_MODEL_DIR, MODEL_DIR };
 
 /** One model folder against its fixture on one provider: every case alone, then every exact case of a cache mode in
  * one batch. */

@@ -3,7 +3,8 @@
 // the same cache rules as on a GPU. Kept to a few minutes there: per model and cache mode, the first two cases alone
 // and the first eight batched.
 
-import { BD3_GOLDEN, BD3_MODEL_DIR, goldenSuite, LLADA_GOLDEN, MODEL_DIR } from './golden_suite.js';
+import { BD3_GOLDEN, BD3_MODEL_DIR, DREAM_GOLDEN, DREAM_MODEL_DIR, goldenSuite, LLADA_GOLDEN, MODEL_DIR } from './golden_suite.js';
 
 goldenSuite(MODEL_DIR, LLADA_GOLDEN, 'webgpu', { alonePerMode: 2, batchedPerMode: 8 });
 goldenSuite(BD3_MODEL_DIR, BD3_GOLDEN, 'webgpu', { alonePerMode: 2, batchedPerMode: 8 });
+goldenSuite(DREAM_MODEL_DIR, DREAM_GOLDEN, 'webgpu', { alonePerMode: 2, batchedPerMode: 8 });

@@ -15,8 +15,8 @@ import torch
 
 from . import __doc__ as DESCRIPTION
 from .batching import ReferenceSampler, result
-from .golden import golden
-from .sampler import CACHE_MODES, REMASKING_RULES, Params
+from .golden import folder_tokenizer, golden
+from .sampler import CACHE_MODES, DEFAULT_EPS, DREAM_ALGS, REMASKING_RULES, Params
 from .weights import load
 
 
@@ -55,13 +55,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--cache", choices=CACHE_MODES, default="none", help="key/value cache mode (Fast-dLLM)")
+    parser.add_argument("--alg", choices=DREAM_ALGS, help="Dream's sampler with this confidence (default: LLaDA's)")
+    parser.add_argument("--alg-temp", type=float, default=0.0, help="Dream's alg_temp")
+    parser.add_argument("--eps", type=float, default=DEFAULT_EPS, help="Dream's eps")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from ..tokenizer import Tokenizer
-
     sampler, _ = load(args.model, args.checkpoint)
-    tokenizer = Tokenizer.load(os.path.join(args.model, "tokenizer.json"))
+    tokenizer = folder_tokenizer(args.model)
     if args.bench:
         print(json.dumps({"ready": True}), flush=True)
         for line in sys.stdin:
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.prompt:
         params = Params(max_tokens=args.max_tokens, steps=args.steps, block_length=args.block_length,
                         remasking=args.remasking, threshold=args.threshold, temperature=args.temperature, seed=args.seed,
-                        cache=args.cache)
+                        cache=args.cache, alg=args.alg, alg_temp=args.alg_temp, eps=args.eps)
         seq = sampler.new_sequence(tokenizer.encode(args.prompt), params)
         sampler.generate([seq])
         print(json.dumps({**result(seq), "text": tokenizer.decode(result(seq)["token_ids"])}))

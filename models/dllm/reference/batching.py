@@ -10,13 +10,16 @@ import torch
 
 from ..graph import CachedSamplingGraph, SamplingGraph
 from ..model import LLaDA
-from .sampler import Head, Params, Sequence
+from .sampler import DREAM_ALGS, Head, Params, Sequence
 
 # --- the loop: every unfinished sequence in one left-padded batch per step (src/engine/batch.ts) ----------------
 
 def build_batch(entries: list[tuple[Sequence, list[int]]], pad_id: int):
+    """Full-pass feeds: each sequence's canvas left-padded, the head read at the canvas index whose output predicts
+    each wanted position (Sequence.read_from: the position itself, or with shifted logits the one before)."""
     rows, row_of = [], []
-    for seq, positions in entries:
+    for seq, wanted in entries:
+        positions = [seq.read_from(q) for q in wanted]
         cond = len(rows)
         row_of.append(cond)
         if seq.params.cfg_scale > 0:
@@ -56,6 +59,8 @@ def step_rows(seq: Sequence, positions: list[int]):
     cached keys/values before the block; `dual` queries the block alone over the cached keys/values of every other
     position (before and after it) from the block start. In dual mode the cached entries of the block itself are
     masked out and its fresh keys/values come from the query, which equals Fast-dLLM's replace_position update.
+    With shifted logits (Dream) the query starts one position before the block (Sequence.query_start), whose output
+    predicts the block's first position: prefix caches [0, start - 1), dual hides [start - 1, end).
     """
     start, end = seq.block_range()
     canvases = [seq.canvas] + ([seq.unconditional_canvas()] if seq.params.cfg_scale > 0 else [])
@@ -66,11 +71,14 @@ def step_rows(seq: Sequence, positions: list[int]):
             # completes also that block, whose keys/values the step returns to be appended), over the whole cache.
             q_lo, q_hi, past_len, hidden = kv.shape[-2], end, kv.shape[-2], (0, 0)
         elif seq.params.cache == "prefix":
-            q_lo, q_hi, past_len, hidden = start, len(canvas), start, (start, start)
+            q = seq.query_start()
+            q_lo, q_hi, past_len, hidden = q, len(canvas), q, (q, q)
         else:
-            q_lo, q_hi, past_len, hidden = start, end, len(canvas), (start, end)
+            q = seq.query_start()
+            q_lo, q_hi, past_len, hidden = q, end, len(canvas), (q, end)
         rows.append({"query": canvas[q_lo:q_hi], "q_lo": q_lo, "past": kv[..., :past_len, :], "hidden": hidden,
-                     "positions": [p - q_lo for p in positions], "cfg": seq.params.cfg_scale if len(rows) == 0 else 0.0})
+                     "positions": [seq.read_from(p) - q_lo for p in positions],
+                     "cfg": seq.params.cfg_scale if len(rows) == 0 else 0.0})
     return rows
 
 
@@ -154,13 +162,21 @@ class ReferenceSampler:
         prefix = ([bos] if bos is not None else []) + list(prompt_ids)
         seed = ((params.seed or 0) + choice) % 2**53
         block_size = self.spec.get("block_size") if self.spec.get("architecture") == "block_diffusion" else None
+        config = self.spec.get("model_config") or {}
+        shift = int(self.spec.get("architecture") == "dream" or bool(config.get("shift_logits")))
+        if params.alg is not None:
+            # What the engine refuses (src/engine/validation.ts): Dream's blocks share the steps equally.
+            blocks = -(-params.max_tokens // params.block_length)
+            if params.alg not in DREAM_ALGS or params.steps % blocks or not 0 < params.eps < 1 or params.alg_temp < 0:
+                raise ValueError(f"Dream's sampler: alg in {DREAM_ALGS}, steps a multiple of the {blocks} blocks, "
+                                 "0 < eps < 1, alg_temp >= 0")
         if block_size is not None:
             # What the engine refuses for such a model (src/engine/validation.ts): it decodes left to right only.
             if params.block_length != block_size or suffix_ids or params.cfg_scale > 0 or params.cache == "dual":
                 raise ValueError("block diffusion: block_length must be the model's block size; no suffix, guidance "
                                  "or dual cache")
         return Sequence(prefix, list(suffix_ids), params, self.spec["mask_token_id"], self.spec["eos_token_ids"], seed,
-                        block_size)
+                        block_size, shift)
 
     def generate(self, sequences: list[Sequence]) -> int:
         """Steps every sequence to its end, all unfinished ones batched per step. Returns the batched steps.

@@ -12,6 +12,9 @@ import torch
 
 REMASKING_RULES = ("low_confidence", "random", "margin", "entropy")
 CACHE_MODES = ("none", "prefix", "dual")
+# Dream's sampler (HKUNLP Dream, generation_utils.py `_sample`; src/engine/dream.ts), chosen by Params.alg.
+DREAM_ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
+DEFAULT_EPS = 1e-3  # Dream's DreamGenerationConfig.eps
 
 # --- RNG (src/engine/rng.ts) -------------------------------------------------------------------------------
 
@@ -70,6 +73,11 @@ class Params:
     cache: str = "none"  # key/value cache mode (Fast-dLLM): none | prefix | dual
     ignore_eos: bool = False  # vLLM's ignore_eos: end-of-text does not end the sequence (benchmarks)
     min_tokens: int = 0  # vLLM's min_tokens, adapted: no end-of-text is chosen at generated positions below it
+    # Dream's sampler (src/engine/dream.ts): alg None = LLaDA's (remasking, threshold, factor). block_length stays an
+    # int: Dream's whole span as one block (block_length null in a request) is block_length = max_tokens.
+    alg: str | None = None  # origin | maskgit_plus | topk_margin | entropy
+    alg_temp: float = 0.0  # 0: the most confident positions; > 0: drawn from softmax(confidence / alg_temp)
+    eps: float = DEFAULT_EPS  # the last timestep: timesteps run from 1 down to eps
 
     def to_ts(self) -> dict:
         """The SamplingParams object of the TypeScript engine."""
@@ -78,7 +86,8 @@ class Params:
                 "temperature": self.temperature, "topP": self.top_p, "topK": self.top_k, "cfgScale": self.cfg_scale,
                 "seed": self.seed, "stop": [], "logprobs": None, "cache": self.cache,
                 **({"ignoreEos": True} if self.ignore_eos else {}),
-                **({"minTokens": self.min_tokens} if self.min_tokens else {})}
+                **({"minTokens": self.min_tokens} if self.min_tokens else {}),
+                **({"alg": self.alg, "algTemp": self.alg_temp, "eps": self.eps} if self.alg is not None else {})}
 
 
 @dataclass
@@ -107,14 +116,17 @@ def candidate_count(logits: np.ndarray, p: Params) -> int:
 
 
 def choose_token(logits: np.ndarray, ids: np.ndarray, lse: float, p: Params, mask_id: int, rng: CounterRng | None,
-                 banned: frozenset[int] = frozenset()):
+                 banned: frozenset[int] = frozenset(), allow_mask: bool = False):
     """(token id, rank among the K, logprob, margin): greedy, or Gumbel-max argmax l - T·log(-log u) in float64.
 
     margin (not in the TypeScript engine): how far the winner is ahead of the runner-up, to tell the golden test which
-    decisions float32 rounding differences between PyTorch and ONNX Runtime could flip. The mask token and `banned`
-    (end-of-text before min_tokens) are never chosen.
+    decisions float32 rounding differences between PyTorch and ONNX Runtime could flip. The mask token (unless
+    allow_mask: Dream's sampler before a block's last step) and `banned` (end-of-text before min_tokens) are never
+    chosen.
     """
     k = len(logits)
+    if allow_mask:
+        mask_id = -1
     allowed = [i for i in range(k) if int(ids[i]) != mask_id and int(ids[i]) not in banned]
     rank = allowed[0] if allowed else k - 1
     values = {i: float(logits[i]) for i in allowed}
@@ -170,6 +182,90 @@ def transfer_schedule(masked: int, steps: int) -> list[int]:
     return [base + (1 if i < remainder else 0) for i in range(effective)]
 
 
+# --- Dream's sampler (src/engine/dream.ts) ------------------------------------------------------------------------
+
+_F32 = np.float32
+
+
+def dream_timesteps(steps: int, eps: float, fused: bool = False) -> np.ndarray:
+    """Dream's timesteps torch.linspace(1, eps, steps + 1) in float32: the step (eps - 1) / steps in float32, the first
+    (steps + 1) // 2 values start + step * i, the others end - step * (steps - i). fused (what dream.ts dreamTimesteps
+    computes and the Sequence mirror uses): product and sum rounded once, as a fused multiply-add does, so the scalar
+    elements of PyTorch's AVX2 / AVX512 CPU kernels and, presumably, its CUDA kernel under nvcc's default contraction
+    (not checked here: no GPU); otherwise each product and sum rounded to float32. PyTorch's CPU kernel itself differs from both once two
+    whole vectors fit (16 values with AVX2): it fills vector chunks as base + k * step. tests/test_reference_dream.py
+    pins this."""
+    start, end = _F32(1.0), _F32(eps)
+    step = _F32(end - start) / _F32(steps)
+    count, out = steps + 1, np.empty(steps + 1, dtype=_F32)
+    for i in range(count):
+        if fused:
+            exact = float(start) + float(step) * i if i < count // 2 else float(end) - float(step) * (steps - i)
+            out[i] = _F32(exact)  # exact in float64 for these magnitudes, then one rounding
+        else:
+            out[i] = start + step * _F32(i) if i < count // 2 else end - step * _F32(steps - i)
+    return out
+
+
+def dream_share(t: float, s: float) -> float:
+    """1 - s / t in float32: the share of the masked positions a step from time t to s commits."""
+    return float(_F32(1) - _F32(_F32(s) / _F32(t)))
+
+
+def dream_count(masked: int, t: float, s: float, last: bool) -> int:
+    """int(masked * (1 - s / t)) in float32 (truncated), as `_sample` computes it with float32 tensors; at the block's
+    last step every remaining position."""
+    return masked if last else int(_F32(masked) * _F32(dream_share(t, s)))
+
+
+def dream_confidence(alg: str, logits: np.ndarray, ids: np.ndarray, lse: float, entropy: float, rank: int,
+                     logprob: float, p: Params) -> float:
+    """A masked position's confidence under `alg` (dream.ts dreamConfidence): maskgit_plus p(chosen), topk_margin
+    p(top 1) - p(top 2), entropy sum p log(p + 1e-10) = -H; origin none (0). Greedy without top_k / top_p from the
+    head's full-vocabulary logsumexp and entropy; otherwise of softmax(l / T) over the candidates (the K cut by top_k,
+    top_p), as dream.ts does."""
+    if alg == "origin":
+        return 0.0
+    if p.temperature == 0 and p.top_k == 0 and p.top_p >= 1:
+        if alg == "maskgit_plus":
+            return math.exp(logprob)
+        if alg == "topk_margin":
+            second = math.exp(float(logits[1]) - float(lse)) if len(logits) > 1 else 0.0
+            return math.exp(float(logits[0]) - float(lse)) - second
+        return -float(entropy)
+    scale = p.temperature if p.temperature > 0 else 1.0
+    count = candidate_count(logits, Params(**{**p.__dict__, "temperature": scale}))
+    weights = [math.exp((float(logits[i]) - float(logits[0])) / scale) for i in range(count)]
+    total = 0.0
+    for w in weights:
+        total += w
+    probs = [w / total for w in weights]
+    if alg == "maskgit_plus":
+        return probs[rank] if rank < len(probs) else 0.0
+    if alg == "topk_margin":
+        return probs[0] - (probs[1] if len(probs) > 1 else 0.0)
+    negative_entropy = 0.0
+    for q in probs:
+        negative_entropy += q * math.log(q + 1e-10)
+    return negative_entropy
+
+
+def dream_commits(scores: list[float], alg: str, alg_temp: float, t: float, s: float, last: bool,
+                  rng: CounterRng | None) -> list[int]:
+    """Which masked positions a step commits, as indices into `scores` (dream.ts dreamCommits). origin: each with
+    probability 1 - s/t (1 at the last step), one uniform per position. Otherwise dream_count of them: the most
+    confident, ties to the leftmost (alg_temp 0), or drawn without replacement from softmax(confidence / alg_temp) by
+    the Gumbel-top-k trick, one uniform per position."""
+    if alg == "origin":
+        share = 1.0 if last else dream_share(t, s)
+        return [i for i in range(len(scores)) if rng.next() < share]
+    count = dream_count(len(scores), t, s, last)
+    if count == 0:
+        return []
+    keys = scores if alg_temp <= 0 else [c / alg_temp - math.log(-math.log(rng.next())) for c in scores]
+    return rank_by_score(keys)[:count]
+
+
 def rank_by_score(scores: list[float]) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
 
@@ -212,9 +308,11 @@ def block_starts(gen_start: int, params: Params, block_size: int | None) -> list
 
 class Sequence:
     def __init__(self, prefix: list[int], suffix: list[int], params: Params, mask_id: int, eos_ids: list[int], seed: int,
-                 block_size: int | None = None):
+                 block_size: int | None = None, shift: int = 0):
         self.params, self.mask_id, self.eos = params, mask_id, set(eos_ids)
         self.block_size = block_size  # a block diffusion model's block size; None for LLaDA
+        # 1 with shifted logits (architecture dream): position p's prediction is the graph's output at p - 1.
+        self.shift = shift
         self.rng = CounterRng(seed)
         self.gen_start = len(prefix)
         self.block_starts = block_starts(self.gen_start, params, block_size)
@@ -229,6 +327,25 @@ class Sequence:
         # 0 .. length-1: LLaDA's from the last refresh, a block diffusion model's appended block by block.
         self.kv: list[torch.Tensor] | None = None
         self.refreshes = self.cached_steps = 0
+        # Dream's sampler: the timesteps of every block's steps (dream_timesteps); None for LLaDA's.
+        self.timesteps = None if params.alg is None else dream_timesteps(self.steps_per_block, params.eps, fused=True)
+
+    @property
+    def steps_per_block(self) -> int:
+        """Dream's sampler: every block runs steps / blocks steps, also those that commit nothing."""
+        return max(1, self.params.steps // self.num_blocks)
+
+    def read_from(self, position: int) -> int:
+        """The canvas index whose graph output predicts canvas position `position` (src/engine/sequence.ts readFrom):
+        itself, or with shifted logits the one before (a row's first position reads its own, as Dream's
+        `torch.cat([logits[:, :1], logits[:, :-1]], dim=1)`)."""
+        return max(0, position - self.shift)
+
+    def query_start(self) -> int:
+        """Where a cached step's query starts (src/engine/kv_cache.ts stepSpan): the block start, or with shifted
+        logits one position earlier, whose output predicts the block's first position; the cached positions a prefix
+        step reads end there."""
+        return max(0, self.block_range()[0] - self.shift)
 
     def block_schedule(self) -> list[int]:
         """The linear schedule of the current block: its (all masked) positions over the block's steps. LLaDA: steps
@@ -286,6 +403,8 @@ class Sequence:
         return ("fixed", self.schedule[min(self.step_in_block, len(self.schedule) - 1)])
 
     def apply_step(self, head: Head, row: int, positions: list[int]) -> list[tuple[int, int, float]]:
+        if self.timesteps is not None:
+            return self.apply_dream_step(head, row, positions)
         p = self.params
         choices, scores = [], []
         no_eos = frozenset(self.eos)
@@ -314,6 +433,43 @@ class Sequence:
             self.step_in_block = 0
             if self.block < self.num_blocks:
                 self.schedule = self.block_schedule()
+        self.end = self.check_end()
+        return sorted(commits)
+
+    def apply_dream_step(self, head: Head, row: int, positions: list[int]) -> list[tuple[int, int, float]]:
+        """One step of Dream's sampler (src/engine/sequence.ts applyStep with `alg`; reference/dream.py is the
+        PyTorch reference): a choice and a confidence per masked position of the block, dream_commits of them
+        committed. Before the block's last step the mask token may be chosen (the position stays masked, as in the
+        official code); at the last step it is not."""
+        p = self.params
+        last = self.step_in_block >= self.steps_per_block - 1
+        t, s = float(self.timesteps[self.step_in_block]), float(self.timesteps[self.step_in_block + 1])
+        no_eos = frozenset(self.eos)
+        rng = self.rng if p.temperature > 0 else None
+        choices = [choose_token(head.topk_logits[row, j], head.topk_ids[row, j], head.logsumexp[row, j], p,
+                                self.mask_id, rng, no_eos if at - self.gen_start < p.min_tokens else frozenset(),
+                                allow_mask=not last) for j, at in enumerate(positions)]
+        scores = [dream_confidence(p.alg, head.topk_logits[row, j], head.topk_ids[row, j], head.logsumexp[row, j],
+                                   head.entropy[row, j], choices[j][1], choices[j][2], p)
+                  for j in range(len(positions))]
+        picked = dream_commits(scores, p.alg, p.alg_temp, t, s, last, self.rng)
+        # Near-ties: the token choice at the committed positions, and the cut between committed and not.
+        self.min_margin = min([self.min_margin] + [choices[j][3] for j in picked])
+        if p.alg != "origin" and p.alg_temp <= 0 and 0 < len(picked) < len(scores):
+            order = rank_by_score(scores)
+            self.min_margin = min(self.min_margin, scores[order[len(picked) - 1]] - scores[order[len(picked)]])
+        commits = []
+        for j in picked:
+            token, _, logprob, _ = choices[j]
+            if token == self.mask_id:
+                continue  # the mask token was chosen: the position stays masked
+            self.canvas[positions[j]] = token
+            commits.append((positions[j] - self.gen_start, token, math.exp(logprob)))
+        self.steps += 1
+        self.step_in_block += 1
+        if not self.wanted_positions():
+            self.block += 1
+            self.step_in_block = 0
         self.end = self.check_end()
         return sorted(commits)
 
