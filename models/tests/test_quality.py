@@ -45,6 +45,11 @@ def test_generation_metrics_on_crafted_answers():
     assert m["finish_reasons"] == {"stop": 3, "length": 1}
     assert (m["dictionary"]["in_dictionary"], m["dictionary"]["words"]) == (4, 5)  # "sat" is not in this dictionary
     assert (m["distinct_bigrams"]["distinct"], m["distinct_bigrams"]["total"]) == (3, 3)
+    assert m["longest_runs"] == [1, 1, 0, 6] and m["no_token_runs"] == 0.75  # the last answer loops
+
+
+def test_longest_run():
+    assert [quality.longest_run(ids) for ids in ([], [7], [7, 7, 8, 7], [1, 2, 2, 2, 3], [4, 4, 4, 4])] == [0, 1, 2, 3, 4]
 
 
 def test_confidence_profile():
