@@ -201,7 +201,37 @@ def data_section(corpus: dict, corpus_dir: str, model_dir: str) -> list[str]:
     return lines + [""]
 
 
-def training_section(run: dict, bench: dict | None, first_phase_steps: int = 0) -> list[str]:
+def pretraining_lines(pre: dict, run: dict) -> list[str]:
+    """The autoregressive phase of an adapted model (train.py --objective ar) and what the adaptation changed."""
+    a, s = pre["args"], pre["state"]
+    valid = [r for r in read_records(pre["dir"]) if "valid_next_token" in r]
+    last = valid[-1] if valid else None
+    anneal = run["args"].get("anneal_steps") or 0
+    return [
+        "Two phases (Dream 7B's recipe; Gong et al. 2024, \"Scaling Diffusion Language Models via Adaptation from "
+        "Autoregressive Models\"), on the same packed corpus:",
+        "",
+        f"1. **Autoregressive**: the same transformer with a causal mask, next-token cross-entropy (`train.py "
+        f"--objective ar`), {s['step']:,} steps of batch {a['batch_size']} x {a['seq_len']} ({s['tokens']:,} tokens, "
+        f"{s['seconds'] / 60:.1f} minutes with {a['threads']} threads; a cosine schedule planned for "
+        f"{a['max_steps']:,} steps from peak learning rate {a['lr']})"
+        + (f"; validation next-token loss {last['valid_next_token']:.3f} nats at step {last['step']:,}" if last else "")
+        + ".",
+        f"2. **Adaptation** to masked diffusion (`--init-from` that checkpoint `--shift-logits --anneal-steps "
+        f"{anneal}`): the prediction for position i is read from position i-1's output, the shift the autoregressive "
+        f"model learnt (exported as architecture `dream`); attention starts causal and each later key becomes "
+        f"visible with a probability growing linearly to 1 over the first {anneal:,} steps (DiffuLLaMA's annealing), "
+        "bidirectional after. The objective is LLaDA's, below.",
+        "",
+    ]
+
+
+def read_records(run: str) -> list[dict]:
+    with open(os.path.join(run, "log.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def training_section(run: dict, bench: dict | None, first_phase_steps: int = 0, pre: dict | None = None) -> list[str]:
     a, s, c = run["args"], run["state"], run["config"]
     final = run["valid"][-1] if run["valid"] else None
     avg = s["tokens"] / s["seconds"] if s["seconds"] else None
@@ -213,9 +243,7 @@ def training_section(run: dict, bench: dict | None, first_phase_steps: int = 0) 
         "block draws its own t in (0, 1] (stratified over the batch's blocks), "
         if c.get("block_size") else
         "Each row draws t in (0, 1] (stratified over the batch, MDLM's low-discrepancy sampler), ")
-    lines = [
-        "## Training",
-        "",
+    lines = ["## Training", ""] + (pretraining_lines(pre, run) if pre else []) + [
         ("Fine-tuned from the weights named below with block diffusion's objective on LLaDA's packed pre-training "
          "data (`dllm/train.py --block-size`). " if c.get("block_size") else
          "LLaDA's pre-training (Nie et al. 2025, Algorithm 1; `dllm/train.py`). ") + "Every document becomes "
@@ -336,7 +364,17 @@ def quality_section(q: dict) -> list[str]:
     return lines + [""]
 
 
+SCRIPTS = {"block_diffusion": "train_bd3.sh", "dream": "train_dream.sh"}  # the build script of each architecture
+
+
 def introduction(spec: dict) -> str:
+    if spec.get("architecture") == "dream":
+        return ("A small masked diffusion language model adapted from an autoregressive one, as Dream 7B was from "
+                "Qwen2.5: the LLaDA transformer of tiny-llada, first trained with a causal mask to predict the next "
+                "token, then trained as a masked diffusion model that keeps that shift (architecture `dream`: the "
+                "prediction for position i is read from position i-1) while its attention opened from causal to "
+                "bidirectional. The server samples it with Dream's sampler by default (`alg`); serve it with "
+                "`MODEL_DIR=models/tiny-dream npm start`.")
     if spec.get("architecture") == "block_diffusion":
         return ("A small block diffusion language model (BD3-LM, Arriola et al. 2025: \"Block Diffusion: "
                 "Interpolating Between Autoregressive and Diffusion Language Models\"): the LLaDA transformer with "
@@ -372,7 +410,7 @@ def limitations(run: dict, q: dict) -> list[str]:
 
 
 def render(spec: dict, run: dict, corpus: dict, corpus_dir: str, model_dir: str, q: dict, sweep: list[dict],
-           bench: dict | None, first_phase_steps: int = 0) -> str:
+           bench: dict | None, first_phase_steps: int = 0, pre: dict | None = None) -> str:
     c = run["config"]
     lines = [
         f"# {spec['name']}",
@@ -394,21 +432,23 @@ def render(spec: dict, run: dict, corpus: dict, corpus_dir: str, model_dir: str,
         "",
     ]
     lines += data_section(corpus, corpus_dir, model_dir)
-    lines += training_section(run, bench, first_phase_steps)
+    lines += training_section(run, bench, first_phase_steps, pre)
     if sweep:
         lines += sweep_section(sweep)
     lines += quality_section(q)
     gp = q["greedy"]["params"]
     lines += ["## Greedy samples", "",
               f"Reference sampler (`dllm.reference`) at the folder's defaults: {gp['max_tokens']} tokens, "
-              f"{gp['steps']} steps, block length {gp['block_length']}, {gp['remasking']} remasking, temperature "
+              f"{gp['steps']} steps, block length {gp['block_length']}, "
+              + (f"Dream's sampler with alg {gp['alg']}" if gp.get("alg") else f"{gp['remasking']} remasking")
+              + ", temperature "
               f"{gp['temperature']:g}; the prompt in bold, then the answer as the server would return it:", ""]
     for a in q["greedy"]["answers"]:
         text = markdown_text(a["text"])
         lines.append(f"- **{a['prompt']}**{text}  _({len(a['token_ids'])} tokens, finish: {a['finish_reason']})_")
     lines += [""] + limitations(run, q)
     lines += ["## Reproduce", "",
-              f"`bash models/{'train_bd3.sh' if spec.get('architecture') == 'block_diffusion' else 'train_tiny.sh'}` "
+              f"`bash models/{SCRIPTS.get(spec.get('architecture'), 'train_tiny.sh')}` "
               "(corpus, training, export, this card). Training resumes from "
               f"`models/runs/{run['name']}/ckpt.pt` when interrupted. The card: `python3 -m dllm.quality` then "
               "`python3 -m dllm.card` (see `models/dllm/card.py`).", ""]
@@ -423,6 +463,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quality", help="report of dllm.quality for this folder (JSON); measured here when absent")
     p.add_argument("--sweep", nargs="*", default=[], help="runs of the model-size sweep")
     p.add_argument("--first-phase-steps", type=int, default=0, help="steps trained on the per-item corpus first")
+    p.add_argument("--pretrain", help="the autoregressive run an adapted model (--shift-logits) started from")
     p.add_argument("--title", default="masked-diffusion pre-training", help="the loss plot's title after the name")
     p.add_argument("--bench", default=os.path.join(REPO, "bench", "train.json"),
                    help="trainer benchmark (bench/train.json, written with bench/train.md); skipped when absent")
@@ -467,7 +508,8 @@ def main(argv: list[str] | None = None) -> None:
         plot_sweep(sweep, os.path.join(args.model, "sweep.png"))
     elif os.path.exists(os.path.join(args.model, "sweep.png")):
         os.remove(os.path.join(args.model, "sweep.png"))  # a previous card's: the card no longer shows it
-    card = render(spec, run, corpus, args.corpus, args.model, q, sweep, bench, args.first_phase_steps)
+    pre = read_run(args.pretrain) if args.pretrain else None
+    card = render(spec, run, corpus, args.corpus, args.model, q, sweep, bench, args.first_phase_steps, pre)
     with open(os.path.join(args.model, "MODEL_CARD.md"), "w") as f:
         f.write(card)
     print(f"wrote {args.model}/MODEL_CARD.md, loss_curve.png" + (", sweep.png" if sweep else ""))

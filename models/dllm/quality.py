@@ -209,7 +209,7 @@ def generate(sampler: ReferenceSampler, tokenizer: Tokenizer, prompts: list[str]
             raise AssertionError(f"commit count {sum(c)}/{len(c)} steps != canvas {filled}/{r['steps']}")
         text = answer_text(tokenizer, r["token_ids"])
         out.append({"prompt": prompt, "text": text, "token_ids": r["token_ids"], "finish_reason": r["finish_reason"],
-                    "steps": r["steps"], "commits": c, "best_confidence": [max(step) for step in steps]})
+                    "steps": r["steps"], "commits": c, "best_confidence": [max(step) for step in steps if step]})  # Dream's sampler has steps that commit nothing
     return out
 
 

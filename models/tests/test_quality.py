@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from dllm import card, data, export, graph, quality, train
+from dllm import card, data, export, graph, quality, recipes, train
 from dllm.model import LLaDA, ModelConfig, load_checkpoint
 from dllm.reference import Params, ReferenceSampler, result
 
@@ -166,3 +166,44 @@ def test_card_renders_from_a_tiny_run(tmp_path):
     q_path.write_text(json.dumps(report))
     with pytest.raises(ValueError, match="other model files"):
         card.main(["--run", run, "--model", folder, "--corpus", corpus, "--quality", str(q_path)])
+
+
+def test_card_of_an_adapted_model_and_the_recipes_table(tmp_path):
+    """An autoregressive run, its adaptation (shifted logits), the dream folder's card with both phases, and the
+    recipes table beside a from-scratch folder."""
+    pytest.importorskip("matplotlib", reason="python3-matplotlib draws the card's plots")
+    corpus, ar, dream, folder = (str(tmp_path / n) for n in ("corpus", "ar", "dream", "tiny-dream"))
+    synthetic_corpus(corpus)
+    common = ["--corpus", corpus, "--tokenizer", TOKENIZER, "--d-model", "32", "--n-heads", "2", "--n-layers", "1",
+              "--mlp-hidden", "64", "--seq-len", "128", "--batch-size", "2", "--warmup", "2", "--eval-every", "5",
+              "--ckpt-every", "5", "--valid-windows", "4", "--valid-seq-len", "64", "--threads", "1"]
+    train.main(common + ["--out", ar, "--objective", "ar", "--max-steps", "5"])
+    train.main(common + ["--out", dream, "--init-from", os.path.join(ar, "ckpt.pt"), "--shift-logits",
+                         "--anneal-steps", "4", "--max-steps", "10"])
+    model, _ = load_checkpoint(os.path.join(dream, "ckpt.pt"))
+    meta = export.write_model_folder(model, folder, TOKENIZER, 8, "tiny-dream")
+    assert meta["architecture"] == "dream" and meta["generation_defaults"]["alg"] == "entropy"
+    words = quality.dictionary_set(WORDS)
+    dictionary = (words, {"package": "debian:test", "version": "0", "sha256": "0" * 64, "file": "words", "entries": 1})
+    report = quality.evaluate(folder, corpus, dictionary=dictionary, valid_windows=4, valid_seq_len=64, log=lambda *_: None)
+    assert report["greedy"]["params"]["alg"] == "entropy" and report["greedy"]["params"]["block_length"] == 64
+    assert report["threshold"]["params"]["alg"] is None  # threshold decoding is LLaDA's sampler
+    last_valid = [json.loads(line) for line in open(os.path.join(dream, "log.jsonl")) if '"valid"' in line][-1]
+    assert report["validation"]["new"]["mean"] == pytest.approx(last_valid["valid"]["mean"], abs=1e-4)  # shifted
+    q_path = tmp_path / "quality.json"
+    q_path.write_text(json.dumps(report))
+    card.main(["--run", dream, "--pretrain", ar, "--model", folder, "--corpus", corpus, "--quality", str(q_path),
+               "--bench", str(tmp_path / "absent.json"), "--threads", "1"])
+    text = open(os.path.join(folder, "MODEL_CARD.md")).read()
+    assert "1. **Autoregressive**" in text and "5 steps of batch 2 x 128" in text
+    assert "--anneal-steps 4" in text and "Dream's sampler with alg entropy" in text and "train_dream.sh" in text
+
+    compute = recipes.run_compute([ar, dream])
+    assert compute["steps"] == 15 and compute["tokens"] == 15 * 2 * 128
+    measured = {"valid_mean": 5.0, "distinct_bigrams": 0.5, "dictionary_share": 0.9, "no_token_runs": 1.0,
+                "best_median": 0.2, "best_at_least_0.9": 0.1, "commits_0.9": 1.1, "commits_0.7": 1.4,
+                "greedy_params": report["greedy"]["params"], "samples": [("Once", " upon")]}
+    table = recipes.markdown([{"recipe": "adapted", "folder": "tiny-dream", "compute": compute,
+                               "metrics": measured}], "today")
+    assert "| adapted | `tiny-dream` | 15 | 3,840 |" in table and "| 5.000 | 0.500 | 0.900 | 1.00 | 0.200 | 10.0% | 1.10 | 1.40 |" in table
+    assert "Dream's sampler, alg entropy" in table and "- 'Once' → ' upon'" in table

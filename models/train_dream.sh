@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Rebuilds models/tiny-dream, the default-model candidate adapted from an autoregressive model (Dream 7B's recipe;
+# Gong et al. 2024, "Scaling Diffusion Language Models via Adaptation from Autoregressive Models"): the same
+# transformer as tiny-llada trained first with a causal mask on next-token prediction, then turned into a masked
+# diffusion model that keeps the next-token shift (shifted logits), its attention annealed from causal to full, then
+# export and quality report. The two phases together see two thirds of the tokens of tiny-llada's from-scratch
+# training (2,600 of its 3,900 steps of 8 x 512 tokens): bench/recipes.md compares the two.
+# Needs what train_tiny.sh needs; about 1.5 hours on 2 idle CPU cores; resumable: run it again after an interruption.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=/usr/bin/python3
+[ -f .cache/corpus/valid.txt ] || $PY -m dllm.data --out .cache/corpus
+model=(--tokenizer tiny-llada/tokenizer.json --d-model 192 --n-heads 6 --n-layers 6 --mlp-hidden 576 --seq-len 512
+  --batch-size 8 --eval-every 200 --valid-windows 64 --threads 2)
+# Phase 1, autoregressive: a cosine schedule planned for 2,400 steps, stopped at step 1,300 (what one working session
+# of 2 busy cores allowed beside the adaptation; the learning rate was still at two thirds of its peak).
+$PY -m dllm.train --corpus .cache/corpus --out runs/tiny-ar "${model[@]}" --objective ar --lr 1.5e-3 --warmup 100 \
+  --max-steps 2400 --halt-at-step 1300 --ckpt-every 100
+# Phase 2, adaptation: shifted logits, attention annealed from causal to bidirectional over the first 300 steps.
+$PY -m dllm.train --corpus .cache/corpus --out runs/tiny-dream "${model[@]}" --init-from runs/tiny-ar/ckpt.pt \
+  --shift-logits --anneal-steps 300 --lr 1e-3 --warmup 50 --max-steps 1300 --ckpt-every 100
+$PY -m dllm.export --checkpoint runs/tiny-dream/ckpt.pt --tokenizer tiny-llada/tokenizer.json --out tiny-dream --name tiny-dream
+$PY -m dllm.quality --model tiny-dream --old-model tiny-llada --corpus .cache/corpus --out runs/tiny-dream/quality.json
