@@ -1,5 +1,6 @@
-"""Trainer throughput: the previous trainer (git revision BASELINE_REV) against today's, on the same machine and
-data, plus the accuracy of bfloat16 autocast against float32 on one batch (loss and gradient agreement).
+"""Trainer throughput: the previous trainer, the one that trained the first tiny-llada (taken from git: the commit that
+added tiny-llada's model card), against today's, on the same machine and data, plus the accuracy of bfloat16 autocast
+against float32 on one batch (loss and gradient agreement).
 
     cd models && python3 -m dllm.bench_train          # writes ../bench/train.md and ../bench/train.json
 
@@ -21,18 +22,32 @@ import tempfile
 
 import torch
 
-BASELINE_REV = "68de858"  # the trainer of the first tiny-llada (fp32, 256-token windows + padded batches)
+# The previous trainer is the dllm package of the first trained tiny-llada (fp32, 256-token windows + padded batches):
+# the commit that added its model card, which trained and committed that model. Found in git rather than named by a
+# hash; its trainer files (model.py, train.py, tokenizer.py, data.py) are those of revision 68de858, which this script
+# used to name (the same blobs).
+FIRST_CARD = "models/tiny-llada/MODEL_CARD.md"
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = os.path.dirname(HERE)
 REPO = os.path.dirname(MODELS)
 
 
-def baseline_package(tmp: str) -> str:
-    """The previous revision's dllm package, extracted from git into tmp/dllm."""
+def first_tiny_llada_rev() -> str:
+    """The commit that added tiny-llada's model card (the oldest one, should it have been added again since): the
+    first trained tiny-llada and the trainer that trained it."""
+    added = subprocess.run(["git", "log", "--diff-filter=A", "--format=%h", "--", FIRST_CARD], cwd=REPO, check=True,
+                           capture_output=True, text=True).stdout.split()
+    if not added:
+        raise SystemExit(f"no commit in this clone adds {FIRST_CARD}: the previous trainer needs the full git history")
+    return added[-1]
+
+
+def baseline_package(tmp: str, rev: str) -> str:
+    """The dllm package of revision rev, extracted from git into tmp/dllm."""
     pkg = os.path.join(tmp, "dllm")
     os.makedirs(pkg)
     for name in ("__init__.py", "model.py", "train.py", "tokenizer.py", "data.py"):
-        blob = subprocess.run(["git", "show", f"{BASELINE_REV}:models/dllm/{name}"], cwd=REPO, check=True,
+        blob = subprocess.run(["git", "show", f"{rev}:models/dllm/{name}"], cwd=REPO, check=True,
                               capture_output=True).stdout
         with open(os.path.join(pkg, name), "wb") as f:
             f.write(blob)
@@ -118,13 +133,14 @@ def main() -> None:
     torch.set_num_threads(2)
     size = ["--d-model", "256", "--n-heads", "8", "--n-layers", "6", "--mlp-hidden", "768"]
     rows = []
+    previous = first_tiny_llada_rev()
     with tempfile.TemporaryDirectory() as tmp:
-        base = baseline_package(os.path.join(tmp, "baseline"))
-        rows.append({"trainer": f"previous ({BASELINE_REV}): fp32, 256-token windows, every 3rd batch padded",
+        base = baseline_package(os.path.join(tmp, "baseline"), previous)
+        rows.append({"trainer": f"previous ({previous}): fp32, 256-token windows, every 3rd batch padded",
                      "tok_s": run_trainer(base, os.path.join(tmp, "a"), size + ["--seq-len", "256"], args.warmup, args.steps,
                                              corpus="corpus-items")})  # it needs the short documents to pad
         # The same trainer on the 512-token windows the new context needs: the like-for-like baseline.
-        rows.append({"trainer": f"previous ({BASELINE_REV}) at 512-token windows (the context tiny-llada now has)",
+        rows.append({"trainer": f"previous ({previous}) at 512-token windows (the context tiny-llada now has)",
                      "tok_s": run_trainer(base, os.path.join(tmp, "a512"), size + ["--seq-len", "512"], args.warmup,
                                           args.steps, corpus="corpus-items")})
         rows.append({"trainer": "today: packed 512-token windows, fp32 (--no-bf16)",

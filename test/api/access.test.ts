@@ -72,10 +72,18 @@ const FORMS: Form[] = [
 const UNDECODABLE = ['/v1/%E0%A4%A', '/v1/models/%', '/%zz/models'];
 
 /**
- * Targets that match a public route (Swagger UI's static files, `/docs/static/*`): no key is asked, and the static
- * file server refuses to leave its folder, so they reach nothing of the API.
+ * Targets that match a public route (Swagger UI's static files, `/docs/static/*`, served by @fastify/static): no key is
+ * asked, and the static file server never leaves its folder, so they reach nothing of the API. What each gets:
+ * - `..` segments, plain or as `%2e%2e` (decoded before the check): a path out of the folder, refused as such,
+ *   403 Forbidden (@fastify/static's guard against dot-dot segments), which the error handler gives the OpenAI shape;
+ * - `..%2F..%2F`: an encoded slash is no separator for the file server, so this is one file name inside the folder,
+ *   `..%2F..%2Fv1`, which does not exist: 404 from the not-found handler (@fastify/static calls it).
  */
-const INTO_PUBLIC = ['/docs/static/../../v1/models', '/docs/static/%2e%2e/%2e%2e/v1/models', '/docs/static/..%2F..%2Fv1/models'];
+const INTO_PUBLIC: { target: string; status: 403 | 404; code: string }[] = [
+  { target: '/docs/static/../../v1/models', status: 403, code: 'invalid_request' },
+  { target: '/docs/static/%2e%2e/%2e%2e/v1/models', status: 403, code: 'invalid_request' },
+  { target: '/docs/static/..%2F..%2Fv1/models', status: 404, code: 'not_found' },
+];
 
 /** Public routes: no key needed (README "Security", docs/security.md). */
 const PUBLIC: [string, string][] = [
@@ -135,11 +143,14 @@ describe('API keys: every request target form (rate limit high enough not to int
     }
   });
 
-  test('targets that fall into a public static route reach nothing of the API', async () => {
-    for (const target of INTO_PUBLIC) {
-      const r = await send(s.url, { method: 'GET', target });
-      assert.ok(r.status === 403 || r.status === 404, `${target}: ${r.status} ${r.body.slice(0, 200)}`);
-      assert.equal(typeof r.json?.error?.message, 'string', target);
+  test('targets that fall into a public static route reach nothing of the API: 403 out of its folder, 404 inside it', async () => {
+    for (const { target, status, code } of INTO_PUBLIC) {
+      for (const headers of [{}, { authorization: `Bearer ${KEY}` }] as Record<string, string>[]) {
+        const r = await send(s.url, { method: 'GET', target }, headers);
+        const what = `${target} ${headers.authorization ? 'with' : 'without'} a key`;
+        assertOpenAIError(r, status, 'invalid_request_error', what);
+        assert.equal(r.json.error.code, code, what);
+      }
     }
   });
 

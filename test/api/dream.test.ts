@@ -10,6 +10,7 @@ import OpenAI from 'openai';
 import { loadModelFolder } from '../../src/engine/model_folder.js';
 import { startEmbedded } from '../helpers/embedded.js';
 import { readSse } from '../helpers/sse.js';
+import { completionParams } from '../helpers/openai.js';
 import { DREAM_MODEL_DIR } from '../engine/model_fixture.js';
 import type { Started } from '../../src/main.js';
 
@@ -45,7 +46,7 @@ describe('embedded Dream-architecture model', { skip }, () => {
 
   test('greedy is deterministic, alone and beside other requests; every alg, alg_temp and eps are accepted', async () => {
     const ask = (extra: object) =>
-      client.completions.create({ model: MODEL, prompt: 'Once upon a time', max_tokens: 16, ignore_eos: true, ...extra } as any);
+      client.completions.create(completionParams({ model: MODEL, prompt: 'Once upon a time', max_tokens: 16, ignore_eos: true, ...extra }));
     const alone = await ask({});
     const [a, b] = await Promise.all([ask({}), ask({ prompt: 'A different and much longer prompt than the other one', alg: 'topk_margin' })]);
     assert.equal(a.choices[0].text, alone.choices[0].text);
@@ -57,17 +58,17 @@ describe('embedded Dream-architecture model', { skip }, () => {
   });
 
   test("LLaDA's sampler when a request names remasking; naming both samplers is a 400 naming alg", async () => {
-    const r = await client.completions.create({ model: MODEL, prompt: 'Hello', max_tokens: 8, block_length: 4, remasking: 'margin', ignore_eos: true } as any);
+    const r = await client.completions.create(completionParams({ model: MODEL, prompt: 'Hello', max_tokens: 8, block_length: 4, remasking: 'margin', ignore_eos: true }));
     assert.equal(r.usage!.completion_tokens, 8);
     await assert.rejects(
-      client.completions.create({ model: MODEL, prompt: 'Hello', max_tokens: 8, alg: 'entropy', threshold: 0.9 } as any),
-      (err: any) => err.status === 400 && err.error?.param === 'alg',
+      client.completions.create(completionParams({ model: MODEL, prompt: 'Hello', max_tokens: 8, alg: 'entropy', threshold: 0.9 })),
+      (err: unknown) => err instanceof OpenAI.APIError && err.status === 400 && err.param === 'alg',
     );
   });
 
   test('the prefix and dual caches serve it (the query starts one position before the block)', async () => {
-    for (const cache of ['prefix', 'dual']) {
-      const r = await client.completions.create({ model: MODEL, prompt: 'It was a dark and stormy night;', max_tokens: 16, block_length: 8, steps: 16, cache, ignore_eos: true } as any);
+    for (const cache of ['prefix', 'dual'] as const) {
+      const r = await client.completions.create(completionParams({ model: MODEL, prompt: 'It was a dark and stormy night;', max_tokens: 16, block_length: 8, steps: 16, cache, ignore_eos: true }));
       assert.equal(r.usage!.completion_tokens, 16, cache);
     }
   });

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { openaiSuite } from '../helpers/suite.js';
 import { startEmbedded } from '../helpers/embedded.js';
+import { jsonOf, type ReadyBody } from '../helpers/openai.js';
 import type { Started } from '../../src/main.js';
 
 let s: Started & { url: string };
@@ -19,7 +20,7 @@ describe('embedded mode: OpenAI client suite', () => {
 
   test('GET /health, /ready, /metrics, /docs', async () => {
     assert.deepEqual(await (await fetch(`${s.url}/health`)).json(), { status: 'ok' });
-    const ready = (await (await fetch(`${s.url}/ready`)).json()) as any;
+    const ready = await jsonOf<ReadyBody>(fetch(`${s.url}/ready`));
     assert.equal(ready.ready, true);
     assert.equal(ready.transport, 'local');
     assert.deepEqual(ready.providers, { 'cpu/fp32': 1 }); // the tiny model has no fp16 graph, and the provider is cpu
@@ -29,7 +30,7 @@ describe('embedded mode: OpenAI client suite', () => {
     }
     const docs = await fetch(`${s.url}/docs`);
     assert.equal(docs.status, 200);
-    const json = (await (await fetch(`${s.url}/docs/json`)).json()) as any;
+    const json = await jsonOf<{ paths: Record<string, unknown> }>(fetch(`${s.url}/docs/json`));
     assert.ok(json.paths['/v1/completions']);
   });
 });

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import { EngineError } from '../../src/engine/types.js';
 import { SYSTEM_FINGERPRINT } from '../../src/serving/ids.js';
 import { done, events, finish, frames, metric, step, syntheticApp, type Script } from '../helpers/synthetic.js';
+import type { ChatChunkBody, CompletionChunkBody, ErrorBody } from '../helpers/openai.js';
 
 const MODEL = 'tiny-llada';
 const head = (object: string) => ({ id: 'ID', object, created: 0, model: MODEL, system_fingerprint: SYSTEM_FINGERPRINT });
@@ -44,20 +45,20 @@ test('completions stream: one chunk per step, one per finished choice, usage, [D
 test('stable text goes out as the engine gives it: no second hold-back for stop strings', async () => {
   const script = events(step(0, 0, 'Hello wor'), step(0, 1, 'ld'), finish(0, 'Hello world', 'stop'), done(2, 2));
   const { res } = await post(script, '/v1/completions', completion({ stream: true, stop: ['END'] }));
-  const texts = frames(res.body).map((f) => (f === '[DONE]' ? f : (f as any).choices[0].text));
+  const texts = frames(res.body).map((f) => (f === '[DONE]' ? f : (f as CompletionChunkBody).choices[0].text));
   assert.deepEqual(texts, ['Hello wor', 'ld', '', '[DONE]']);
 });
 
 test('completions stream with echo and n = 2: an opening chunk holds the prompt of every choice', async () => {
   const script = events(step(1, 0, 'b'), step(0, 0, 'a'), finish(0, 'a'), finish(1, 'b'), done(2, 2));
   const { res, engine } = await post(script, '/v1/completions', completion({ stream: true, echo: true, n: 2 }));
-  const f = frames(res.body) as any[];
+  const f = frames(res.body);
   assert.deepEqual(f[0], {
     ...head('text_completion'),
     choices: [0, 1].map((index) => ({ index, text: 'Hello', logprobs: null, finish_reason: null })),
   });
   assert.deepEqual(
-    f.slice(1, -1).map((c) => [c.choices[0].index, c.choices[0].text]),
+    (f.slice(1, -1) as CompletionChunkBody[]).map((c) => [c.choices[0].index, c.choices[0].text]),
     [[1, 'b'], [0, 'a'], [0, ''], [1, '']],
   );
   assert.equal(engine.requests[0].n, 2);
@@ -79,18 +80,18 @@ test('include_canvas: canvas, draft and the provisional tokens on each step; dif
   const canvas = { canvas: [100, null], draft: 'Hel\u2591', provisional: [{ position: 1, tokenId: 7, text: 'lo' }] };
   const script = events(step(0, 0, 'Hel', canvas), finish(0, 'Hello'), done(2, 2));
   const { res, engine } = await post(script, '/v1/chat/completions', chat({ stream: true, include_canvas: true, diffusing: true }));
-  const f = frames(res.body) as any[];
-  assert.deepEqual(f[1].choices[0], {
+  const f = frames(res.body);
+  assert.deepEqual((f[1] as ChatChunkBody).choices[0], {
     index: 0,
     delta: { content: 'Hel\u2591' },
     logprobs: null,
     finish_reason: null,
     diffusion: { ...diffusion(0, 'Hel'), canvas: [100, null], draft: 'Hel\u2591', provisional: [{ position: 1, token_id: 7, text: 'lo' }] },
   });
-  assert.deepEqual(f[2].choices[0].delta, { content: 'Hello' }, 'the last chunk holds the whole text');
+  assert.deepEqual((f[2] as ChatChunkBody).choices[0].delta, { content: 'Hello' }, 'the last chunk holds the whole text');
   assert.equal(engine.requests[0].includeCanvas, true);
   const plain = await post(script, '/v1/completions', completion({ stream: true }));
-  assert.deepEqual(Object.keys((frames(plain.res.body)[0] as any).choices[0].diffusion), ['step', 'block', 'committed'], 'no canvas unless asked');
+  assert.deepEqual(Object.keys((frames(plain.res.body)[0] as CompletionChunkBody).choices[0].diffusion ?? {}), ['step', 'block', 'committed'], 'no canvas unless asked');
 });
 
 test('non-streamed: one object per request, choices in index order, usage summed over prompts', async () => {
@@ -195,7 +196,7 @@ test('a generation past REQUEST_TIMEOUT_MS is stopped: 504, and the engine is to
   const r = await refusal(forever, '/v1/completions', completion(), { REQUEST_TIMEOUT_MS: '100' });
   assert.deepEqual([r.status, r.body.error.code], [504, 'timeout']);
   const { res, engine } = await post(forever, '/v1/chat/completions', chat({ stream: true }), { REQUEST_TIMEOUT_MS: '100' });
-  assert.equal((frames(res.body).at(-2) as any).error.code, 'timeout');
+  assert.equal((frames(res.body).at(-2) as ErrorBody).error.code, 'timeout');
   assert.ok(engine.aborted.includes(engine.requests[0].id));
 });
 

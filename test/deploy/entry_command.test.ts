@@ -15,6 +15,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse } from 'yaml';
 import { freePort, waitFor } from '../helpers/net.js';
+import { jsonOf, type ReadyBody } from '../helpers/openai.js';
+import type { CompletionResponse } from '../../src/schemas/completions.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { entryCommand, readDockerfile, ROOT, type Stage } from './dockerfile.js';
 import { parseEnvFile } from './envfile.js';
@@ -115,13 +117,13 @@ function healthcheck(c: Container) {
   return spawnSync('node', ['docker/healthcheck.mjs'], { cwd: app, env: c.env, encoding: 'utf8' });
 }
 
-async function completion(base: string): Promise<any> {
+async function completion(base: string): Promise<CompletionResponse> {
   const r = await fetch(`${base}/v1/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ model: 'tiny-llada', prompt: 'The cat', max_tokens: 8, steps: 4, temperature: 0 }),
   });
-  const body = (await r.json()) as any;
+  const body = await jsonOf<CompletionResponse>(r); // an error object when the status is not 200 (reported below)
   assert.equal(r.status, 200, JSON.stringify(body));
   assert.equal(body.object, 'text_completion');
   assert.equal(typeof body.choices[0].text, 'string');
@@ -184,8 +186,13 @@ describe('the CPU image entry command, run on the host', () => {
   });
 });
 
+/** The parts of docker/compose.yaml read here (the services' fields are checked as they are used). */
+interface ComposeFile {
+  services: Record<string, { build: { target: string }; env_file: string; environment: Record<string, string | number | boolean> }>;
+}
+
 describe('the compose cpu profile on the host: api + worker-cpu through Redis', () => {
-  const compose = parse(readFileSync(path.join(ROOT, 'docker/compose.yaml'), 'utf8'), { merge: true }) as any;
+  const compose = parse(readFileSync(path.join(ROOT, 'docker/compose.yaml'), 'utf8'), { merge: true }) as ComposeFile;
   const envFile = parseEnvFile(readFileSync(path.join(ROOT, 'docker/env.example'), 'utf8'));
   let redis: TestRedis;
   let api: Container;
@@ -197,7 +204,7 @@ describe('the compose cpu profile on the host: api + worker-cpu through Redis', 
     const svc = compose.services[name];
     assert.equal(svc.build.target, 'cpu', `${name} runs the cpu image`);
     assert.equal(svc.env_file, '.env');
-    const environment = Object.fromEntries(Object.entries(svc.environment as Record<string, string>).map(([k, v]) => [k, String(v)]));
+    const environment = Object.fromEntries(Object.entries(svc.environment).map(([k, v]) => [k, String(v)]));
     for (const k of Object.keys(environment)) if (/\$\{/.test(environment[k])) delete environment[k];
     return { ...cpu.env, ...envFile, ...environment, ...overrides };
   }
@@ -232,7 +239,7 @@ describe('the compose cpu profile on the host: api + worker-cpu through Redis', 
   });
 
   test('GET /ready counts the worker; a completion goes through Redis', async () => {
-    const ready = (await (await fetch(`${base}/ready`)).json()) as any;
+    const ready = await jsonOf<ReadyBody>(fetch(`${base}/ready`));
     assert.equal(ready.transport, 'redis');
     assert.equal(ready.workers, 1);
     await completion(base);

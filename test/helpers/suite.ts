@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import OpenAI from 'openai';
 import { loadModelFolder } from '../../src/engine/model_folder.js';
+import { chatParams, chatStreamParams, completionParams, completionStreamParams, jsonOf, streamed, type ErrorBody } from './openai.js';
 import { MODEL_DIR } from './procs.js';
 import { readSse } from './sse.js';
 
@@ -34,7 +35,7 @@ export function openaiSuite(getUrl: () => string) {
   });
 
   test('completions.create returns an OpenAI text_completion with usage', async () => {
-    const r = await client().completions.create({ model: MODEL, prompt: PROMPTS[0], ...SMALL } as any);
+    const r = await client().completions.create(completionParams({ model: MODEL, prompt: PROMPTS[0], ...SMALL }));
     assert.equal(r.object, 'text_completion');
     assert.match(r.id, /^cmpl-/);
     assert.equal(r.choices.length, 1);
@@ -46,16 +47,24 @@ export function openaiSuite(getUrl: () => string) {
 
   test('streamed deltas concatenate to the non-streamed text (seeded sampling); every step arrives; [DONE] last', async () => {
     const body = { model: MODEL, prompt: PROMPTS[1], ...SMALL, temperature: 0.9, seed: 1234 };
-    const full = await client().completions.create(body as any);
-    const stream = await client().completions.create({ ...body, stream: true } as any);
+    const full = await client().completions.create(completionParams(body));
+    // An empty completion would make every comparison below hold for a stream that sent nothing.
+    assert.ok(full.choices[0].text.length > 0, 'the non-streamed completion has text to compare the stream with');
+    const stream = await client().completions.create(completionStreamParams({ ...body, stream: true }));
     let text = '';
+    let textChunks = 0;
     const steps: number[] = [];
     let finish: string | null = null;
-    for await (const chunk of stream as any) {
-      text += chunk.choices[0]?.text ?? '';
-      if (chunk.choices[0]?.diffusion) steps.push(chunk.choices[0].diffusion.step);
-      if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason;
+    for await (const chunk of stream) {
+      for (const choice of chunk.choices.map(streamed)) {
+        assert.equal(choice.index, 0, 'one choice');
+        text += choice.text;
+        if (choice.text) textChunks++;
+        if (choice.diffusion) steps.push(choice.diffusion.step);
+        if (choice.finish_reason) finish = choice.finish_reason;
+      }
     }
+    assert.ok(textChunks >= 1, 'the stream carried text');
     assert.equal(text, full.choices[0].text);
     assert.equal(finish, full.choices[0].finish_reason);
     assert.ok(steps.length >= 1);
@@ -63,6 +72,7 @@ export function openaiSuite(getUrl: () => string) {
     const raw = await readSse(`${getUrl()}/v1/completions`, { ...body, stream: true });
     assert.equal(raw.status, 200);
     assert.match(raw.headers.get('content-type') ?? '', /^text\/event-stream/);
+    assert.ok(raw.events.length >= 1, 'chunks came before [DONE]');
     assert.equal(raw.data.at(-1), '[DONE]');
     assert.equal(raw.data.filter((d) => d === '[DONE]').length, 1);
     assert.equal(raw.events.map((e) => e.choices[0]?.text ?? '').join(''), full.choices[0].text);
@@ -70,38 +80,50 @@ export function openaiSuite(getUrl: () => string) {
 
   test('chat: non-streamed and streamed (greedy) agree; first chunk carries the role', async () => {
     const body = { model: MODEL, messages: [{ role: 'user' as const, content: 'Tell me about cats.' }], ...SMALL };
-    const full = await client().chat.completions.create(body as any);
+    const full = await client().chat.completions.create(chatParams(body));
     assert.equal(full.object, 'chat.completion');
     assert.equal(full.choices[0].message.role, 'assistant');
-    const stream = await client().chat.completions.create({ ...body, stream: true, stream_options: { include_usage: true } } as any);
+    assert.ok(full.choices[0].message.content, 'the non-streamed answer has text to compare the stream with');
+    const stream = await client().chat.completions.create(chatStreamParams({ ...body, stream: true, stream_options: { include_usage: true } }));
     let text = '';
+    let contentChunks = 0;
     let role: string | undefined;
-    let usage: any = null;
-    for await (const chunk of stream as any) {
-      if (chunk.choices[0]?.delta?.role) role = chunk.choices[0].delta.role;
-      text += chunk.choices[0]?.delta?.content ?? '';
+    let finish: string | null = null;
+    let usage: OpenAI.CompletionUsage | null = null;
+    for await (const chunk of stream) {
+      for (const choice of chunk.choices) {
+        if (choice.delta.role) role = choice.delta.role;
+        text += choice.delta.content ?? '';
+        if (choice.delta.content) contentChunks++;
+        if (choice.finish_reason) finish = choice.finish_reason;
+      }
       if (chunk.usage) usage = chunk.usage;
     }
     assert.equal(role, 'assistant');
+    assert.ok(contentChunks >= 1, 'the stream carried content');
     assert.equal(text, full.choices[0].message.content);
+    assert.equal(finish, full.choices[0].finish_reason);
     assert.deepEqual(usage, full.usage);
   });
 
   test('chat with diffusing: true sends the whole draft in each chunk (Mercury convention)', async () => {
-    const body = { model: MODEL, messages: [{ role: 'user', content: 'Hello there' }], ...SMALL };
-    const full = await client().chat.completions.create(body as any);
+    const body = { model: MODEL, messages: [{ role: 'user' as const, content: 'Hello there' }], ...SMALL };
+    const full = await client().chat.completions.create(chatParams(body));
+    assert.ok(full.choices[0].message.content, 'the non-streamed answer has text to compare the stream with');
     const raw = await readSse(`${getUrl()}/v1/chat/completions`, { ...body, stream: true, diffusing: true, include_canvas: true });
+    assert.equal(raw.status, 200);
     const steps = raw.events.filter((e) => e.choices[0]?.diffusion);
     assert.ok(steps.length >= 1);
     assert.ok(steps[0].choices[0].delta.content.includes('\u2591'), 'the first draft still shows masks');
     assert.equal(steps[0].choices[0].diffusion.canvas.length, 16);
-    const last = raw.events.filter((e) => e.choices[0]?.finish_reason).at(-1);
-    assert.equal(last.choices[0].delta.content, full.choices[0].message.content, 'the final chunk holds the whole final text');
+    const finished = raw.events.filter((e) => e.choices[0]?.finish_reason);
+    assert.equal(finished.length, 1, 'one chunk ends the choice');
+    assert.equal(finished[0].choices[0].delta.content, full.choices[0].message.content, 'the final chunk holds the whole final text');
     assert.equal(raw.data.at(-1), '[DONE]');
   });
 
   test('several prompts × n give prompt-major choice indices', async () => {
-    const r = await client().completions.create({ model: MODEL, prompt: [PROMPTS[2], PROMPTS[3]], n: 2, ...SMALL, temperature: 0.8, seed: 5 } as any);
+    const r = await client().completions.create(completionParams({ model: MODEL, prompt: [PROMPTS[2], PROMPTS[3]], n: 2, ...SMALL, temperature: 0.8, seed: 5 }));
     assert.deepEqual(
       r.choices.map((c) => c.index),
       [0, 1, 2, 3],
@@ -109,31 +131,34 @@ export function openaiSuite(getUrl: () => string) {
   });
 
   test('infill: the suffix is in the canvas (counted as prompt) and not in the completion', async () => {
-    const plain = await client().completions.create({ model: MODEL, prompt: 'The cat', ...SMALL } as any);
-    const infill = await client().completions.create({ model: MODEL, prompt: 'The cat', suffix: ' on the mat.', ...SMALL } as any);
+    const plain = await client().completions.create(completionParams({ model: MODEL, prompt: 'The cat', ...SMALL }));
+    const infill = await client().completions.create(completionParams({ model: MODEL, prompt: 'The cat', suffix: ' on the mat.', ...SMALL }));
     assert.ok(infill.usage!.prompt_tokens > plain.usage!.prompt_tokens, 'the suffix tokens are part of the prompt');
     assert.ok(!infill.choices[0].text.endsWith(' on the mat.'), 'the completion is the generated span only');
     assert.notEqual(infill.choices[0].text, plain.choices[0].text, 'the suffix is in view while decoding');
   });
 
   test('ignore_eos decodes every position; min_tokens holds end-of-text off; token ids are used verbatim', async () => {
-    const fixed = await client().completions.create({ model: MODEL, prompt: PROMPTS[4], ...SMALL, ignore_eos: true } as any);
+    const fixed = await client().completions.create(completionParams({ model: MODEL, prompt: PROMPTS[4], ...SMALL, ignore_eos: true }));
     assert.deepEqual([fixed.choices[0].finish_reason, fixed.usage!.completion_tokens], ['length', SMALL.max_tokens]);
-    const min = await client().completions.create({ model: MODEL, prompt: PROMPTS[4], ...SMALL, min_tokens: SMALL.max_tokens } as any);
+    const min = await client().completions.create(completionParams({ model: MODEL, prompt: PROMPTS[4], ...SMALL, min_tokens: SMALL.max_tokens }));
     assert.equal(min.usage!.completion_tokens, SMALL.max_tokens);
-    const ids = await client().completions.create({ model: MODEL, prompt: [6, 100, 200], ...SMALL } as any);
+    const ids = await client().completions.create(completionParams({ model: MODEL, prompt: [6, 100, 200], ...SMALL }));
     assert.equal(ids.usage!.prompt_tokens, 3, 'no BOS added to token ids');
     // A text prompt is its tokens after the BOS: the same canvas as those ids sent verbatim, so the same text.
     const { spec, tokenizer } = await loadModelFolder(MODEL_DIR);
     const bosAndText = [spec.bosTokenId!, ...tokenizer.encode('The cat')];
-    const text = await client().completions.create({ model: MODEL, prompt: 'The cat', ...SMALL } as any);
-    const verbatim = await client().completions.create({ model: MODEL, prompt: bosAndText, ...SMALL } as any);
+    const text = await client().completions.create(completionParams({ model: MODEL, prompt: 'The cat', ...SMALL }));
+    const verbatim = await client().completions.create(completionParams({ model: MODEL, prompt: bosAndText, ...SMALL }));
     assert.deepEqual([text.usage!.prompt_tokens, text.choices[0].text], [bosAndText.length, verbatim.choices[0].text]);
   });
 
   test('include_canvas: each step carries the provisional guesses at the masked positions of its block', async () => {
     const raw = await readSse(`${getUrl()}/v1/completions`, { model: MODEL, prompt: PROMPTS[5], ...SMALL, stream: true, include_canvas: true });
+    assert.equal(raw.status, 200);
+    assert.equal(raw.data.at(-1), '[DONE]');
     const steps = raw.events.filter((e) => e.choices[0]?.diffusion).map((e) => e.choices[0].diffusion);
+    assert.ok(steps.length >= 1, 'step chunks came');
     assert.ok(steps.some((d) => d.provisional.length > 0));
     for (const d of steps) {
       for (const t of d.provisional) {
@@ -145,15 +170,20 @@ export function openaiSuite(getUrl: () => string) {
     assert.deepEqual(steps.at(-1).provisional, []);
   });
 
-  test('8 concurrent streams give the same outputs as one at a time (greedy)', async () => {
+  test('8 concurrent streams give the same outputs as one at a time (greedy), and as the non-streamed completions', async () => {
     const body = (p: string) => ({ model: MODEL, prompt: p, ...SMALL, stream: true });
     const collect = async (p: string) => {
       const raw = await readSse(`${getUrl()}/v1/completions`, body(p));
-      assert.equal(raw.data.at(-1), '[DONE]');
+      assert.equal(raw.status, 200, p);
+      assert.equal(raw.data.at(-1), '[DONE]', p);
       return raw.events.map((e) => e.choices[0]?.text ?? '').join('');
     };
     const sequential: string[] = [];
     for (const p of PROMPTS) sequential.push(await collect(p));
+    // Streams that sent nothing would agree with each other: each one is held to the non-streamed text, not empty.
+    const plain = await Promise.all(PROMPTS.map((p) => client().completions.create(completionParams({ model: MODEL, prompt: p, ...SMALL }))));
+    assert.deepEqual(sequential, plain.map((r) => r.choices[0].text));
+    for (const [i, text] of sequential.entries()) assert.ok(text.length > 0, `the stream of ${JSON.stringify(PROMPTS[i])} carried text`);
     const concurrent = await Promise.all(PROMPTS.map(collect));
     assert.deepEqual(concurrent, sequential);
   });
@@ -162,7 +192,7 @@ export function openaiSuite(getUrl: () => string) {
     const url = `${getUrl()}/v1/completions`;
     const post = async (body: string, headers: Record<string, string> = { 'content-type': 'application/json' }) => {
       const r = await fetch(url, { method: 'POST', headers, body });
-      return { status: r.status, body: (await r.json()) as any };
+      return { status: r.status, body: await jsonOf<ErrorBody>(r) };
     };
     const cases: [string, number, string | null][] = [
       [JSON.stringify({ model: MODEL, prompt: 5 }), 400, 'prompt'],
@@ -200,7 +230,7 @@ export function openaiSuite(getUrl: () => string) {
     });
     assert.equal(chat.status, 400);
     // Still serving.
-    const ok = await client().completions.create({ model: MODEL, prompt: 'x', ...SMALL } as any);
+    const ok = await client().completions.create(completionParams({ model: MODEL, prompt: 'x', ...SMALL }));
     assert.equal(ok.object, 'text_completion');
   });
 }

@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { startEmbedded } from '../helpers/embedded.js';
 import { ROOT } from '../helpers/procs.js';
+import { jsonOf, type ErrorBody } from '../helpers/openai.js';
 import { BD3_MODEL_DIR } from '../engine/model_fixture.js';
 import type { Started } from '../../src/main.js';
 
@@ -17,6 +18,16 @@ const OUTPUT_DIR = path.join(ROOT, 'test-output', 'playground');
 const MODEL = 'tiny-llada';
 /** Waits in the browser are generous: CI machines here have two loaded cores. */
 const WAIT_MS = 30_000;
+
+/** A state of the canvas the page drew, as recordCanvas keeps it. */
+interface CanvasState {
+  step: string;
+  masked: number;
+  cells: number;
+}
+
+/** The page's window, with the states recordCanvas keeps there. */
+type RecordingWindow = Window & { canvasStates?: CanvasState[] };
 
 /** What the page sends for its controls (threshold left empty = fixed schedule), as an API request. */
 interface Controls {
@@ -79,8 +90,8 @@ async function setControls(page: Page, controls: Controls): Promise<void> {
 async function recordCanvas(page: Page): Promise<void> {
   // Inline callbacks only: tsx would wrap a named local function in a helper that does not exist in the page.
   await page.evaluate(() => {
-    const seen: { step: string; masked: number; cells: number }[] = [];
-    (window as any).canvasStates = seen;
+    const seen: CanvasState[] = [];
+    (window as RecordingWindow).canvasStates = seen;
     new MutationObserver(() =>
       seen.push({
         step: document.getElementById('step-counter')!.textContent ?? '',
@@ -91,7 +102,7 @@ async function recordCanvas(page: Page): Promise<void> {
   });
 }
 
-const canvasStates = (page: Page) => page.evaluate(() => (window as any).canvasStates as { step: string; masked: number; cells: number }[]);
+const canvasStates = (page: Page) => page.evaluate(() => (window as RecordingWindow).canvasStates!);
 const textOf = async (page: Page, selector: string) => (await page.textContent(selector)) ?? '';
 const maskedCells = (page: Page) => page.locator('#canvas .cell.masked').count();
 
@@ -140,7 +151,7 @@ describe('playground page (embedded server, headless Chromium)', () => {
     }
     const missing = await fetch(`${server.url}/no-such-page`);
     assert.equal(missing.status, 404);
-    assert.equal(((await missing.json()) as any).error.code, 'not_found');
+    assert.equal((await jsonOf<ErrorBody>(missing)).error.code, 'not_found');
   });
 
   test('a run draws every step from masks to the final text, which equals the non-streamed completion', async () => {
