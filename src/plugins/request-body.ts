@@ -14,7 +14,7 @@
 //    validating and preparing a body of about 1 MiB costs the main thread tens of milliseconds (most for 30 000 chat
 //    messages: parse, schema, hand-off to a tokenizer thread), and Node runs the 'end' callbacks of every body that completes in one
 //    poll phase back to back: eight such bodies held a running stream and /health up for their sum (110-140 ms of CPU
-//    in one turn on a 2-core AMD EPYC, test/api/big_prompts.test.ts). Taking turns, others wait for one body at most.
+//    in one turn on a 2-core AMD EPYC, test/api/big_prompts.timing.test.ts). Taking turns, others wait for one body at most.
 
 import fp from 'fastify-plugin';
 import type { FastifyInstance } from 'fastify';
