@@ -11,6 +11,9 @@ exporter, not by the model (docs/deploy.md has the measurements).
     python3 -m dllm.convert --checkpoint /data/LLaDA-8B-Instruct --out models/llada-8b-instruct --fp16
     python3 -m dllm.convert --checkpoint /data/Dream-v0-Instruct-7B --out models/dream-v0-instruct-7b --fp16
     python3 -m dllm.convert --from-folder models/tiny-llada     # a folder of an earlier exporter, rewritten in place
+    python3 -m dllm.convert --from-folder models/tiny-llada --out /tmp/tiny-int8 --quantize int8   # a quantized copy
+    python3 -m dllm.convert --checkpoint /data/LLaDA-8B-Instruct --out models/llada-8b-int4 --quantize int4 \
+        [--block-size 32] [--accuracy-level 4]     # linear layers as MatMulNBits (quantize.py)
 
 It prints a report: what it read (architecture, dimensions, dtype, shards, special ids, chat template source), what
 it wrote (files, sizes, precision), peak memory and time.
@@ -27,7 +30,7 @@ import time
 
 import numpy as np
 
-from . import dream_checkpoint, safetensors
+from . import dream_checkpoint, quantize, safetensors
 from .export import parameter_shapes, write_folder, write_model_folder
 from .hf_checkpoint import CheckpointError, CheckpointFolder, chat_template, read_json, token_id
 from .model import ModelConfig, config_from_hf, hf_state_dict_to_ours
@@ -164,7 +167,8 @@ class Progress:
         self.stream.flush()
 
 
-def convert(checkpoint: str, out: str, name: str, k: int = 64, fp16: bool = False, log=print, progress=None) -> dict:
+def convert(checkpoint: str, out: str, name: str, k: int = 64, fp16: bool = False, log=print, progress=None,
+            quantization: quantize.Quantization | None = None) -> dict:
     started = time.perf_counter()
     source = read_checkpoint(checkpoint)
     c = config = source.config
@@ -191,7 +195,8 @@ def convert(checkpoint: str, out: str, name: str, k: int = 64, fp16: bool = Fals
     source.write_tokenizer(os.path.join(out, "tokenizer.json"))
     try:
         meta = write_folder(config, weights, out, os.path.join(out, "tokenizer.json"), k, name, fp16,
-                            progress=progress or Progress(), chat_template=source.chat_template,
+                            progress=progress or Progress(), quantization=quantization,
+                            chat_template=source.chat_template,
                             eos_token_ids=source.eos_token_ids, pad_token_id=source.pad_token_id,
                             bos_token_id=source.bos_token_id, mask_token_id=source.mask_token_id,
                             **({"generation_defaults": source.generation_defaults}
@@ -207,6 +212,10 @@ def convert(checkpoint: str, out: str, name: str, k: int = 64, fp16: bool = Fals
             sizes = ", ".join(f"{n} {os.path.getsize(os.path.join(out, n)) / 2**20:,.1f} MiB" for n in names)
             what = "float32" if precision == "fp32" else \
                 "float16 products and weights, float32 RoPE, norm statistics, softmax and head"
+            if quantization is not None:
+                what += (f"; linear layers int{quantization.bits} MatMulNBits, block {quantization.block_size}, "
+                         f"accuracy level {quantization.accuracy_level}, {'float32' if precision == 'fp32' else 'float16'}"
+                         " scales; embeddings and head float")
             log(f"  {precision:<13} {sizes} ({what})")
     log(f"  dllm.json     format {meta['format']}, architecture {meta['architecture']}, top-K {k}")
     log(f"peak memory {peak_rss() / 2**30:.2f} GiB (peak RSS), {time.perf_counter() - started:.1f} s")
@@ -218,10 +227,31 @@ def rewrite_folder(folder: str) -> dict:
     from model.onnx) and dllm.json: same weights, same generation settings, the current set of graphs."""
     with open(os.path.join(folder, "dllm.json")) as f:
         spec = json.load(f)
+    if spec.get("quantization") is not None:
+        raise CheckpointError(f"{folder}: a quantized folder (dllm.json quantization) keeps no float weights to "
+                              "rewrite; convert it again from its checkpoint")
     model = model_from_onnx(folder, spec)
     fields = ("chat_template", "eos_token_ids", "pad_token_id", "bos_token_id", "mask_token_id", "generation_defaults")
     return write_model_folder(model, folder, os.path.join(folder, "tokenizer.json"), spec["topk"], spec["name"],
                               spec["onnx"]["fp16"] is not None, **{key: spec[key] for key in fields})
+
+
+def quantize_folder(folder: str, out: str, quantization: quantize.Quantization, progress=None) -> dict:
+    """A float model folder (format 2) written again into `out` with its linear layers quantized: the same graphs,
+    weights read from its weights.data block by block, its dllm.json fields kept (fp16 graphs too if it has them)."""
+    if os.path.abspath(folder) == os.path.abspath(out):
+        raise CheckpointError(f"{out}: write the quantized folder beside {folder}, not over it")
+    with open(os.path.join(folder, "dllm.json")) as f:
+        spec = json.load(f)
+    if spec.get("quantization") is not None:
+        raise CheckpointError(f"{folder}: already quantized (dllm.json quantization)")
+    if spec.get("format") != "dllm-onnx/2":
+        raise CheckpointError(f"{folder}: format {spec.get('format')}; rewrite it first (dllm.convert --from-folder)")
+    fields = ("chat_template", "eos_token_ids", "pad_token_id", "bos_token_id", "mask_token_id", "generation_defaults")
+    return write_folder(ModelConfig.from_dict(spec["model_config"]), quantize.FolderWeights(folder, spec["onnx"]["fp32"]), out,
+                        os.path.join(folder, "tokenizer.json"), spec["topk"], spec["name"],
+                        spec["onnx"].get("fp16") is not None, progress=progress, quantization=quantization,
+                        **{key: spec[key] for key in fields})
 
 
 def main() -> None:
@@ -230,21 +260,41 @@ def main() -> None:
     source.add_argument("--checkpoint", help="Hugging Face LLaDA or Dream folder (config.json, *.safetensors, the "
                         "tokenizer files)")
     source.add_argument("--from-folder", help="rewrite this model folder in place with the current exporter (its "
-                        "weights recovered from model.onnx, its dllm.json fields kept): adds graphs newer than it")
+                        "weights recovered from model.onnx, its dllm.json fields kept): adds graphs newer than it; "
+                        "with --quantize and --out, write a quantized copy of it there instead")
     parser.add_argument("--out")
     parser.add_argument("--name", default=None)
     parser.add_argument("--topk", type=int, default=64)
     parser.add_argument("--fp16", action="store_true")
+    quantize.add_arguments(parser)
     args = parser.parse_args()
+    try:
+        quantization = quantize.from_args(args)
+    except quantize.QuantizationError as e:
+        parser.error(str(e))
+    if args.from_folder and quantization is not None:
+        if args.out is None:
+            parser.error("--from-folder with --quantize writes a new folder: give it --out")
+        try:
+            meta = quantize_folder(args.from_folder, args.out, quantization)
+        except (CheckpointError, quantize.QuantizationError) as e:
+            raise SystemExit(f"cannot quantize: {e}") from None
+        size = sum(os.path.getsize(os.path.join(args.out, n)) for n in os.listdir(args.out))
+        print(f"wrote {args.out}: int{quantization.bits} linear layers, block {quantization.block_size}, accuracy "
+              f"level {quantization.accuracy_level}, {size / 2**20:,.1f} MiB ({meta['name']})")
+        return
     if args.from_folder:
-        meta = rewrite_folder(args.from_folder)
+        try:
+            meta = rewrite_folder(args.from_folder)
+        except CheckpointError as e:
+            raise SystemExit(f"cannot rewrite: {e}") from None
         print(f"rewrote {args.from_folder}: graphs {', '.join(meta[k]['fp32'] for k in ('onnx', 'cached', 'device'))}")
         return
     if args.out is None:
         parser.error("--checkpoint needs --out")
     try:
         convert(args.checkpoint, args.out, args.name or os.path.basename(os.path.normpath(args.checkpoint)),
-                args.topk, args.fp16)
+                args.topk, args.fp16, quantization=quantization)
     except CheckpointError as e:
         raise SystemExit(f"cannot convert: {e}") from None
 

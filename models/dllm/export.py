@@ -25,6 +25,7 @@ import onnx.shape_inference
 import torch
 import torch.nn as nn
 
+from . import quantize
 from .graph import (CACHED_INPUT_NAMES, CACHED_OUTPUT_NAMES, DEFAULT_GENERATION, DEVICE_HEAD_NAMES, DEVICE_INPUT_NAMES,
                     DEVICE_OUTPUT_NAMES, INPUT_NAMES, OPSET, OUTPUT_NAMES, TRANSPOSED, WEIGHTS_FILE, CachedSamplingGraph,
                     DeviceSamplingGraph, SamplingGraph, dllm_json, example_cached_inputs, example_device_inputs,
@@ -265,6 +266,9 @@ def write_weights(protos: list[onnx.ModelProto], source, data_path: str, progres
 
 
 def _stream(tensor: onnx.TensorProto, source, f) -> None:
+    if quantize.parse_name(tensor.name) is not None:  # MatMulNBits' packed weights and scales (quantize.py)
+        quantize.stream(tensor, source, f, BLOCK_ELEMENTS)
+        return
     transposed = tensor.name.endswith(TRANSPOSED)
     name = tensor.name[: -len(TRANSPOSED)] if transposed else tensor.name
     shape = tuple(tensor.dims)
@@ -400,14 +404,16 @@ def export_onnx(model: LLaDA, path: str, k: int, metadata: dict[str, str], exter
 
 
 def write_folder(config: ModelConfig, source, out: str, tokenizer_path: str, k: int, name: str, fp16: bool = False,
-                 progress=None, **spec) -> dict:
+                 progress=None, quantization: quantize.Quantization | None = None, **spec) -> dict:
     """dllm.json, tokenizer.json, and the graphs: model.onnx (full), model.kv.onnx (cached) and model.device.onnx
     (device) reading one weights file, weights.data; with fp16, the same three as *.fp16.onnx reading
     weights.fp16.data. The graphs
     are traced from `config` alone and the weights streamed from `source` (ModuleWeights, convert.CheckpointWeights);
-    progress(precision, i, n, bytes written) follows the writing of each weights file."""
+    progress(precision, i, n, bytes written) follows the writing of each weights file. With `quantization`, every
+    graph's linear layers are MatMulNBits (quantize.quantize_proto; the fp16 graphs after fp16_proto, with float16
+    scales), their weights packed as they stream, and dllm.json says so (`quantization`)."""
     os.makedirs(out, exist_ok=True)
-    meta = dllm_json(config, k, name, fp16, **spec)
+    meta = dllm_json(config, k, name, fp16, quantization=None if quantization is None else quantization.to_json(), **spec)
     if os.path.abspath(tokenizer_path) != os.path.abspath(os.path.join(out, "tokenizer.json")):
         shutil.copyfile(tokenizer_path, os.path.join(out, "tokenizer.json"))
     onnx_meta = {"dllm": json.dumps(meta)} | {k2: json.dumps(v) for k2, v in meta.items() if k2 != "model_config"}
@@ -418,6 +424,10 @@ def write_folder(config: ModelConfig, source, out: str, tokenizer_path: str, k: 
     variants = [("fp32", graphs)]
     if fp16:
         variants.append(("fp16", {key: fp16_proto(onnx.ModelProto.FromString(g.SerializeToString())) for key, g in graphs.items()}))
+    if quantization is not None:
+        for _, protos in variants:
+            for proto in protos.values():
+                quantize.quantize_proto(proto, quantization)
     for precision, protos in variants:
         write_weights(list(protos.values()), source, os.path.join(out, WEIGHTS_FILE[precision]),
                       None if progress is None else lambda i, n, written, p=precision: progress(p, i, n, written))
@@ -429,9 +439,11 @@ def write_folder(config: ModelConfig, source, out: str, tokenizer_path: str, k: 
     return meta
 
 
-def write_model_folder(model: LLaDA, out: str, tokenizer_path: str, k: int, name: str, fp16: bool = False, **spec) -> dict:
+def write_model_folder(model: LLaDA, out: str, tokenizer_path: str, k: int, name: str, fp16: bool = False,
+                       quantization: quantize.Quantization | None = None, **spec) -> dict:
     """write_folder for a module in memory (our training runs)."""
-    return write_folder(model.config, ModuleWeights(model), out, tokenizer_path, k, name, fp16, **spec)
+    return write_folder(model.config, ModuleWeights(model), out, tokenizer_path, k, name, fp16,
+                        quantization=quantization, **spec)
 
 
 def main() -> None:
@@ -445,12 +457,18 @@ def main() -> None:
     parser.add_argument("--block-length", type=int, default=DEFAULT_GENERATION["block_length"],
                         help="generation_defaults.block_length")
     parser.add_argument("--remasking", default=DEFAULT_GENERATION["remasking"], help="generation_defaults.remasking")
+    quantize.add_arguments(parser)
     args = parser.parse_args()
+    try:
+        quantization = quantize.from_args(args)
+    except quantize.QuantizationError as e:
+        parser.error(str(e))
     model, _ = load_checkpoint(args.checkpoint)
     defaults = {"block_length": args.block_length, "remasking": args.remasking}
     meta = write_model_folder(model, args.out, args.tokenizer, args.topk, args.name, args.fp16,
-                              generation_defaults=defaults)
-    print(f"wrote {args.out}: {meta['format']}, vocab {meta['vocab_size']}, K {meta['topk']}")
+                              quantization=quantization, generation_defaults=defaults)
+    print(f"wrote {args.out}: {meta['format']}, vocab {meta['vocab_size']}, K {meta['topk']}"
+          + (f", int{quantization.bits} linear layers" if quantization else ""))
 
 
 if __name__ == "__main__":

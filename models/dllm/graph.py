@@ -206,10 +206,12 @@ def architecture(config: ModelConfig) -> str:
 
 def dllm_json(config: ModelConfig, k: int, name: str, fp16: bool, chat_template: str | None = LLADA_CHAT_TEMPLATE,
               eos_token_ids: tuple[int, ...] = (EOS, EOT), pad_token_id: int = PAD, bos_token_id: int | None = BOS,
-              mask_token_id: int = MASK, generation_defaults: dict | None = None) -> dict:
+              mask_token_id: int = MASK, generation_defaults: dict | None = None, quantization: dict | None = None) -> dict:
     """The model folder's dllm.json (docs/design.md §2; format 2 adds `cached` and `weights`, docs/models.md).
     generation_defaults update DEFAULT_GENERATION (what a request leaves out). A block diffusion model's block size
-    is also its block_length: it cannot decode in other blocks than it was trained with."""
+    is also its block_length: it cannot decode in other blocks than it was trained with. `quantization`
+    (quantize.Quantization.to_json: bits, block_size, accuracy_level, layers) is written only for a quantized folder,
+    so the dllm.json (and graph metadata) of float folders stay as they were."""
     block_size = config.block_size
     arch = architecture(config)
     defaults = (DEFAULT_GENERATION | (DREAM_GENERATION if arch == "dream" else {}) | (generation_defaults or {})
@@ -232,5 +234,6 @@ def dllm_json(config: ModelConfig, k: int, name: str, fp16: bool, chat_template:
         "cached": {"fp32": "model.kv.onnx", "fp16": "model.kv.fp16.onnx" if fp16 else None, **kv_shape(config)},
         "device": {"fp32": "model.device.onnx", "fp16": "model.device.fp16.onnx" if fp16 else None},
         "weights": {"fp32": WEIGHTS_FILE["fp32"], "fp16": WEIGHTS_FILE["fp16"] if fp16 else None},
+        **({"quantization": quantization} if quantization is not None else {}),
         "model_config": config.to_dict(),
     }

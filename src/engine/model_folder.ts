@@ -58,7 +58,26 @@ export interface ModelSpec {
   /** Format 2, optional: the device graph per precision (the cached graph whose cache stays on a GPU, docs/models.md);
    * null when the folder has none (exported before it existed: `python3 -m dllm.convert --from-folder` adds it). */
   device: { fp32: string; fp16: string | null } | null;
+  /** Weight-only quantization of the graphs' linear layers (com.microsoft MatMulNBits; docs/models.md); null: float
+   * weights throughout (parseModelSpec always sets it; optional for specs built by hand). */
+  quantization?: QuantizationSpec | null;
 }
+
+/** dllm.json `quantization`: which weights are quantized and how. */
+export interface QuantizationSpec {
+  /** Bits per weight code: 4 or 8. */
+  bits: 4 | 8;
+  /** Weights per scale, along the input features. */
+  blockSize: number;
+  /** MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute. */
+  accuracyLevel: number;
+  /** Which layers: "linear" (every transformer block's projections; embeddings and the output head stay float). */
+  layers: 'linear';
+}
+
+/** What MatMulNBits and onnxruntime's kernels take (models/dllm/quantize.py refuses the rest at conversion). */
+export const QUANTIZATION_BITS: readonly number[] = [4, 8];
+export const QUANTIZATION_BLOCK_SIZES: readonly number[] = [16, 32, 64, 128, 256];
 
 /** The cached graph of a format-2 folder: past_kv / present_kv are [layers, 2, N, kvHeads, length, headDim]. */
 export interface CachedGraphSpec {
@@ -135,6 +154,12 @@ class Fields {
 
   strOrNull(key: string): string | null {
     return this.obj[key] === null || this.obj[key] === undefined ? null : this.str(key);
+  }
+
+  intOf(key: string, allowed: readonly number[]): number {
+    const v = this.obj[key];
+    if (typeof v !== 'number' || !allowed.includes(v)) this.fail(key, `one of ${allowed.join(', ')}`);
+    return v;
   }
 
   oneOf<T extends string>(key: string, allowed: readonly T[]): T {
@@ -223,6 +248,17 @@ export function parseModelSpec(raw: unknown, file = 'dllm.json'): ModelSpec {
     onnx: { fp32: onnx.str('fp32'), fp16: onnx.strOrNull('fp16') },
     cached: format === 'dllm-onnx/1' ? null : cachedGraphSpec(f.object('cached')),
     device: format === 'dllm-onnx/1' || !f.has('device') ? null : { fp32: f.object('device').str('fp32'), fp16: f.object('device').strOrNull('fp16') },
+    quantization: f.has('quantization') ? quantizationSpec(f.object('quantization')) : null,
+  };
+}
+
+/** dllm.json `quantization` (absent or null: float weights), refused at start when the op cannot take it. */
+function quantizationSpec(q: Fields): QuantizationSpec {
+  return {
+    bits: q.intOf('bits', QUANTIZATION_BITS) as 4 | 8,
+    blockSize: q.intOf('block_size', QUANTIZATION_BLOCK_SIZES),
+    accuracyLevel: q.intOf('accuracy_level', [0, 1, 2, 3, 4]),
+    layers: q.oneOf('layers', ['linear'] as const),
   };
 }
 

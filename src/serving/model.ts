@@ -3,7 +3,7 @@
 
 import { Template } from '@huggingface/jinja';
 import type { GenerateRequest } from '../engine/types.js';
-import type { Architecture, GenerationDefaults, ModelFolder } from '../engine/model_folder.js';
+import type { Architecture, GenerationDefaults, ModelFolder, QuantizationSpec } from '../engine/model_folder.js';
 import { validateRequest } from '../engine/validation.js';
 
 export interface ServingModel {
@@ -18,6 +18,8 @@ export interface ServingModel {
   topk: number;
   /** A block diffusion model's block size (its only block_length); null for LLaDA. */
   blockSize: number | null;
+  /** Weight-only quantization of the linear layers (dllm.json), null for float weights. */
+  quantization: QuantizationSpec | null;
   defaults: GenerationDefaults;
   chatTemplate: string | null;
   /** Text of the special tokens a chat template may need (bos_token, eos_token). */
@@ -43,6 +45,7 @@ export function servingModel(folder: ModelFolder): ServingModel {
     bosTokenId: s.bosTokenId,
     topk: s.topk,
     blockSize: s.blockSize,
+    quantization: s.quantization ?? null,
     defaults: { ...s.generationDefaults },
     chatTemplate: s.chatTemplate,
     // The engine puts the BOS token id in front of every prompt; a template's bos_token must not add a second one.
