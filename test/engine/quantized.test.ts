@@ -1,5 +1,5 @@
 // Quantized model folders (docs/models.md, "Quantized folders"): dllm.json's `quantization` validated at start, by
-// field; models/tiny-llada quantized by `python3 -m dllm.quantize` (int8 and int4 linear layers as com.microsoft
+// field; models/tiny-llada quantized by `python3 -m dllm.convert --from-folder … --quantize` (int8 and int4 linear layers as com.microsoft
 // MatMulNBits) loads and generates on the CPU provider, greedy text close to the float model's; /v1/models reports it;
 // and WebGPU (Mesa's lavapipe here) runs the quantized device graph.
 
@@ -81,11 +81,12 @@ const PROMPTS = [
 
 const PYTHON = process.env.PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
 
-/** models/tiny-llada with its linear layers quantized (dllm.quantize.quantize_folder), in dir/int<bits>-a<level>. */
+/** models/tiny-llada with its linear layers quantized (dllm.convert.quantize_folder), in dir/int<bits>-a<level>. */
 function quantize(dir: string, variants: [bits: 4 | 8, accuracyLevel: number][]): string[] {
   const outs = variants.map(([bits, level]) => path.join(dir, `int${bits}-a${level}`));
   const script = `import sys
-from dllm.quantize import Quantization, quantize_folder
+from dllm.convert import quantize_folder
+from dllm.quantize import Quantization
 for out, bits, level in zip(sys.argv[2::3], sys.argv[3::3], sys.argv[4::3]):
     quantize_folder(sys.argv[1], out, Quantization(int(bits), 32, int(level)))`;
   const args = ['-c', script, MODEL_DIR, ...variants.flatMap(([bits, level], i) => [outs[i], String(bits), String(level)])];
