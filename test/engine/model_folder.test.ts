@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile, copyFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, writeFile, copyFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { defaultSamplingParams, loadModelFolder, ModelFolderError, parseModelSpec } from '../../src/engine/model_folder.js';
 import { validateRequest, validateSamplingParams } from '../../src/engine/validation.js';
 import { EngineError } from '../../src/engine/types.js';
-import { MODEL_DIR, SKIP_NO_MODEL } from './model_fixture.js';
+import { MODEL_DIR, ROOT, SKIP_NO_MODEL } from './model_fixture.js';
 import { params, SPEC } from './helpers.js';
 
 const VALID = {
@@ -123,4 +124,28 @@ test('loadModelFolder: the real folder loads; the tokenizer round-trips text and
   assert.equal(folder.tokenizer.decode(ids), text);
   assert.equal(folder.tokenizer.decode([]), '');
   if (raw.onnx.fp16 === null) assert.throws(() => folder.onnxPath('fp16'), /fp16/);
+});
+
+test('parseModelSpec reads a dream folder: shifted logits, the whole span as one block, Dream sampler defaults', () => {
+  const dream = { ...VALID, architecture: 'dream', generation_defaults: { ...VALID.generation_defaults, block_length: null, alg: 'entropy', alg_temp: 0, eps: 0.001 } };
+  const spec = parseModelSpec(dream);
+  assert.deepEqual([spec.architecture, spec.logitsShift, spec.generationDefaults.blockLength, spec.generationDefaults.alg], ['dream', 1, null, 'entropy']);
+  const p = defaultSamplingParams(spec);
+  assert.deepEqual([p.blockLength, p.alg, p.algTemp, p.eps], [64, 'entropy', 0, 0.001]);
+  assert.equal(parseModelSpec(VALID).logitsShift, 0);
+  // Only a dream folder may leave the block length to the span; eps and alg are checked by name.
+  assert.throws(() => parseModelSpec({ ...VALID, generation_defaults: { ...VALID.generation_defaults, block_length: null } }), /generation_defaults.block_length/);
+  assert.throws(() => parseModelSpec({ ...dream, generation_defaults: { ...dream.generation_defaults, eps: 1 } }), /generation_defaults.eps/);
+  assert.throws(() => parseModelSpec({ ...dream, generation_defaults: { ...dream.generation_defaults, alg: 'best' } }), /generation_defaults.alg/);
+});
+
+test('every model folder committed under models/ loads, with its card', async () => {
+  const models = path.join(ROOT, 'models');
+  const folders = (await readdir(models)).filter((name) => existsSync(path.join(models, name, 'dllm.json')));
+  assert.ok(folders.includes('tiny-llada') && folders.includes('tiny-dream-random'), folders.join(', '));
+  for (const name of folders) {
+    const folder = await loadModelFolder(path.join(models, name));
+    assert.equal(folder.spec.name, name);
+    assert.ok(existsSync(path.join(models, name, 'MODEL_CARD.md')), `${name} has a card`);
+  }
 });
