@@ -389,19 +389,22 @@ def introduction(spec: dict) -> str:
             "of `npm start` and the model of the test suite.")
 
 
-def limitations(run: dict, q: dict) -> list[str]:
+def limitations(run: dict, q: dict, spec: dict, pre: dict | None = None) -> list[str]:
     failed = [c["what"] for c in q["criteria"] if c["passed"] is False]
     unmeasured = [c["what"] for c in q["criteria"] if c["passed"] is None]
     m = q["greedy"]["metrics"]
-    text = (f"This is a {run['parameters'] / 1e6:.1f}M-parameter model trained on {run['state']['tokens'] / 1e6:.1f} "
+    tokens = run["state"]["tokens"] + (pre["state"]["tokens"] if pre else 0)  # both phases of an adapted model
+    text = (f"This is a {run['parameters'] / 1e6:.1f}M-parameter model trained on {tokens / 1e6:.1f} "
             "million tokens on a CPU. It is not a source of facts, and it follows no instructions (the chat template "
             "is LLaDA's format; the model was never trained on conversations). Its corpus is narrow (the sources "
             "above: mid-century American prose, scripture in two translations, dictionary glosses, political "
             "addresses, quotations, short sentences), which shows in what it writes. The quality numbers are coarse: "
             "the dictionary share checks spelling, not sense; distinct-2 catches loops, not incoherence; "
             f"{m['answers']} prompts are a small sample; the validation split comes from the same sources as the "
-            "training split, so its loss measures fit to this corpus, not to English at large. It is the server's "
-            "embedded default and the test suite's model, not a model to build products on.")
+            "training split, so its loss measures fit to this corpus, not to English at large. "
+            + ("It is a candidate for the server's default model (bench/recipes.md compares the recipes), "
+               if spec.get("architecture") == "dream" else "It is the server's embedded default and the test suite's model, ")
+            + "not a model to build products on.")
     if failed:
         text += (" Criteria of the default model's bar not met by this folder: " + "; ".join(failed) + ".")
     if unmeasured:
@@ -446,7 +449,7 @@ def render(spec: dict, run: dict, corpus: dict, corpus_dir: str, model_dir: str,
     for a in q["greedy"]["answers"]:
         text = markdown_text(a["text"])
         lines.append(f"- **{a['prompt']}**{text}  _({len(a['token_ids'])} tokens, finish: {a['finish_reason']})_")
-    lines += [""] + limitations(run, q)
+    lines += [""] + limitations(run, q, spec, pre)
     lines += ["## Reproduce", "",
               f"`bash models/{SCRIPTS.get(spec.get('architecture'), 'train_tiny.sh')}` "
               "(corpus, training, export, this card). Training resumes from "

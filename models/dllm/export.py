@@ -454,8 +454,8 @@ def main() -> None:
     parser.add_argument("--name", default="tiny-llada")
     parser.add_argument("--topk", type=int, default=64)
     parser.add_argument("--fp16", action="store_true")
-    parser.add_argument("--block-length", type=int, default=DEFAULT_GENERATION["block_length"],
-                        help="generation_defaults.block_length")
+    parser.add_argument("--block-length", type=int, help="generation_defaults.block_length (default: the "
+                        "architecture's: 8, or the whole span for a shifted-logits model, as Dream decodes)")
     parser.add_argument("--remasking", default=DEFAULT_GENERATION["remasking"], help="generation_defaults.remasking")
     quantize.add_arguments(parser)
     args = parser.parse_args()
@@ -464,7 +464,7 @@ def main() -> None:
     except quantize.QuantizationError as e:
         parser.error(str(e))
     model, _ = load_checkpoint(args.checkpoint)
-    defaults = {"block_length": args.block_length, "remasking": args.remasking}
+    defaults = {"remasking": args.remasking} | ({} if args.block_length is None else {"block_length": args.block_length})
     meta = write_model_folder(model, args.out, args.tokenizer, args.topk, args.name, args.fp16,
                               quantization=quantization, generation_defaults=defaults)
     print(f"wrote {args.out}: {meta['format']}, vocab {meta['vocab_size']}, K {meta['topk']}"

@@ -1,6 +1,6 @@
-"""Two recipes for the default model side by side, at equal compute: masked diffusion from scratch (tiny-llada) and an
-autoregressive model adapted to diffusion (tiny-dream: Dream 7B's recipe; Gong et al. 2024). Writes bench/recipes.md
-and bench/recipes.json.
+"""Two recipes for the default model side by side: masked diffusion from scratch (tiny-llada) and an autoregressive
+model adapted to diffusion (tiny-dream: Dream 7B's recipe; Gong et al. 2024), with the compute each took. Writes
+bench/recipes.md and bench/recipes.json.
 
 Each folder is measured by dllm.quality (the reference sampler, the same prompts, dictionary and validation windows)
 at its own generation defaults, and under LLaDA's threshold decoding at 0.9 and 0.7. Compute is what the training
@@ -60,8 +60,14 @@ def measure(model_dir: str, corpus: str, dictionary) -> dict:
 
 
 def markdown(rows: list[dict], when: str) -> str:
+    base = rows[0]["compute"]["tokens"]
+    shares = "; ".join(f"`{r['folder']}` saw {r['compute']['tokens'] / base:.0%} of `{rows[0]['folder']}`'s tokens"
+                       for r in rows[1:])
     lines = [
-        "# Default-model recipes at equal compute",
+        "# Default-model recipes",
+        "",
+        "The same transformer (3.7M parameters) trained two ways; equal tokens are equal training compute. "
+        + (shares + ". " if shares else "") + "Wall minutes depend on how busy the machine was.",
         "",
         f"`cd models && python3 -m dllm.recipes` ({when}); the figures are `dllm.quality`'s (definitions in docs/models.md): "
         "validation masked-token loss on its fixed windows and masks (nats per masked token, mean over t = 0.1 … 0.9, "
