@@ -421,9 +421,16 @@ class Sequence:
         self.min_margin = min([self.min_margin] + [c[3] for c in choices])
         if p.remasking != "random":  # random scores are the same uniforms in both implementations
             self.min_margin = min(self.min_margin, selection_margin(scores, rule, len(selected)))
+        return self.commit(selected, choices, positions)
+
+    def commit(self, selected: list[int], choices: list[tuple], positions: list[int]) -> list[tuple[int, int, float]]:
+        """Commits the selected choices (a chosen mask token leaves its position masked: Dream's sampler), then
+        advances the step, the block and its schedule, and checks the end: the one place a step changes state."""
         commits = []
         for j in selected:
             token, _, logprob, _ = choices[j]
+            if token == self.mask_id:
+                continue  # the mask token was chosen: the position stays masked
             self.canvas[positions[j]] = token
             commits.append((positions[j] - self.gen_start, token, math.exp(logprob)))
         self.steps += 1
@@ -458,20 +465,7 @@ class Sequence:
         if p.alg != "origin" and p.alg_temp <= 0 and 0 < len(picked) < len(scores):
             order = rank_by_score(scores)
             self.min_margin = min(self.min_margin, scores[order[len(picked) - 1]] - scores[order[len(picked)]])
-        commits = []
-        for j in picked:
-            token, _, logprob, _ = choices[j]
-            if token == self.mask_id:
-                continue  # the mask token was chosen: the position stays masked
-            self.canvas[positions[j]] = token
-            commits.append((positions[j] - self.gen_start, token, math.exp(logprob)))
-        self.steps += 1
-        self.step_in_block += 1
-        if not self.wanted_positions():
-            self.block += 1
-            self.step_in_block = 0
-        self.end = self.check_end()
-        return sorted(commits)
+        return self.commit(picked, choices, positions)
 
     def check_end(self) -> tuple[str, int] | None:
         limit = min(self.params.max_tokens, self.gen_length)
