@@ -3,10 +3,9 @@
 # Gong et al. 2024, "Scaling Diffusion Language Models via Adaptation from Autoregressive Models"): the same
 # transformer as tiny-llada trained first with a causal mask on next-token prediction, then turned into a masked
 # diffusion model that keeps the next-token shift (shifted logits), its attention annealed from causal to full, then
-# export and quality report; bench/recipes.md compares it with tiny-llada's from-scratch training (3,900 steps of
-# 8 x 512 tokens). Needs what train_tiny.sh needs; about an hour on 2 idle CPU cores; resumable: run it again after an
-# interruption. The committed folder is the first session's result, with less compute than tiny-llada (see its card);
-# the next runs continue from it (`--init-from tiny-dream`) towards equal compute.
+# export, quality report, card; bench/recipes.md compares it with tiny-llada's from-scratch training at equal compute
+# (3,900 steps of 8 x 512 tokens each). Needs what train_tiny.sh needs; about 1.5 hours on 2 idle CPU cores (the
+# committed run took longer: it shared the machine); resumable: run it again after an interruption.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=/usr/bin/python3
@@ -17,9 +16,13 @@ model=(--tokenizer tiny-llada/tokenizer.json --d-model 192 --n-heads 6 --n-layer
 # 2 busy cores allowed beside the adaptation).
 $PY -m dllm.train --corpus .cache/corpus --out runs/tiny-ar "${model[@]}" --objective ar --lr 1.5e-3 --warmup 100 \
   --max-steps 2400 --halt-at-step 800 --ckpt-every 100
-# Phase 2, adaptation: shifted logits, attention annealed from causal to bidirectional over the first 300 steps.
-$PY -m dllm.train --corpus .cache/corpus --out runs/tiny-dream "${model[@]}" --init-from runs/tiny-ar/ckpt.pt \
-  --shift-logits --anneal-steps 300 --lr 1e-3 --warmup 50 --max-steps 1300 --ckpt-every 100
+# Phase 2, adaptation: shifted logits, attention annealed from causal to bidirectional over the first 300 steps. A
+# cosine schedule planned for 1,300 steps, then resumed to 3,100 so that both phases take tiny-llada's 3,900 steps
+# (equal compute); the learning rate restarted from 0.6 of its peak at the resume.
+adapt=(--corpus .cache/corpus --out runs/tiny-dream "${model[@]}" --init-from runs/tiny-ar/ckpt.pt --shift-logits
+  --anneal-steps 300 --lr 1e-3 --warmup 50 --ckpt-every 100)
+$PY -m dllm.train "${adapt[@]}" --max-steps 1300
+$PY -m dllm.train "${adapt[@]}" --max-steps 3100
 # Dream's sampler in blocks of 8 (as Fast-dLLM runs Dream) rather than Dream's one 64-token canvas.
 $PY -m dllm.export --checkpoint runs/tiny-dream/ckpt.pt --tokenizer tiny-llada/tokenizer.json --out tiny-dream --name tiny-dream \
   --block-length 8

@@ -280,6 +280,11 @@ def training_section(run: dict, bench: dict | None, first_phase_steps: int = 0, 
         rows = "; ".join(f"{r['trainer']}: {r['tok_s']:,.0f}" for r in bench["rows"])
         lines.append(f"- Trainer benchmark (`bench/train.md`, {bench['date']}, {bench['machine']}, {bench['model']}): "
                      f"{rows} tokens/s")
+    # A schedule lengthened mid-run (resumed with a larger --max-steps): the learning rate rises again after warm-up.
+    for before, after in zip(run["train"], run["train"][1:]):
+        if after["step"] > a["warmup"] and after.get("lr", 0) > 1.05 * before.get("lr", float("inf")):
+            lines.append(f"- The schedule was lengthened at step {before['step']:,} (resumed with a later end): the "
+                         f"learning rate went from {before['lr']:.2e} back up to {after['lr']:.2e}")
     lines += [
         f"- Optimiser: AdamW {tuple(run['optimizer'].get('betas', ()))}, eps {run['optimizer'].get('eps')}, weight decay {a['weight_decay']} on matrices, peak learning rate {a['lr']}, "
         f"{a['warmup']} warm-up steps, cosine to {a['min_lr_ratio']} x peak at step {a['max_steps']:,}, gradient "

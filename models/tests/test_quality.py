@@ -178,8 +178,9 @@ def test_card_of_an_adapted_model_and_the_recipes_table(tmp_path):
               "--mlp-hidden", "64", "--seq-len", "128", "--batch-size", "2", "--warmup", "2", "--eval-every", "5",
               "--ckpt-every", "5", "--valid-windows", "4", "--valid-seq-len", "64", "--threads", "1"]
     train.main(common + ["--out", ar, "--objective", "ar", "--max-steps", "5"])
-    train.main(common + ["--out", dream, "--init-from", os.path.join(ar, "ckpt.pt"), "--shift-logits",
-                         "--anneal-steps", "4", "--max-steps", "10"])
+    adapt = common + ["--out", dream, "--init-from", os.path.join(ar, "ckpt.pt"), "--shift-logits", "--anneal-steps", "4"]
+    train.main(adapt + ["--max-steps", "10"])
+    train.main(adapt + ["--max-steps", "30"])  # resumed with a longer schedule: the card says so
     model, _ = load_checkpoint(os.path.join(dream, "ckpt.pt"))
     meta = export.write_model_folder(model, folder, TOKENIZER, 8, "tiny-dream")
     assert meta["architecture"] == "dream" and meta["generation_defaults"]["alg"] == "entropy"
@@ -197,13 +198,15 @@ def test_card_of_an_adapted_model_and_the_recipes_table(tmp_path):
     text = open(os.path.join(folder, "MODEL_CARD.md")).read()
     assert "1. **Autoregressive**" in text and "5 steps of batch 2 x 128" in text
     assert "--anneal-steps 4" in text and "Dream's sampler with alg entropy" in text and "train_dream.sh" in text
+    assert "- The schedule was lengthened at step 10 (resumed with a later end)" in text
 
     compute = recipes.run_compute([ar, dream])
-    assert compute["steps"] == 15 and compute["tokens"] == 15 * 2 * 128
+    # both runs' steps; tokens a little under steps x batch x length (a share of batches is cut short)
+    assert compute["steps"] == 35 and 0.9 * 35 * 2 * 128 < compute["tokens"] <= 35 * 2 * 128
     measured = {"valid_mean": 5.0, "distinct_bigrams": 0.5, "dictionary_share": 0.9, "no_token_runs": 1.0,
                 "best_median": 0.2, "best_at_least_0.9": 0.1, "commits_0.9": 1.1, "commits_0.7": 1.4,
                 "greedy_params": report["greedy"]["params"], "samples": [("Once", " upon")]}
     table = recipes.markdown([{"recipe": "adapted", "folder": "tiny-dream", "compute": compute,
                                "metrics": measured}], "today")
-    assert "| adapted | `tiny-dream` | 15 | 3,840 |" in table and "| 5.000 | 0.500 | 0.900 | 1.00 | 0.200 | 10.0% | 1.10 | 1.40 |" in table
+    assert f"| adapted | `tiny-dream` | 35 | {compute['tokens']:,} |" in table and "| 5.000 | 0.500 | 0.900 | 1.00 | 0.200 | 10.0% | 1.10 | 1.40 |" in table
     assert "Dream's sampler, alg entropy" in table and "- 'Once' → ' upon'" in table
