@@ -19,7 +19,7 @@ import re
 
 from .graph import DREAM_GENERATION
 from .hf_checkpoint import CheckpointError, CheckpointFolder, chat_template, read_json, token_id
-from .model import ModelConfig
+from .model import ModelConfig, check_config_keys
 
 # --- config.json ------------------------------------------------------------------------------------------------
 #
@@ -45,13 +45,7 @@ def is_dream(hf_config: dict) -> bool:
 
 def config_from_dream(hf_config: dict) -> ModelConfig:
     """Map a Dream config.json onto ModelConfig; refuses, by name, any key this implementation does not compute."""
-    for key, expected in REQUIRED.items():
-        if key in hf_config and hf_config[key] != expected:
-            raise ValueError(f"config.json: {key} = {hf_config[key]!r} is not supported (only {expected!r})")
-    unknown = sorted(set(hf_config) - set(REQUIRED) - NO_EFFECT - MAPPED)
-    if unknown:
-        raise ValueError(f"config.json: unknown field {unknown[0]!r} ({len(unknown)} unknown: {unknown}); "
-                         "refusing rather than guessing whether it changes the computation")
+    check_config_keys(hf_config, REQUIRED, NO_EFFECT, MAPPED)
     d_model, n_heads = hf_config["hidden_size"], hf_config["num_attention_heads"]
     n_kv_heads = hf_config.get("num_key_value_heads") or n_heads  # DreamConfig: None = num_attention_heads
     if d_model % n_heads or n_heads % n_kv_heads:

@@ -383,18 +383,24 @@ MAPPED = {"d_model", "n_heads", "n_kv_heads", "multi_query_attention", "n_layers
           "include_qkv_bias", "input_emb_norm", "scale_logits", "bias_for_layer_norm"}
 
 
+def check_config_keys(hf_config: dict, required: dict, no_effect: set, mapped: set) -> None:
+    """Refuses, by name, a config.json key that is required to have another value, or that is in none of the three
+    groups (a checkpoint family's REQUIRED, NO_EFFECT and MAPPED)."""
+    for key, expected in required.items():
+        if key in hf_config and hf_config[key] != expected:
+            raise ValueError(f"config.json: {key} = {hf_config[key]!r} is not supported (only {expected!r})")
+    unknown = sorted(set(hf_config) - set(required) - no_effect - mapped)
+    if unknown:
+        raise ValueError(f"config.json: unknown field {unknown[0]!r} ({len(unknown)} unknown: {unknown}); "
+                         "refusing rather than guessing whether it changes the computation")
+
+
 def config_from_hf(hf_config: dict) -> ModelConfig:
     """Map a LLaDA config.json onto ModelConfig; refuses, by name, any flag this implementation does not compute."""
     arch = hf_config.get("model_type"), tuple(hf_config.get("architectures") or ())
     if arch[0] != "llada" and "LLaDAModelLM" not in arch[1]:
         raise ValueError(f"config.json: unknown architecture {arch[0]!r} {list(arch[1])}; expected model_type 'llada'")
-    for key, expected in REQUIRED.items():
-        if key in hf_config and hf_config[key] != expected:
-            raise ValueError(f"config.json: {key} = {hf_config[key]!r} is not supported (only {expected!r})")
-    unknown = sorted(set(hf_config) - set(REQUIRED) - NO_EFFECT - MAPPED)
-    if unknown:
-        raise ValueError(f"config.json: unknown field {unknown[0]!r} ({len(unknown)} unknown: {unknown}); "
-                         "refusing rather than guessing whether it changes the computation")
+    check_config_keys(hf_config, REQUIRED, NO_EFFECT, MAPPED)
     # LayerNormBase: norm biases when bias_for_layer_norm is true, or unset and include_bias is true.
     norm_bias = hf_config.get("bias_for_layer_norm")
     if norm_bias or (norm_bias is None and hf_config.get("include_bias")):
