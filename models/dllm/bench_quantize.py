@@ -74,8 +74,9 @@ def cpu_flags() -> str:
     family = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("cpu family")), "?")
     number = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model\t")), "?")
     wanted = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16"]
+    missing = [f for f in wanted if f not in flags]
     return (f"{model} (family {family}, model {number}), {os.cpu_count()} cores; "
-            f"{', '.join(f for f in wanted if f in flags)}; without {', '.join(f for f in wanted if f not in flags) or '-'}")
+            f"{', '.join(f for f in wanted if f in flags)}" + (f"; without {', '.join(missing)}" if missing else ""))
 
 
 # --- quality on the default model ---------------------------------------------------------------------------------
