@@ -457,14 +457,21 @@ def main() -> None:
     parser.add_argument("--block-length", type=int, help="generation_defaults.block_length (default: the "
                         "architecture's: 8, or the whole span for a shifted-logits model, as Dream decodes)")
     parser.add_argument("--remasking", default=DEFAULT_GENERATION["remasking"], help="generation_defaults.remasking")
+    for penalty in ("frequency", "presence"):
+        parser.add_argument(f"--{penalty}-penalty", type=float, default=0.0,
+                            help=f"generation_defaults.{penalty}_penalty, in [-2, 2] (OpenAI's; src/engine/penalties.ts)")
     quantize.add_arguments(parser)
     args = parser.parse_args()
+    for penalty in ("frequency_penalty", "presence_penalty"):
+        if not -2 <= getattr(args, penalty) <= 2:
+            parser.error(f"--{penalty.replace('_', '-')} must be in [-2, 2], got {getattr(args, penalty)}")
     try:
         quantization = quantize.from_args(args)
     except quantize.QuantizationError as e:
         parser.error(str(e))
     model, _ = load_checkpoint(args.checkpoint)
     defaults = {"remasking": args.remasking} | ({} if args.block_length is None else {"block_length": args.block_length})
+    defaults |= {k: getattr(args, k) for k in ("frequency_penalty", "presence_penalty") if getattr(args, k) != 0}
     meta = write_model_folder(model, args.out, args.tokenizer, args.topk, args.name, args.fp16,
                               quantization=quantization, generation_defaults=defaults)
     print(f"wrote {args.out}: {meta['format']}, vocab {meta['vocab_size']}, K {meta['topk']}"

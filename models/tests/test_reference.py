@@ -96,6 +96,60 @@ def test_min_tokens_holds_end_of_text_off_and_ignore_eos_decodes_every_position(
     assert seq.generated()[6:] == [1] * 10
 
 
+def test_penalized_row_is_the_penalised_softmax_when_the_head_holds_the_whole_vocabulary():
+    """The same check as test/engine/penalties.test.ts: every token among the K, so re-sorting and the corrected
+    logsumexp and entropy must equal the penalised full softmax computed directly."""
+    logits = np.array([[[2, 1.5, 1, 0, -1], [3, 2.875, 0.5, 0.25, -2]]], dtype=np.float32)
+    ids = np.array([[[10, 11, 12, 13, 14], [12, 10, 14, 11, 13]]])
+    lse = np.log(np.exp(logits.astype(np.float64)).sum(-1))
+    probs = np.exp(logits - lse[..., None])
+    head = ref.Head(logits, ids, lse, -(probs * np.log(probs)).sum(-1))
+    counts = {10: 2, 12: 1, 99: 4}
+    for frequency, presence in ((0.5, 0.25), (0.0, 1.5), (-0.5, 0.0)):
+        out = ref.penalized_row(head, 0, counts, frequency, presence)
+        for pos in range(2):
+            penalised = [float(l) - (counts[i] * frequency + presence if i in counts else 0.0)
+                         for l, i in zip(logits[0, pos], ids[0, pos])]
+            order = sorted(range(5), key=lambda i: (-penalised[i], i))
+            assert out.topk_ids[0, pos].tolist() == [int(ids[0, pos, i]) for i in order]
+            values = np.array(penalised)
+            want_lse = np.log(np.exp(values).sum())
+            q = np.exp(values - want_lse)
+            assert out.logsumexp[0, pos] == pytest.approx(want_lse, abs=1e-12)
+            assert out.entropy[0, pos] == pytest.approx(-(q * np.log(q)).sum(), abs=1e-12)
+
+
+def test_a_presence_penalty_moves_a_sequence_off_the_token_it_committed():
+    """The stub predicts one token per position; with a presence penalty larger than its lead over the runner-up the
+    sequence takes other tokens once a token is committed, without one it repeats the stub's choices."""
+    sampler = stub_sampler()
+    plain = sampler.new_sequence([20, 21], ref.Params(max_tokens=8, steps=8, block_length=8))
+    sampler.generate([plain])
+    penalised = sampler.new_sequence([20, 21], ref.Params(max_tokens=8, steps=8, block_length=8, presence_penalty=2.0,
+                                                         frequency_penalty=0.5))
+    sampler.generate([penalised])
+    assert plain.generated() == penalised.generated()  # every position's token differs already: nothing repeats
+    repeat = StubRepeat()
+    sampler.graph = repeat
+    runs = {}
+    for presence in (0.0, 20.0):
+        seq = sampler.new_sequence([20, 21], ref.Params(max_tokens=6, steps=6, block_length=6, presence_penalty=presence))
+        sampler.generate([seq])
+        runs[presence] = seq.generated()
+    assert runs[0.0] == [40] * 6
+    assert len(set(runs[20.0])) == 6  # each committed token pushed below every uncommitted one
+
+
+class StubRepeat:
+    """Every position predicts token 40 best, then 41, 42, ... with falling logits (a model that loops)."""
+
+    def __call__(self, input_ids, attention_mask, positions, cfg_scale, uncond_row):
+        n, p = positions.shape
+        logits = torch.full((n, p, 64), -20.0)
+        logits[:, :, 40:56] = torch.linspace(5.0, 0.0, 16)
+        return guided_head(logits, cfg_scale, uncond_row, 8)
+
+
 def test_batching_does_not_change_greedy_results():
     sampler = ref.ReferenceSampler(tiny_model(), SPEC)
     prompts = [[20], [21, 22, 23, 24, 25, 26, 27], [30, 31, 32]]

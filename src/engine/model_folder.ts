@@ -7,6 +7,7 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { maxBytesPerToken } from './token_bound.js';
 import { DREAM_ALGS, type DreamAlg, type RemaskingRule, type SamplingParams } from './types.js';
 import { DEFAULT_EPS } from './dream.js';
+import { MAX_PENALTY } from './penalties.js';
 
 /** Format 1: model.onnx alone. Format 2 adds the cached graph (`cached`) and one shared weights file (docs/models.md). */
 export const MODEL_FORMAT = 'dllm-onnx/2';
@@ -27,6 +28,9 @@ export interface GenerationDefaults {
   alg: DreamAlg | null;
   algTemp: number;
   eps: number;
+  /** OpenAI's frequency and presence penalties (penalties.ts); 0 = off. */
+  frequencyPenalty: number;
+  presencePenalty: number;
 }
 
 
@@ -244,6 +248,8 @@ export function parseModelSpec(raw: unknown, file = 'dllm.json'): ModelSpec {
       alg: g.has('alg') ? g.oneOf('alg', DREAM_ALGS) : null,
       algTemp: g.numOrNull('alg_temp', 0) ?? 0,
       eps: dreamEps(g.numOrNull('eps', Number.MIN_VALUE, 1), file),
+      frequencyPenalty: g.numOrNull('frequency_penalty', -MAX_PENALTY, MAX_PENALTY) ?? 0,
+      presencePenalty: g.numOrNull('presence_penalty', -MAX_PENALTY, MAX_PENALTY) ?? 0,
     },
     onnx: { fp32: onnx.str('fp32'), fp16: onnx.strOrNull('fp16') },
     cached: format === 'dllm-onnx/1' ? null : cachedGraphSpec(f.object('cached')),
@@ -290,6 +296,8 @@ export function defaultSamplingParams(spec: ModelSpec): SamplingParams {
     stop: [],
     logprobs: null,
     ...(g.alg === null ? {} : { alg: g.alg, algTemp: g.algTemp, eps: g.eps }),
+    ...(g.frequencyPenalty !== 0 ? { frequencyPenalty: g.frequencyPenalty } : {}),
+    ...(g.presencePenalty !== 0 ? { presencePenalty: g.presencePenalty } : {}),
   };
 }
 

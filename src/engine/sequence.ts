@@ -11,6 +11,7 @@ import { headSlot, type HeadOutputs } from './head.js';
 import { CounterRng } from './rng.js';
 import { chooseToken, confidenceScore, selectCommits, transferSchedule, type CommitRule, type TokenChoice } from './sampler.js';
 import { DEFAULT_EPS, dreamCommits, dreamConfidence, dreamTimesteps } from './dream.js';
+import { hasPenalties, penalizedRow, type Penalties } from './penalties.js';
 
 export interface SequenceInit {
   /** BOS (when the model has one) + prompt token ids. */
@@ -109,6 +110,10 @@ export class Sequence {
   private schedule: number[];
   /** Dream's sampler: the timesteps of a block's steps (dream.ts dreamTimesteps); null for LLaDA's. */
   private readonly timesteps: Float32Array | null;
+  /** Frequency / presence penalties (penalties.ts); null when both are 0. */
+  private readonly penalties: Penalties | null;
+  /** With penalties: how often each token has been committed in the generated span (end-of-text not counted). */
+  private readonly committedCounts = new Map<number, number>();
 
   constructor(init: SequenceInit) {
     const { params } = init;
@@ -127,6 +132,8 @@ export class Sequence {
     this.logprobs = new Array<TokenLogprob | null>(this.genLength).fill(null);
     this.schedule = this.blockSchedule();
     this.timesteps = params.alg === undefined ? null : dreamTimesteps(this.stepsPerBlock, params.eps ?? DEFAULT_EPS);
+    const penalties = { frequency: params.frequencyPenalty ?? 0, presence: params.presencePenalty ?? 0 };
+    this.penalties = hasPenalties(penalties) ? penalties : null;
   }
 
   /** Dream's sampler: every block runs steps / blocks steps, also those that commit nothing. */
@@ -217,9 +224,11 @@ export class Sequence {
    * One denoising step from the head's outputs for this sequence's conditional row. `positions` must be
    * wantedPositions() of this step; the head's position p scores positions[p]. Returns what was committed.
    */
-  applyStep(head: HeadOutputs, row: number, positions: readonly number[]): Commit[] {
+  applyStep(graphHead: HeadOutputs, graphRow: number, positions: readonly number[]): Commit[] {
     if (this.end !== null) throw new Error('applyStep on a finished sequence');
     const { params } = this;
+    // With penalties every rule below (choice, confidence, logprobs) reads the penalised distribution.
+    const [head, row] = this.penalties === null ? [graphHead, graphRow] : [penalizedRow(graphHead, graphRow, this.committedCounts, this.penalties), 0];
     const dream = this.timesteps === null ? null : { alg: params.alg!, last: this.stepInBlock >= this.stepsPerBlock - 1 };
     // Dream's sampler lets the mask token be chosen (the position stays masked) except at a block's last step.
     const choiceParams = { ...params, maskTokenId: this.maskTokenId, allowMask: dream !== null && !dream.last };
@@ -250,6 +259,9 @@ export class Sequence {
       const position = positions[p] - this.genStart;
       commits.push({ position, tokenId: choice.tokenId, confidence: Math.exp(choice.logprob) });
       if (params.logprobs !== null) this.logprobs[position] = this.recordLogprobs(head, row, p, choice);
+    }
+    if (this.penalties !== null) {
+      for (const c of commits) if (!this.eos.has(c.tokenId)) this.committedCounts.set(c.tokenId, (this.committedCounts.get(c.tokenId) ?? 0) + 1);
     }
     commits.sort((a, b) => a.position - b.position);
     this.provisional = new Map();

@@ -62,6 +62,10 @@ export interface SamplingParams {
   algTemp?: number;
   /** Dream's eps: the last timestep (timesteps run from 1 down to eps); default 1e-3. */
   eps?: number;
+  /** OpenAI's frequency_penalty, over the tokens committed in the generated span (penalties.ts); absent = 0. */
+  frequencyPenalty?: number;
+  /** OpenAI's presence_penalty, likewise; absent = 0. */
+  presencePenalty?: number;
 }
 
 export interface GenerateRequest {

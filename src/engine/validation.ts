@@ -4,6 +4,7 @@
 import { CACHE_MODES, DREAM_ALGS, EngineError, type GenerateRequest, type SamplingParams } from './types.js';
 import type { ModelSpec } from './model_folder.js';
 import { REMASKING_RULES } from './model_folder.js';
+import { MAX_PENALTY } from './penalties.js';
 import { MAX_SEED } from './rng.js';
 import { generatedLength, spanLength } from './sequence.js';
 
@@ -82,6 +83,8 @@ export function validateSamplingParams(spec: ModelSpec, p: SamplingParams): void
   if (p.logprobs !== null) checkInt(p.logprobs, 'logprobs', 0, Math.min(MAX_LOGPROBS, spec.topk));
   if (p.ignoreEos !== undefined && typeof p.ignoreEos !== 'boolean') invalid('ignore_eos', 'ignore_eos must be a boolean');
   if (p.minTokens !== undefined) checkInt(p.minTokens, 'min_tokens', 0, p.maxTokens);
+  if (p.frequencyPenalty !== undefined) checkNumber(p.frequencyPenalty, 'frequency_penalty', -MAX_PENALTY, MAX_PENALTY);
+  if (p.presencePenalty !== undefined) checkNumber(p.presencePenalty, 'presence_penalty', -MAX_PENALTY, MAX_PENALTY);
   if (p.alg !== undefined) validateDream(spec, p);
   else if (p.algTemp !== undefined || p.eps !== undefined) invalid(p.algTemp !== undefined ? 'alg_temp' : 'eps', "alg_temp and eps belong to Dream's sampler: send alg with them");
   if (p.cache !== undefined) {

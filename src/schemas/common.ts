@@ -1,6 +1,7 @@
 import { Type, type TSchema } from 'typebox';
 import { CACHE_MODES, DREAM_ALGS } from '../engine/types.js';
 import { MAX_SEED } from '../engine/rng.js';
+import { MAX_PENALTY } from '../engine/penalties.js';
 import { MAX_CFG_SCALE, MAX_CHOICES, MAX_LOGPROBS, MAX_STOP_STRINGS, MAX_TEMPERATURE } from '../engine/validation.js';
 
 // Numeric limits are the engine's (engine/validation.ts): the schema refuses early what the engine would refuse,
@@ -81,8 +82,25 @@ export const SamplingFields = {
   ),
   seed: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: MAX_SEED }))),
   user: Type.Optional(Type.String()),
-  frequency_penalty: Type.Optional(Nullable(Type.Number({ description: 'Not supported: only 0.' }))),
-  presence_penalty: Type.Optional(Nullable(Type.Number({ description: 'Not supported: only 0.' }))),
+  frequency_penalty: Type.Optional(
+    Nullable(
+      Type.Number({
+        minimum: -MAX_PENALTY,
+        maximum: MAX_PENALTY,
+        description:
+          "Lowers each candidate token's logit by this much per time the choice has already committed it in its completion (end-of-text not counted), at every masked position; default: the model's (usually 0).",
+      }),
+    ),
+  ),
+  presence_penalty: Type.Optional(
+    Nullable(
+      Type.Number({
+        minimum: -MAX_PENALTY,
+        maximum: MAX_PENALTY,
+        description: "Lowers the logit of every token the choice has already committed in its completion by this much, once; default: the model's (usually 0).",
+      }),
+    ),
+  ),
   logit_bias: Type.Optional(Nullable(Type.Record(Type.String(), Type.Number(), { description: 'Not supported: only empty.' }))),
   ignore_eos: Type.Optional(
     Type.Boolean({

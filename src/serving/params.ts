@@ -30,6 +30,8 @@ export interface CommonFields {
   alg?: DreamAlg;
   alg_temp?: number;
   eps?: number;
+  frequency_penalty?: number | null;
+  presence_penalty?: number | null;
 }
 
 /**
@@ -48,6 +50,13 @@ export function dreamAlgOf(f: CommonFields, d: GenerationDefaults): DreamAlg | u
     throw ApiError.invalid(`${dreamOnly} belongs to Dream's sampler, which this request does not use: send alg with it`, dreamOnly);
   }
   return alg;
+}
+
+/** The request's penalties, else the folder's; a penalty of 0 is left out (absent = 0 in SamplingParams). */
+function penaltiesOf(f: CommonFields, d: GenerationDefaults): Pick<SamplingParams, 'frequencyPenalty' | 'presencePenalty'> {
+  const frequency = f.frequency_penalty ?? d.frequencyPenalty;
+  const presence = f.presence_penalty ?? d.presencePenalty;
+  return { ...(frequency !== 0 ? { frequencyPenalty: frequency } : {}), ...(presence !== 0 ? { presencePenalty: presence } : {}) };
 }
 
 export interface ResolvedParams {
@@ -117,6 +126,7 @@ export function resolveParams(model: ServingModel, f: CommonFields, prefixLen: n
       ...(f.ignore_eos === true ? { ignoreEos: true } : {}),
       ...(f.min_tokens ? { minTokens: f.min_tokens } : {}),
       ...(alg === undefined ? {} : { alg, algTemp: f.alg_temp ?? d.algTemp, eps: f.eps ?? d.eps }),
+      ...penaltiesOf(f, d),
     },
   };
 }

@@ -6,16 +6,14 @@ import type { ChatRequest } from '../schemas/chat.js';
 import type { CompletionRequest } from '../schemas/completions.js';
 import { ApiError } from './errors.js';
 
-type Penalties = Pick<CompletionRequest, 'frequency_penalty' | 'presence_penalty' | 'logit_bias'>;
-
-function refusePenalties(f: Penalties): void {
-  if (f.frequency_penalty != null && f.frequency_penalty !== 0) throw ApiError.unsupported('frequency_penalty', 'is not supported: only 0');
-  if (f.presence_penalty != null && f.presence_penalty !== 0) throw ApiError.unsupported('presence_penalty', 'is not supported: only 0');
+// logit_bias may lift any token of the vocabulary, and the head returns only each position's K best logits
+// (engine/head.ts), so it cannot be applied; frequency and presence penalties can (engine/penalties.ts).
+function refuseLogitBias(f: Pick<CompletionRequest, 'logit_bias'>): void {
   if (f.logit_bias != null && Object.keys(f.logit_bias).length > 0) throw ApiError.unsupported('logit_bias', 'is not supported: only {}');
 }
 
 export function refuseCompletionFields(body: CompletionRequest): void {
-  refusePenalties(body);
+  refuseLogitBias(body);
   if (body.best_of != null && body.best_of !== 1 && body.best_of !== (body.n ?? 1)) {
     throw ApiError.unsupported('best_of', 'is not supported: only null, 1 or equal to n');
   }
@@ -23,7 +21,7 @@ export function refuseCompletionFields(body: CompletionRequest): void {
 }
 
 export function refuseChatFields(body: ChatRequest): void {
-  refusePenalties(body);
+  refuseLogitBias(body);
   if (body.tools != null && body.tools.length > 0) throw ApiError.unsupported('tools', 'are not supported');
   if (body.tool_choice != null && body.tool_choice !== 'none') throw ApiError.unsupported('tool_choice', "is not supported: only 'none'");
   if (body.response_format != null && body.response_format.type !== 'text') {

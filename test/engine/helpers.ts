@@ -21,7 +21,7 @@ export const SPEC: ModelSpec = {
   maxSequenceLength: 128,
   topk: 4,
   chatTemplate: null,
-  generationDefaults: { maxTokens: 16, steps: 16, blockLength: 8, remasking: 'low_confidence', threshold: null, temperature: 0, alg: null, algTemp: 0, eps: 1e-3 },
+  generationDefaults: { maxTokens: 16, steps: 16, blockLength: 8, remasking: 'low_confidence', threshold: null, temperature: 0, alg: null, algTemp: 0, eps: 1e-3, frequencyPenalty: 0, presencePenalty: 0 },
   onnx: { fp32: 'model.onnx', fp16: null },
   cached: null,
   device: null,

@@ -139,6 +139,20 @@ test('parseModelSpec reads a dream folder: shifted logits, the whole span as one
   assert.throws(() => parseModelSpec({ ...dream, generation_defaults: { ...dream.generation_defaults, alg: 'best' } }), /generation_defaults.alg/);
 });
 
+test('parseModelSpec reads frequency and presence penalties in generation_defaults: absent or null is 0, OpenAI\'s range', () => {
+  const none = parseModelSpec(VALID);
+  assert.deepEqual([none.generationDefaults.frequencyPenalty, none.generationDefaults.presencePenalty], [0, 0]);
+  assert.ok(!('frequencyPenalty' in defaultSamplingParams(none)) && !('presencePenalty' in defaultSamplingParams(none)));
+  const set = parseModelSpec({ ...VALID, generation_defaults: { ...VALID.generation_defaults, frequency_penalty: 0.3, presence_penalty: null } });
+  assert.deepEqual([set.generationDefaults.frequencyPenalty, set.generationDefaults.presencePenalty], [0.3, 0]);
+  assert.equal(defaultSamplingParams(set).frequencyPenalty, 0.3);
+  for (const field of ['frequency_penalty', 'presence_penalty']) {
+    for (const value of [2.5, -2.01, 'high']) {
+      assert.throws(() => parseModelSpec({ ...VALID, generation_defaults: { ...VALID.generation_defaults, [field]: value } }), new RegExp(`generation_defaults.${field}`));
+    }
+  }
+});
+
 test('every model folder committed under models/ loads, with its card', async () => {
   const models = path.join(ROOT, 'models');
   const folders = (await readdir(models)).filter((name) => existsSync(path.join(models, name, 'dllm.json')));

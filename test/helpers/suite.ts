@@ -153,6 +153,18 @@ export function openaiSuite(getUrl: () => string) {
     assert.deepEqual([text.usage!.prompt_tokens, text.choices[0].text], [bosAndText.length, verbatim.choices[0].text]);
   });
 
+  test('frequency_penalty and presence_penalty: a greedy loop gives way to tokens not committed yet', async () => {
+    const ask = (penalties: { frequency_penalty?: number; presence_penalty?: number }) =>
+      client().completions.create(
+        completionParams({ model: MODEL, prompt: PROMPTS[7], max_tokens: 32, steps: 32, temperature: 0, ignore_eos: true, logprobs: 1, ...penalties }),
+      );
+    const distinct = (r: OpenAI.Completions.Completion) => new Set(r.choices[0].logprobs!.tokens!).size;
+    const plain = await ask({});
+    const penalised = await ask({ frequency_penalty: 2, presence_penalty: 2 });
+    assert.ok(distinct(penalised) > distinct(plain), `${JSON.stringify(plain.choices[0].text)} → ${JSON.stringify(penalised.choices[0].text)}`);
+    assert.deepEqual((await ask({ frequency_penalty: 0, presence_penalty: 0 })).choices[0].text, plain.choices[0].text, 'zero is no penalty');
+  });
+
   test('include_canvas: each step carries the provisional guesses at the masked positions of its block', async () => {
     const raw = await readSse(`${getUrl()}/v1/completions`, { model: MODEL, prompt: PROMPTS[5], ...SMALL, stream: true, include_canvas: true });
     assert.equal(raw.status, 200);
@@ -202,7 +214,8 @@ export function openaiSuite(getUrl: () => string) {
       [JSON.stringify({ model: MODEL, prompt: 'word '.repeat(600) }), 400, null],
       [JSON.stringify({ model: MODEL, prompt: 'x', max_tokens: 4000 }), 400, 'max_tokens'],
       ['{"model": "tiny-llada", "prompt": ', 400, null],
-      [JSON.stringify({ model: MODEL, prompt: 'x', frequency_penalty: 0.5 }), 400, 'frequency_penalty'],
+      [JSON.stringify({ model: MODEL, prompt: 'x', frequency_penalty: 2.5 }), 400, 'frequency_penalty'],
+      [JSON.stringify({ model: MODEL, prompt: 'x', logit_bias: { '5': 3 } }), 400, 'logit_bias'],
       [JSON.stringify({ model: MODEL, prompt: 'x', no_such_field: 1 }), 400, 'no_such_field'],
       [JSON.stringify({ model: MODEL, prompt: 'x', steps: 7, max_tokens: 16, block_length: 8 }), 400, 'steps'],
       [JSON.stringify({ model: MODEL, prompt: 'x', top_k: 100000 }), 400, 'top_k'],

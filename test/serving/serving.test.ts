@@ -39,6 +39,12 @@ test('resolveParams: model defaults, whole blocks, steps scaled to the length; t
   const fixed = request({ ignore_eos: true, min_tokens: 3 }).params;
   assert.deepEqual([fixed.ignoreEos, fixed.minTokens], [true, 3]);
   assert.ok(!('ignoreEos' in d) && !('minTokens' in d), 'absent unless asked for');
+  // Penalties: the folder's unless the request sets them; 0 is left out (absent = 0).
+  assert.deepEqual([d.frequencyPenalty ?? 0, d.presencePenalty ?? 0], [model.defaults.frequencyPenalty, model.defaults.presencePenalty]);
+  const penalised = request({ frequency_penalty: 0.5, presence_penalty: -1 }).params;
+  assert.deepEqual([penalised.frequencyPenalty, penalised.presencePenalty], [0.5, -1]);
+  const off = request({ frequency_penalty: 0, presence_penalty: 0 }).params;
+  assert.ok(!('frequencyPenalty' in off) && !('presencePenalty' in off), 'a request turns the folder default off with 0');
 });
 
 test('resolveParams fills defaults only: a default that does not fit shrinks; what the client set is kept', () => {
@@ -56,6 +62,8 @@ test('validation is the engine\'s, reported with the API\'s field names', () => 
   refused({ max_tokens: 8 }, 'prompt', 'context_length_exceeded', 511);
   refused({}, 'messages', 'context_length_exceeded', 511, 'messages');
   refused({ steps: 3, max_tokens: 64 }, 'steps');
+  refused({ frequency_penalty: 2.5 }, 'frequency_penalty');
+  refused({ presence_penalty: -3 }, 'presence_penalty');
   refused({ top_k: 65 }, 'top_k');
   refused({ stop: ['ok', ''] }, 'stop');
   refused({ temperature: 101 }, 'temperature');
@@ -68,10 +76,10 @@ test('validation is the engine\'s, reported with the API\'s field names', () => 
 
 test('unsupported OpenAI fields with non-default values are refused by name', () => {
   const base = { model: 'm', prompt: 'x' };
-  for (const [field, value] of [['frequency_penalty', 0.1], ['presence_penalty', -1], ['logit_bias', { '1': 2 }], ['best_of', 3]] as const) {
+  for (const [field, value] of [['logit_bias', { '1': 2 }], ['best_of', 3]] as const) {
     assert.throws(() => refuseCompletionFields({ ...base, [field]: value }), (e: ApiError) => e.param === field && e.status === 400);
   }
-  assert.doesNotThrow(() => refuseCompletionFields({ ...base, frequency_penalty: 0, presence_penalty: 0, logit_bias: {}, best_of: 1 }));
+  assert.doesNotThrow(() => refuseCompletionFields({ ...base, frequency_penalty: 0.1, presence_penalty: -1, logit_bias: {}, best_of: 1 }));
   const chat = { model: 'm', messages: [{ role: 'user' as const, content: 'x' }] };
   for (const [field, value] of [['tools', [{}]], ['tool_choice', 'auto'], ['store', true], ['service_tier', 'flex']] as const) {
     assert.throws(() => refuseChatFields({ ...chat, [field]: value }), (e: ApiError) => e.param === field && e.status === 400);

@@ -30,8 +30,8 @@ from .golden import (BD3_BASE_CASES, DREAM_CASES, GOLDEN_CASES, NEAR_TIE, PROMPT
                      golden_cases)
 from .sampler import (CACHE_MODES, DREAM_ALGS, REMASKING_RULES, CounterRng, Head, Params, Sequence, block_starts,
                       candidate_count, choose_token, confidence_score, dream_commits, dream_confidence, dream_count,
-                      dream_share, dream_timesteps, generated_length, mix32, rank_by_score, select_commits,
-                      selection_margin, transfer_schedule)
+                      dream_share, dream_timesteps, generated_length, mix32, penalized_row, rank_by_score,
+                      select_commits, selection_margin, transfer_schedule)
 from .weights import load, model_from_onnx, model_sha256, sha256
 
 __all__ = ["BD3_BASE_CASES", "CACHE_MODES", "DREAM_ALGS", "DREAM_CASES", "GOLDEN_CASES", "NEAR_TIE", "PROMPTS",
@@ -39,6 +39,6 @@ __all__ = ["BD3_BASE_CASES", "CACHE_MODES", "DREAM_ALGS", "DREAM_CASES", "GOLDEN
            "append_completed_blocks", "block_starts", "build_batch", "build_step_batch", "cached_feeds",
            "candidate_count", "choose_token", "confidence_score", "dream_commits", "dream_confidence", "dream_count",
            "dream_generate", "dream_generate_many", "dream_schedule_agrees", "dream_share", "dream_timesteps",
-           "generated_length", "golden", "golden_cases", "load", "mix32", "model_from_onnx", "model_sha256",
+           "generated_length", "golden", "golden_cases", "load", "mix32", "model_from_onnx", "model_sha256", "penalized_row",
            "rank_by_score", "result", "sample_tokens", "select_commits", "selection_margin", "sha256", "step_rows",
            "transfer_schedule"]

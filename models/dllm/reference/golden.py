@@ -117,6 +117,16 @@ GOLDEN_CASES = [
     ("chat-threshold0.9-block32", 8, Params(max_tokens=32, steps=32, block_length=32, threshold=0.9), 1, None),
     ("temperature0.5-seed7-random", 5, Params(max_tokens=32, steps=16, block_length=16, temperature=0.5, seed=7,
                                               remasking="random"), 1, None),
+    # Frequency and presence penalties (penalized_row): with each confidence rule, threshold decoding, sampling and a
+    # negative penalty.
+    ("penalties-freq0.5-pres0.5-block8", 0, Params(max_tokens=32, steps=32, block_length=8, frequency_penalty=0.5,
+                                                   presence_penalty=0.5), 1, None),
+    ("penalties-pres1.5-threshold0.9", 2, Params(max_tokens=32, steps=32, block_length=16, threshold=0.9,
+                                                 presence_penalty=1.5, frequency_penalty=0.3), 1, None),
+    ("penalties-freq1-entropy", 6, Params(max_tokens=32, steps=32, block_length=32, remasking="entropy",
+                                          frequency_penalty=1.0), 1, None),
+    ("penalties-freq-0.5-margin-temperature0.8", 3, Params(max_tokens=32, steps=16, block_length=16, remasking="margin",
+                                                           temperature=0.8, seed=5, frequency_penalty=-0.5), 1, None),
 ]
 # The key/value cache modes (Fast-dLLM prefix and dual cache): the same sampler over the cached graph, whose cached
 # steps differ from `none` (an approximation), so each mode has its own expected tokens. The node test runs them
@@ -136,6 +146,8 @@ for _mode in ("prefix", "dual"):
         (f"{_mode}-infill-block8", 1, Params(max_tokens=16, steps=16, block_length=8, cache=_mode), 1,
          " and they lived happily ever after."),
         (f"{_mode}-chat-block16", 8, Params(max_tokens=32, steps=32, block_length=16, cache=_mode), 1, None),
+        (f"{_mode}-penalties-block8", 4, Params(max_tokens=32, steps=32, block_length=8, frequency_penalty=0.5,
+                                                presence_penalty=0.5, cache=_mode), 1, None),
     ]
 
 
@@ -188,6 +200,9 @@ DREAM_CASES = [
     ("topk_margin-n2", 3, _dream("topk_margin", 24, 24), 2, None),
     ("chat-entropy-whole", 9, _dream("entropy", 32, 32), 1, None),
     ("chat-maskgit_plus-block8-steps=len/2", 9, _dream("maskgit_plus", 32, 16, 8), 1, None),
+    # Penalties (penalized_row) are the server's, not in the official code: the mirror alone (check_dream_case).
+    ("entropy-block8-penalties", 5, _dream("entropy", 32, 32, 8, frequency_penalty=0.3, presence_penalty=1.5), 1, None),
+    ("maskgit_plus-whole-presence1", 7, _dream("maskgit_plus", 32, 32, presence_penalty=1.0), 1, None),
 ]
 for _mode in ("prefix", "dual"):
     DREAM_CASES += [
@@ -199,6 +214,8 @@ for _mode in ("prefix", "dual"):
         (f"{_mode}-entropy-block8-infill", 1, _dream("entropy", 16, 16, 8, cache=_mode), 1,
          " and they lived happily ever after."),
         (f"{_mode}-chat-entropy-block8", 9, _dream("entropy", 32, 32, 8, cache=_mode), 1, None),
+        (f"{_mode}-entropy-block8-penalties", 5, _dream("entropy", 32, 32, 8, frequency_penalty=0.3, presence_penalty=1.5,
+                                                        cache=_mode), 1, None),
     ]
 
 
@@ -233,12 +250,13 @@ def check_dream_case(sampler: ReferenceSampler, name: str, prompt_ids: list[int]
                      n: int, seqs) -> float:
     """A Dream case: its schedule must not depend on how the timesteps are computed (dream_schedule_agrees), and
     without a cache the mirror's choices must equal reference/dream.py's (each choice alone, full-vocabulary float32
-    logits) unless one of them saw a near-tie. Returns dream.py's smallest margin (inf with a cache)."""
+    logits) unless one of them saw a near-tie. Returns dream.py's smallest margin (inf with a cache, and with penalties,
+    which the official code does not have)."""
     blocks = -(-params.max_tokens // params.block_length)
     if not dream_schedule_agrees(params.steps // blocks, params.eps, params.block_length):
         raise AssertionError(f"{name}: the commit counts of steps {params.steps} / eps {params.eps} depend on how the "
                              "timesteps are rounded; choose other steps or eps")
-    if params.cache != "none":
+    if params.cache != "none" or params.frequency_penalty or params.presence_penalty:
         return math.inf
     reference = dream_generate_many(sampler.graph.model, sampler.spec, [prompt_ids], params, suffix_ids, n)[0]
     margin = min(r.min_margin for r in reference)

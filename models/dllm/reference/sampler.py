@@ -1,6 +1,6 @@
 """The sampler, the mirror of the TypeScript engine's per-sequence logic (docs/design.md §4): the counter-based RNG
-(src/engine/rng.ts), the per-position choice and commit rules (src/engine/sampler.ts), one choice's canvas
-(src/engine/sequence.ts)."""
+(src/engine/rng.ts), the per-position choice and commit rules (src/engine/sampler.ts), the frequency and presence
+penalties (src/engine/penalties.ts), one choice's canvas (src/engine/sequence.ts)."""
 
 from __future__ import annotations
 
@@ -78,6 +78,9 @@ class Params:
     alg: str | None = None  # origin | maskgit_plus | topk_margin | entropy
     alg_temp: float = 0.0  # 0: the most confident positions; > 0: drawn from softmax(confidence / alg_temp)
     eps: float = DEFAULT_EPS  # the last timestep: timesteps run from 1 down to eps
+    # OpenAI's penalties over the tokens committed in the generated span (penalized_row); 0 = off.
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
 
     def to_ts(self) -> dict:
         """The SamplingParams object of the TypeScript engine."""
@@ -87,7 +90,9 @@ class Params:
                 "seed": self.seed, "stop": [], "logprobs": None, "cache": self.cache,
                 **({"ignoreEos": True} if self.ignore_eos else {}),
                 **({"minTokens": self.min_tokens} if self.min_tokens else {}),
-                **({"alg": self.alg, "algTemp": self.alg_temp, "eps": self.eps} if self.alg is not None else {})}
+                **({"alg": self.alg, "algTemp": self.alg_temp, "eps": self.eps} if self.alg is not None else {}),
+                **({"frequencyPenalty": self.frequency_penalty} if self.frequency_penalty else {}),
+                **({"presencePenalty": self.presence_penalty} if self.presence_penalty else {})}
 
 
 @dataclass
@@ -97,6 +102,43 @@ class Head:
     topk_ids: np.ndarray
     logsumexp: np.ndarray
     entropy: np.ndarray
+
+
+def penalized_row(head: Head, row: int, counts: dict[int, int], frequency: float, presence: float) -> Head:
+    """One row of the head with the penalties applied (src/engine/penalties.ts penalizedRow): candidate j's logit
+    drops by c_j * frequency + presence when it was committed c_j > 0 times; the candidates are re-sorted (ties keep
+    the head's order); logsumexp and entropy are those of the penalised full softmax, corrected for the penalised
+    candidates: R = 1 - mass + new_mass, lse' = lse + log R, H' = (H - E + E') / R + log R."""
+    logits, ids = head.topk_logits[row], head.topk_ids[row]
+    positions, k = logits.shape
+    out_logits = np.empty((1, positions, k), dtype=np.float32)
+    out_ids = np.empty((1, positions, k), dtype=ids.dtype)
+    out_lse = np.empty((1, positions), dtype=np.float64)
+    out_entropy = np.empty((1, positions), dtype=np.float64)
+    for pos in range(positions):
+        lse = float(head.logsumexp[row, pos])
+        values = []
+        mass = entropy_share = new_mass = new_entropy_share = 0.0
+        for i in range(k):
+            count = counts.get(int(ids[pos, i]), 0)
+            d = 0.0 if count == 0 else count * frequency + presence
+            values.append(float(logits[pos, i]) - d)
+            if d == 0:
+                continue
+            log_prob = float(logits[pos, i]) - lse
+            prob, new_prob = math.exp(log_prob), math.exp(log_prob - d)
+            mass += prob
+            entropy_share -= prob * log_prob
+            new_mass += new_prob
+            new_entropy_share -= new_prob * (log_prob - d)
+        ratio = max(1 - mass + new_mass, 5e-324)  # the smallest positive float64, as Number.MIN_VALUE
+        log_ratio = math.log(ratio)
+        out_lse[0, pos] = lse + log_ratio
+        out_entropy[0, pos] = (float(head.entropy[row, pos]) - entropy_share + new_entropy_share) / ratio + log_ratio
+        order = sorted(range(k), key=lambda i: (-values[i], i))
+        out_logits[0, pos] = [values[i] for i in order]
+        out_ids[0, pos] = [ids[pos, i] for i in order]
+    return Head(out_logits, out_ids, out_lse, out_entropy)
 
 
 def candidate_count(logits: np.ndarray, p: Params) -> int:
@@ -329,6 +371,8 @@ class Sequence:
         self.refreshes = self.cached_steps = 0
         # Dream's sampler: the timesteps of every block's steps (dream_timesteps); None for LLaDA's.
         self.timesteps = None if params.alg is None else dream_timesteps(self.steps_per_block, params.eps, fused=True)
+        # With penalties: how often each token has been committed in the generated span (end-of-text not counted).
+        self.committed_counts: dict[int, int] = {}
 
     @property
     def steps_per_block(self) -> int:
@@ -402,7 +446,15 @@ class Sequence:
             return ("threshold", self.params.threshold)
         return ("fixed", self.schedule[min(self.step_in_block, len(self.schedule) - 1)])
 
+    def penalized(self, head: Head, row: int) -> tuple[Head, int]:
+        """The head row every rule of a step reads: with penalties, penalized_row's one-row head (row 0)."""
+        p = self.params
+        if p.frequency_penalty == 0 and p.presence_penalty == 0:
+            return head, row
+        return penalized_row(head, row, self.committed_counts, p.frequency_penalty, p.presence_penalty), 0
+
     def apply_step(self, head: Head, row: int, positions: list[int]) -> list[tuple[int, int, float]]:
+        head, row = self.penalized(head, row)
         if self.timesteps is not None:
             return self.apply_dream_step(head, row, positions)
         p = self.params
@@ -433,6 +485,8 @@ class Sequence:
                 continue  # the mask token was chosen: the position stays masked
             self.canvas[positions[j]] = token
             commits.append((positions[j] - self.gen_start, token, math.exp(logprob)))
+            if token not in self.eos:
+                self.committed_counts[token] = self.committed_counts.get(token, 0) + 1
         self.steps += 1
         self.step_in_block += 1
         if not self.wanted_positions():
