@@ -337,9 +337,21 @@ class LLaDA(nn.Module):
 
 # --- checkpoints --------------------------------------------------------------------------------------------
 
+def on_cpu(value):
+    """value (a tensor, or dicts, lists and tuples holding some) with every tensor on the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(v) for v in value)
+    return value
+
+
 def save_checkpoint(path: str, model: LLaDA, **extra) -> None:
-    """A checkpoint carries its own config (nanoGPT style)."""
-    torch.save({"config": model.config.to_dict(), "model": model.state_dict(), **extra}, path)
+    """A checkpoint carries its own config (nanoGPT style). Its tensors (weights, optimiser moments) are saved from
+    the CPU whatever device trained the model, so the file is the same either way and loads on any machine."""
+    torch.save(on_cpu({"config": model.config.to_dict(), "model": model.state_dict(), **extra}), path)
 
 
 def load_checkpoint(path: str) -> tuple[LLaDA, dict]:

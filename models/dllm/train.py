@@ -27,10 +27,17 @@ and `--anneal-steps N`: attention starts causal and each key after the query bec
 grows linearly from 0 to 1 over the first N steps (DiffuLLaMA's attention mask annealing, Gong et al. 2024), after
 which it is bidirectional as the exported model's is. The objective is LLaDA's masked-diffusion loss throughout.
 
+On a GPU, `--device cuda`: the model, batches and validation windows live on the GPU and the matrix products run in
+bfloat16 under CUDA autocast (`--bf16`, as on CPU). Every random draw (initial weights, windows, t, masks, annealed
+keys) still comes from the CPU generators, so a seed gives the same run on either device up to arithmetic, and a
+checkpoint holds CPU tensors: one written on a GPU resumes on a CPU and the other way round. models/train_gpu.sh runs
+train_dream.sh's recipe this way on a lent GPU machine.
+
     python3 -m dllm.train --out models/runs/tiny-llada            # resumes from out/ckpt.pt when present
     python3 -m dllm.train --out models/runs/tiny-bd3 --init-from tiny-llada --block-size 16
     python3 -m dllm.train --out /work/runs/tiny-ar --objective ar
     python3 -m dllm.train --out models/runs/tiny-dream --init-from /work/runs/tiny-ar/ckpt.pt --shift-logits --anneal-steps 300
+    python3 -m dllm.train --out models/runs/gpu --device cuda --batch-size 64
 """
 
 from __future__ import annotations
@@ -78,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--random-length-share", type=float, default=0.01, help="share of batches cut to a random length")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bfloat16 autocast of matmuls")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model trains (checkpoints are "
+                   "the same either way)")
     p.add_argument("--max-steps", type=int, default=1400)
     p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--min-lr-ratio", type=float, default=0.1)
@@ -87,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ckpt-every", type=int, default=50)
     p.add_argument("--valid-windows", type=int, default=32)
     p.add_argument("--valid-seq-len", type=int, default=256, help="validation window (<= every compared model's context)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads (the model's on --device cpu)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--time-limit-min", type=float, default=0, help="stop (with a checkpoint) after this many minutes; 0 = none")
     p.add_argument("--halt-at-step", type=int, default=0, help="stop (with a checkpoint) at this step, schedule unchanged; 0 = none")
@@ -125,8 +134,9 @@ def masked_diffusion_loss(model: LLaDA, x: torch.Tensor, t: torch.Tensor,
                           key_bias: torch.Tensor | None = None) -> torch.Tensor:
     """LLaDA's objective: mean over all positions of 1/p * CE at the masked ones. x: [N, L]; t: [N] (or [N, blocks]
     for block diffusion) in (0, 1]; key_bias: an attention bias [1, 1, L, L] during annealing (annealing_bias)."""
-    p = masking_probabilities(model, x, t)  # [N, L]
-    masked = torch.rand(x.shape) < p
+    p = masking_probabilities(model, x, t.to(x.device))  # [N, L]
+    # Drawn from the CPU generator on either device: the same masks for a seed, and one generator state to checkpoint.
+    masked = torch.rand(x.shape).to(x.device) < p
     noisy = torch.where(masked, torch.full_like(x, MASK), x)
     h = noisy_hidden_states(model, noisy, x, key_bias)  # [N, L, D]
     logits = model.project(h[masked])  # only masked positions reach the head: [M, V]
@@ -173,11 +183,11 @@ def noisy_hidden_states(model: LLaDA, noisy: torch.Tensor, clean: torch.Tensor,
         if key_bias is None:
             h = model.hidden_states(noisy)  # no padding in a packed window
         else:
-            h = model.hidden_states_biased(noisy, torch.arange(noisy.shape[1])[None, :], key_bias)
+            h = model.hidden_states_biased(noisy, torch.arange(noisy.shape[1], device=noisy.device)[None, :], key_bias)
         return shift_logits(h) if model.config.shift_logits else h
     length = noisy.shape[1]
-    positions = torch.arange(length).repeat(2)[None, :].expand(noisy.shape[0], -1)  # [N, 2L]
-    bias = block_causal_training_bias(length, block_size)
+    positions = torch.arange(length, device=noisy.device).repeat(2)[None, :].expand(noisy.shape[0], -1)  # [N, 2L]
+    bias = block_causal_training_bias(length, block_size).to(noisy.device)
     return model.hidden_states_biased(torch.cat((noisy, clean), dim=1), positions, bias)[:, :length]
 
 
@@ -216,7 +226,7 @@ def validation_losses(model: LLaDA, windows: torch.Tensor, seed: int) -> dict[st
     g = torch.Generator().manual_seed(seed)
     out = {}
     for t in VALID_T_GRID:
-        masked = torch.rand(windows.shape, generator=g) < t
+        masked = torch.rand(windows.shape, generator=g).to(windows.device) < t  # the CPU generator, as in training
         noisy = torch.where(masked, torch.full_like(windows, MASK), windows)
         logits = model.project(noisy_hidden_states(model, noisy, windows)[masked])
         out[f"t={t}"] = F.cross_entropy(logits, windows[masked]).item()
@@ -266,6 +276,9 @@ def main(argv: list[str] | None = None) -> None:
     if (args.shift_logits or args.anneal_steps) and (causal or args.block_size):
         raise SystemExit("--shift-logits and --anneal-steps adapt a model to (LLaDA-style) diffusion: not with "
                          "--objective ar or --block-size")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        why = "it was built without CUDA" if torch.version.cuda is None else "torch.cuda.is_available() is false"
+        raise SystemExit(f"--device cuda: torch {torch.__version__} sees no CUDA device ({why}); train with --device cpu")
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     ckpt_path, log_path = os.path.join(args.out, "ckpt.pt"), os.path.join(args.out, "log.jsonl")
@@ -278,10 +291,14 @@ def main(argv: list[str] | None = None) -> None:
     stream = np.concatenate(train)
     valid = validation_windows(tokenizer, os.path.join(args.corpus, "valid.txt"), args.valid_windows, args.valid_seq_len)
     print(f"corpus: {len(stream):,} train tokens, {valid.numel():,} validation tokens", flush=True)
+    valid = valid.to(args.device)
 
     if os.path.exists(ckpt_path):
         model, ckpt = load_checkpoint(ckpt_path)
         state = ckpt["train"]
+        if "optimizer" not in ckpt:
+            raise SystemExit(f"{ckpt_path} has no optimiser state (stripped to travel: dllm.parts); continue from it "
+                             "with --init-from and another --out")
         if model.config.causal != causal:
             raise SystemExit(f"{ckpt_path} was trained with --objective {'ar' if model.config.causal else 'diffusion'}; "
                              "resume it with the same objective")
@@ -303,13 +320,14 @@ def main(argv: list[str] | None = None) -> None:
                                       max_sequence_length=args.seq_len, mask_token_id=MASK, block_size=block_size,
                                       causal=causal, shift_logits=args.shift_logits))
         ckpt, state = None, {"step": 0, "tokens": 0, "seconds": 0.0}
+    model.to(args.device)  # built (or loaded) on the CPU, so its initial weights do not depend on the device
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
     rng = np.random.default_rng(args.seed)
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        optimizer.load_state_dict(ckpt["optimizer"])  # moves the moments to the parameters' device
         rng.bit_generator.state = ckpt["numpy_rng"]
         torch.set_rng_state(ckpt["torch_rng"])
     print(f"model: {model.num_parameters():,} parameters; {json.dumps(model.config.to_dict())}", flush=True)
@@ -337,9 +355,9 @@ def main(argv: list[str] | None = None) -> None:
         # Short canvases teach a diffusion model short inputs; a causal model already trains on every prefix length.
         if not causal and rng.random() < args.random_length_share:
             length = int(rng.integers(1, args.seq_len + 1))
-        x = stream_batch(stream, args.batch_size, length, rng)
-        anneal = annealing_bias(length, step / args.anneal_steps) if step < args.anneal_steps else None
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        x = stream_batch(stream, args.batch_size, length, rng).to(args.device)
+        anneal = annealing_bias(length, step / args.anneal_steps).to(args.device) if step < args.anneal_steps else None
+        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.bf16):
             loss = next_token_loss(model, x) if causal else masked_diffusion_loss(model, x, sample_times(model, x), anneal)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
