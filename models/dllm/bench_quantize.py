@@ -3,6 +3,7 @@ checkpoints. Writes bench/quantize.md and bench/quantize.json.
 
     cd models && python3 -m dllm.bench_quantize --quality --sizes 0.6b,1.5b    # the full run (hours on 2 cores)
     cd models && python3 -m dllm.bench_quantize --sizes tiny --out /tmp/q      # a quick check that it all runs
+    cd models && python3 -m dllm.bench_quantize --logits small --out ../bench/quantize-logits   # logits error
 
 **Quality** (--quality, on models/tiny-llada's trained weights): the validation masked-token loss of quality.py (its
 windows, t grid and seed) for fp32, int8 and int4 (block 32), through the PyTorch module holding each folder's weights
@@ -20,6 +21,19 @@ and cache mode: prompt 256 + 128 generated tokens, blocks of 32, greedy, every p
 serving process's peak RSS (VmHWM). Before the sizes, a probe tells which MatMulNBits kernels this CPU runs: a layer
 at accuracy level 4 whose output differs from level 1's ran MLAS's int8 path (A quantized); identical, it fell back to
 float32. Speed figures are only meaningful on a quiet machine: each row records the load average around it.
+
+**Logits error** (--logits SIZE): a random-weight checkpoint of SIZE in LLaDA's layout (as above) converted by
+dllm.convert (the function `python3 -m dllm.convert` runs) as fp32, int8 and int4 at accuracy levels 1 and 4; each
+folder's model.onnx run in onnxruntime-node (models/tests/ort_run.mjs: the real kernels) on the same canvases
+(LOGITS_ROWS rows of LOGITS_LENGTH tokens of quality.PROMPTS' text, LOGITS_MASKED of the second half's positions
+masked; that half wanted) and compared with the fp32 folder's outputs (compare_logits), at the masked positions and
+at the text ones apart: the top-K logits of the token ids both top-K lists hold (an id in one list only is left out;
+the share in common is reported), their error also relative to the standard deviation σ of fp32's full-vocabulary
+logits at the position (from the PyTorch module on the fp32 folder's weights); logsumexp and entropy; top-1
+agreement; KL(fp32 || quantized) of the coarse-grained distributions (each shared token, the rest of the vocabulary
+as one outcome: a lower bound on the full-vocabulary KL) and of the shared tokens renormalised. Then the whole
+vocabulary through the PyTorch module with each folder's dequantized weights (compare_full: exact KL). Random weights
+give far flatter logits than a trained model's, which the report says.
 """
 
 from __future__ import annotations
@@ -41,7 +55,8 @@ import torch.nn.functional as F
 
 from . import quality
 from .bench_convert import BASE, SIZES as CONVERT_SIZES, TRAMPOLINE, write_checkpoint
-from .convert import quantize_folder
+from .convert import convert as convert_checkpoint, quantize_folder
+from .graph import guided_head
 from .quantize import LINEAR_LAYERS, Quantization, dequantized_model, pack, quantize_rows
 
 MODELS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -266,7 +281,256 @@ def size_rows(name: str, work: str, args, log=print) -> dict:
     return {"dims": dims, "parameters": params, "variants": variants}
 
 
+# --- logits error on a converted real-layout checkpoint -----------------------------------------------------------
+
+LOGITS_ROWS, LOGITS_LENGTH, LOGITS_MASKED, LOGITS_SEED = 4, 128, 32, 0
+
+
+def ort_run(model_path: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One run of an ONNX graph in onnxruntime-node (models/tests/ort_run.mjs), numpy in and out."""
+    types = {np.dtype(np.float32): "float32", np.dtype(np.int32): "int32", np.dtype(np.int64): "int64"}
+    inputs = {name: {"type": types[a.dtype], "dims": list(a.shape), "data": a.ravel().tolist()}
+              for name, a in feeds.items()}
+    proc = subprocess.run(["node", os.path.join(MODELS, "tests", "ort_run.mjs")], cwd=REPO, check=True,
+                          input=json.dumps({"model": model_path, "inputs": inputs}), capture_output=True, text=True)
+    raw = json.loads(proc.stdout)
+    return {name: np.asarray(v["data"]).reshape(v["dims"]) for name, v in raw.items() if name != "__metadata"}
+
+
+def canvases(folder: str, rows: int = LOGITS_ROWS, length: int = LOGITS_LENGTH, masked: int = LOGITS_MASKED,
+             seed: int = LOGITS_SEED) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """model.onnx's inputs for `rows` canvases mid-generation: bos, then quality.PROMPTS' text (each row from a
+    different place in it), with `masked` mask tokens at random places in the second half; the wanted positions are
+    that whole half, and the second value [N, P] tells which of them are masked (the positions the engine asks for;
+    the others, text, show other distributions: under random weights every masked position predicts nearly alike).
+    No padding, no guidance."""
+    from .tokenizer import Tokenizer
+
+    with open(os.path.join(folder, "dllm.json")) as f:
+        spec = json.load(f)
+    text = Tokenizer.load(os.path.join(folder, "tokenizer.json")).encode(" ".join(quality.PROMPTS))
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((rows, length), np.int64)
+    positions = np.tile(np.arange(length // 2, length, dtype=np.int64), (rows, 1))
+    is_masked = np.zeros(positions.shape, bool)
+    for r in range(rows):
+        start = r * len(text) // rows
+        ids[r] = [spec["bos_token_id"]] + [text[(start + i) % len(text)] for i in range(length - 1)]
+        is_masked[r, rng.choice(positions.shape[1], masked, replace=False)] = True
+        ids[r, positions[r][is_masked[r]]] = spec["mask_token_id"]
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "positions": positions,
+             "cfg_scale": np.zeros(rows, np.float32), "uncond_row": np.arange(rows, dtype=np.int64)}
+    return feeds, is_masked
+
+
+def pytorch_logits(folder: str, feeds: dict[str, np.ndarray], emulate_level4: bool = False) -> torch.Tensor:
+    """The full-vocabulary logits [N, P, V] (float32) at the wanted positions, from the PyTorch module holding the
+    folder's weights as the graph computes with them (dequantized_model); emulate_level4 also rounds each linear
+    layer's input to int8 per block of 32 as MatMulNBits' accuracy level 4 does on the CPU (with_int8_activations)."""
+    model = dequantized_model(folder)
+    if emulate_level4:
+        with_int8_activations(model)
+    t = {n: torch.from_numpy(a) for n, a in feeds.items()}
+    with torch.no_grad():
+        h = model.hidden_states(t["input_ids"], t["attention_mask"])
+        h = h.gather(1, t["positions"].unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+        return model.project(h).float()
+
+
+def head_outputs(logits: torch.Tensor, feeds: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
+    """model.onnx's outputs (graph.guided_head) for full-vocabulary logits."""
+    out = guided_head(logits, torch.from_numpy(feeds["cfg_scale"]), torch.from_numpy(feeds["uncond_row"]), k)
+    return {n: o.numpy() for n, o in zip(("topk_logits", "topk_ids", "logsumexp", "entropy"), out)}
+
+
+def compare_full(ref: torch.Tensor, got: torch.Tensor) -> dict[str, np.ndarray]:
+    """Full-vocabulary logits [N, P, V] against ref's, per position [N, P]: the largest and the mean abs error (also
+    relative to the standard deviation of ref's logits there), whether the top-1 tokens agree, the exact KL(ref || got).
+    summarize_full() turns them into a row."""
+    ref, got = ref.double(), got.double()
+    err = (got - ref).abs()
+    sigma = ref.std(-1, unbiased=False)
+    lp, lq = ref.log_softmax(-1), got.log_softmax(-1)
+    return {"err_max": err.amax(-1).numpy(), "err_mean": err.mean(-1).numpy(), "sigma": sigma.numpy(),
+            "top1": (ref.argmax(-1) == got.argmax(-1)).numpy(),
+            "kl": (lp.exp() * (lp - lq)).sum(-1).clamp(min=0).numpy()}
+
+
+def summarize_full(stats: dict[str, np.ndarray], where: np.ndarray) -> dict:
+    """compare_full's per-position values at `where` [N, P] (bool) as one row."""
+    s = {n: v[where] for n, v in stats.items()}
+    return {"positions": int(where.sum()), "top1": float(s["top1"].mean()), "logit_max_abs": float(s["err_max"].max()),
+            "logit_mean_abs": float(s["err_mean"].mean()), "logit_max_rel": float((s["err_max"] / s["sigma"]).max()),
+            "logit_mean_rel": float((s["err_mean"] / s["sigma"]).mean()), "kl_mean": float(s["kl"].mean()),
+            "kl_max": float(s["kl"].max())}
+
+
+def compare_logits(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], sigma: np.ndarray) -> dict:
+    """`got`'s graph outputs against `ref`'s (model.onnx's topk_logits, topk_ids, logsumexp, entropy at the same
+    wanted positions), sigma [N, P] the standard deviation of ref's full-vocabulary logits.
+
+    Logits are compared for the token ids both top-K lists hold; an id in one list only (near the K-th logit, where
+    the two lists' tails disagree) is left out, and `overlap` is the mean share of ref's top-K ids that got's list
+    also holds. KL: with p, q the full-vocabulary probabilities (logit - logsumexp) of the shared ids S, the KL
+    divergence KL(ref || got) of the distributions on S + {every other token}, a lower bound on the full-vocabulary
+    KL (merging outcomes never increases it), the closer the more of the mass S holds (`topk_mass`: ref's mass on its
+    own top-K); `kl_topk`: KL of the two distributions restricted to S and renormalised (the shape of the top-K, which
+    the bound barely sees when the top-K holds little mass)."""
+    a, ai = np.asarray(ref["topk_logits"], np.float64), np.asarray(ref["topk_ids"])
+    b, bi = np.asarray(got["topk_logits"], np.float64), np.asarray(got["topk_ids"])
+    lse_a, lse_b = np.asarray(ref["logsumexp"], np.float64), np.asarray(got["logsumexp"], np.float64)
+    k = a.shape[-1]
+    a, ai, b, bi = (x.reshape(-1, k) for x in (a, ai, b, bi))
+    lse_a, lse_b, sig = lse_a.ravel(), lse_b.ravel(), np.asarray(sigma, np.float64).ravel()
+    abs_err, rel_err, overlap, kl, kl_topk, mass = [], [], [], [], [], []
+    for p in range(a.shape[0]):
+        _, ia, ib = np.intersect1d(ai[p], bi[p], assume_unique=True, return_indices=True)
+        d = np.abs(a[p, ia] - b[p, ib])
+        abs_err.append(d)
+        rel_err.append(d / sig[p])
+        overlap.append(len(ia) / k)
+        lp, lq = a[p, ia] - lse_a[p], b[p, ib] - lse_b[p]
+        log_sp, log_sq = (np.logaddexp.reduce(x) if len(x) else -np.inf for x in (lp, lq))  # log of S's mass
+        rest_p, rest_q = max(-np.expm1(log_sp), 0.0), max(-np.expm1(log_sq), 0.0)
+        value = float((np.exp(lp) * (lp - lq)).sum())
+        if rest_p > 0:
+            value += rest_p * (np.log(rest_p) - np.log(rest_q)) if rest_q > 0 else np.inf
+        kl.append(max(value, 0.0) if np.isfinite(value) else value)
+        cp, cq = lp - log_sp, lq - log_sq
+        kl_topk.append(max(float((np.exp(cp) * (cp - cq)).sum()), 0.0))
+        mass.append(float(np.exp(a[p] - lse_a[p]).sum()))
+    abs_err, rel_err = np.concatenate(abs_err), np.concatenate(rel_err)
+    if not len(abs_err):  # no id in common anywhere: no logit to compare
+        abs_err = rel_err = np.array([np.nan])
+    ent = np.abs(np.asarray(ref["entropy"], np.float64) - np.asarray(got["entropy"], np.float64))
+    lse = np.abs(lse_a - lse_b)
+    return {"positions": int(a.shape[0]), "distinct_top1": int(len(np.unique(ai[:, 0]))),
+            "top1": float(np.mean(ai[:, 0] == bi[:, 0])), "overlap": float(np.mean(overlap)),
+            "logit_max_abs": float(abs_err.max()), "logit_mean_abs": float(abs_err.mean()),
+            "logit_max_rel": float(rel_err.max()), "logit_mean_rel": float(rel_err.mean()),
+            "logsumexp_max_abs": float(lse.max()), "logsumexp_mean_abs": float(lse.mean()),
+            "entropy_max_abs": float(ent.max()), "kl_mean": float(np.mean(kl)), "kl_max": float(np.max(kl)),
+            "kl_topk_mean": float(np.mean(kl_topk)), "kl_topk_max": float(np.max(kl_topk)),
+            "topk_mass": float(np.mean(mass))}
+
+
+def logits_rows(name: str, work: str, variants: list[str] | None = None, keep: bool = False, log=print) -> dict:
+    """The logits-error section: SIZES[name] in LLaDA's layout, converted as each of `variants` (fp32 first), each
+    folder's model.onnx in onnxruntime-node on canvases(), compared with the fp32 folder's (compare_logits), for the
+    masked positions and the text positions apart. The row "fp32, PyTorch" is the PyTorch module on the fp32 folder's
+    weights against the fp32 graph: the float floor. "full" compares the whole vocabulary through the PyTorch module
+    (compare_full)."""
+    variants = list(variants or VARIANTS)
+    if variants[0] != "fp32":
+        variants = ["fp32"] + [v for v in variants if v != "fp32"]
+    t0 = time.time()
+    base = os.path.join(work, f"logits-{name}")
+    checkpoint = os.path.join(base, "hf")
+    params = write_checkpoint(checkpoint, BASE | SIZES[name], 2)
+    quiet = lambda *_: None  # noqa: E731
+    folders, outputs, feeds, is_masked = {}, {}, None, None
+    for variant in variants:
+        folders[variant] = os.path.join(base, variant)
+        shutil.rmtree(folders[variant], ignore_errors=True)
+        convert_checkpoint(checkpoint, folders[variant], f"synthetic-{name}-{variant}", log=quiet, progress=quiet,
+                           quantization=VARIANTS[variant])
+        if feeds is None:
+            feeds, is_masked = canvases(folders[variant])
+        outputs[variant] = ort_run(os.path.join(folders[variant], "model.onnx"), feeds)
+        log(f"logits {name} {variant}: converted and run ({time.time() - t0:.0f} s)")
+    k = outputs["fp32"]["topk_logits"].shape[-1]
+    reference = pytorch_logits(folders["fp32"], feeds)
+    sigma = reference.double().std(-1, unbiased=False).numpy()
+    torch_out = head_outputs(reference, feeds, k)
+    # The whole vocabulary, which the graph's top-K does not show: the PyTorch module with each folder's weights
+    # (exactly what accuracy level 1 computes with), and with level 4's rounding of the activations emulated.
+    full_stats = {}
+    for v in variants:
+        if VARIANTS[v] is not None:
+            level4 = VARIANTS[v].accuracy_level == 4
+            full_stats[v + (", emulated" if level4 else "")] = compare_full(reference,
+                                                                          pytorch_logits(folders[v], feeds, level4))
+    groups = {"masked": is_masked, "text": ~is_masked}
+    rows, full = {}, {}
+    for group, where in groups.items():
+        pick = lambda out: {n: a[where] for n, a in out.items()}  # noqa: E731
+        ref = pick(outputs["fp32"])
+        rows[group] = {"fp32, PyTorch": compare_logits(ref, pick(torch_out), sigma[where])}
+        rows[group] |= {v: compare_logits(ref, pick(outputs[v]), sigma[where]) for v in variants}
+        full[group] = {label: summarize_full(stats, where) for label, stats in full_stats.items()}
+        for label, r in rows[group].items():
+            log(f"logits {name} {group} {label}: top-1 {r['top1']:.3f}, overlap {r['overlap']:.3f}, logit err max "
+                f"{r['logit_max_abs']:.2e} mean {r['logit_mean_abs']:.2e} ({r['logit_mean_rel']:.2e} sigma), "
+                f"logsumexp {r['logsumexp_max_abs']:.2e}, KL >= {r['kl_mean']:.2e}, top-K KL {r['kl_topk_mean']:.2e}")
+        for label, r in full[group].items():
+            log(f"logits {name} {group} full vocabulary {label}: logit err max {r['logit_max_abs']:.2e} mean "
+                f"{r['logit_mean_abs']:.2e}, top-1 {r['top1']:.3f}, KL {r['kl_mean']:.2e}")
+    if not keep:
+        shutil.rmtree(base, ignore_errors=True)
+    return {"size": name, "dims": SIZES[name], "parameters": params, "rows_n": int(feeds["input_ids"].shape[0]),
+            "length": int(feeds["input_ids"].shape[1]), "wanted": int(feeds["positions"].shape[1]),
+            "masked": int(is_masked[0].sum()), "topk": int(k), "seed": LOGITS_SEED,
+            "sigma_mean": {g: float(sigma[w].mean()) for g, w in groups.items()},
+            "fp32_top1_logit_mean": {g: float(outputs["fp32"]["topk_logits"][..., 0][w].mean())
+                                     for g, w in groups.items()},
+            "fp32_entropy_mean": {g: float(outputs["fp32"]["entropy"][w].mean()) for g, w in groups.items()},
+            "rows": rows, "full": full, "seconds": time.time() - t0}
+
+
 # --- the report ---------------------------------------------------------------------------------------------------
+
+
+def logits_markdown(lg: dict) -> list[str]:
+    d, groups = lg["dims"], list(lg["rows"])
+    stat = lambda key, f=".3g": ", ".join(f"{g} {lg[key][g]:{f}}" for g in groups)  # noqa: E731
+    mass = ", ".join(f"{g} {lg['rows'][g]['fp32']['topk_mass']:.2%}" for g in groups)
+    lines = [f"## Logits error on a converted checkpoint ({lg['size']}: {lg['parameters'] / 1e6:,.0f} M parameters, "
+             f"random weights in LLaDA's layout)", "",
+             f"bench_convert.write_checkpoint's checkpoint (LLaDA-8B's config keys, bf16 shards, vocabulary "
+             f"{BASE['vocab_size']:,}, untied head; d_model {d['d_model']}, {d['n_layers']} layers, MLP "
+             f"{d['mlp_hidden_size']}; weights N(0, 0.02²), norms 1) converted by dllm.convert as fp32 and as each "
+             "quantized folder (block 32); each folder's model.onnx run once in onnxruntime-node (the real kernels) on "
+             f"the same {lg['rows_n']} canvases of {lg['length']} tokens: bos and quality.PROMPTS' text, with "
+             f"{lg['masked']} of the {lg['wanted']} positions of the second half masked at random (seed {lg['seed']}); "
+             "the wanted positions are that half. Rows compare with the fp32 folder's outputs, at the masked positions "
+             "(those the engine asks for) and at the text positions apart.", "",
+             f"Top-K logits (K = {lg['topk']}) are compared for the token ids both lists hold; an id in one list only "
+             "(its logit in the other is below that list's K-th) is left out, and *overlap* is the share of fp32's "
+             "top-K ids the other list also holds. *σ* is the standard deviation of fp32's full-vocabulary logits at "
+             f"the position (the PyTorch module on the fp32 folder's weights; mean {stat('sigma_mean')}). "
+             "*KL ≥*: KL(fp32 ‖ quantized) of the distributions over the shared ids plus one outcome for all other "
+             "tokens (probabilities from the logits and logsumexp), a lower bound on the full-vocabulary KL; *top-K KL*: "
+             "both distributions restricted to the shared ids and renormalised. The *fp32, PyTorch* row is the PyTorch "
+             "module against the fp32 graph: the float floor.", "",
+             "**Random weights make the logits much flatter than a trained model's**: fp32's entropy averages "
+             f"{stat('fp32_entropy_mean', '.2f')} nats (uniform: ln {BASE['vocab_size']:,} = "
+             f"{np.log(BASE['vocab_size']):.2f}), its top-K holds {mass} of the probability, and the positions predict "
+             "few distinct distributions (the *distinct top-1* column: a random transformer's positions look alike, "
+             "the masked ones most). So KL and top-1 agreement here are those of near-uniform distributions with "
+             "near-ties, not a trained model's; the errors relative to σ depend least on it. The shared-id comparison "
+             "understates the error (an id whose error pushed it out of one list is left out): the whole-vocabulary "
+             "table below has it all.", "",
+             "| positions | folder | top-1 agreement | distinct top-1 (fp32) | top-K overlap | logit max abs err | mean | "
+             "max / σ | mean / σ | logsumexp max abs err | entropy max abs err | KL ≥ (mean) | top-K KL (mean) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for g in groups:
+        for label, r in lg["rows"][g].items():
+            lines.append(f"| {g} ({r['positions']}) | {label} | {r['top1']:.3f} | {r['distinct_top1']} | {r['overlap']:.3f} | "
+                         f"{r['logit_max_abs']:.2e} | {r['logit_mean_abs']:.2e} | {r['logit_max_rel']:.2e} | "
+                         f"{r['logit_mean_rel']:.2e} | {r['logsumexp_max_abs']:.2e} | {r['entropy_max_abs']:.2e} | "
+                         f"{r['kl_mean']:.1e} | {r['kl_topk_mean']:.1e} |")
+    lines += ["", "The whole vocabulary, which the graph's top-K does not show: the PyTorch module with each folder's "
+              "dequantized weights (quantize.dequantized_model: what accuracy level 1 computes, to float rounding) "
+              "against the fp32 folder's module, all 32,000 logits; the level-4 rows also round each linear layer's "
+              "input to int8 per block of 32 as MLAS does (emulated, as in the quality section). KL exact.", "",
+              "| positions | weights | top-1 agreement | logit max abs err | mean | max / σ | mean / σ | KL (mean) | KL (max) |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for g in groups:
+        for label, r in lg["full"][g].items():
+            lines.append(f"| {g} ({r['positions']}) | {label} | {r['top1']:.3f} | {r['logit_max_abs']:.2e} | "
+                         f"{r['logit_mean_abs']:.2e} | {r['logit_max_rel']:.2e} | {r['logit_mean_rel']:.2e} | "
+                         f"{r['kl_mean']:.1e} | {r['kl_max']:.1e} |")
+    return lines + [""]
 
 
 def markdown(result: dict) -> str:
@@ -315,6 +579,9 @@ def markdown(result: dict) -> str:
         lines += ["", "weights.data: " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sizes.items() if k in
                                                    ("fp32", "int8-a1", "int4-a1")) +
                   " (tied embedding: tiny-llada stores it and its transpose in float, 6.3 MiB of the 17 MiB).", ""]
+    lg = result.get("logits")
+    if lg:
+        lines += logits_markdown(lg)
     for name, s in result.get("sizes", {}).items():
         d = s["dims"]
         lines += [f"## {name}: {s['parameters'] / 1e6:,.0f} M parameters (d_model {d['d_model']}, {d['n_layers']} layers, "
@@ -345,6 +612,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quality", action="store_true", help="the tiny-llada quality section")
     parser.add_argument("--sizes", default="", help=f"comma-separated, of {', '.join(SIZES)} ('' for none)")
+    parser.add_argument("--logits", default="", metavar="SIZE", choices=["", *SIZES],
+                        help=f"the logits-error section on a converted checkpoint of this size ({', '.join(SIZES)})")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--caches", default="none,dual")
     parser.add_argument("--prompt-tokens", type=int, default=256)
@@ -369,6 +638,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"kernels: {result['kernels']}", flush=True)
     if args.quality:
         result["quality"] = quality_rows(args.work, args.corpus)
+    if args.logits:
+        result["logits"] = logits_rows(args.logits, args.work, args.variants.split(","), args.keep)
     result["sizes"] = {name: size_rows(name, args.work, args) for name in filter(None, args.sizes.split(","))}
     result["load_average_end"] = load_average()
     with open(args.out + ".json", "w") as f:

@@ -294,3 +294,62 @@ def test_refusals_of_the_command_lines(tmp_path):
         quantize_folder(quantized, str(tmp_path / "qq"), Quantization(8))
     with pytest.raises(CheckpointError, match="not over it"):
         quantize_folder(TINY, TINY, Quantization(8))
+
+
+def test_logits_comparison_by_shared_ids():
+    """bench_quantize.compare_logits: top-K logits compared for the ids both lists hold (an id in one list only left
+    out, the overlap says how many); the same outputs compare to zero; its KL is a lower bound on the exact
+    full-vocabulary KL (compare_full), and its top-K KL is that of the renormalised shared ids."""
+    from dllm.bench_quantize import compare_full, compare_logits, head_outputs, summarize_full
+
+    ref = {"topk_logits": np.array([[[3.0, 2.0, 1.0, 0.0]]]), "topk_ids": np.array([[[10, 11, 12, 13]]]),
+           "logsumexp": np.array([[5.0]]), "entropy": np.array([[4.0]])}
+    got = {"topk_logits": np.array([[[3.1, 1.8, 1.5, 0.5]]]), "topk_ids": np.array([[[10, 12, 11, 99]]]),
+           "logsumexp": np.array([[5.25]]), "entropy": np.array([[4.5]])}
+    r = compare_logits(ref, got, np.array([[2.0]]))
+    assert r["overlap"] == 0.75 and r["top1"] == 1.0 and r["positions"] == 1
+    assert r["logit_max_abs"] == pytest.approx(0.8) and r["logit_mean_abs"] == pytest.approx((0.1 + 0.5 + 0.8) / 3)
+    assert r["logit_max_rel"] == pytest.approx(0.4) and r["logsumexp_max_abs"] == 0.25 and r["entropy_max_abs"] == 0.5
+    lp, lq = np.array([3.0, 2.0, 1.0]) - 5.0, np.array([3.1, 1.5, 1.8]) - 5.25
+    cp, cq = lp - np.logaddexp.reduce(lp), lq - np.logaddexp.reduce(lq)
+    assert r["kl_topk_mean"] == pytest.approx(float((np.exp(cp) * (cp - cq)).sum()))
+    same = compare_logits(ref, ref, np.array([[2.0]]))
+    assert all(same[key] == 0 for key in same if key.startswith(("logit", "logsumexp", "entropy", "kl")))
+    torch.manual_seed(0)
+    full_ref = torch.randn(2, 3, 300) * 2
+    full_got = full_ref + 0.3 * torch.randn(2, 3, 300)
+    feeds = {"cfg_scale": np.zeros(2, np.float32), "uncond_row": np.arange(2)}
+    est = compare_logits(head_outputs(full_ref, feeds, 16), head_outputs(full_got, feeds, 16),
+                         full_ref.double().std(-1, unbiased=False).numpy())
+    exact = summarize_full(compare_full(full_ref, full_got), np.ones((2, 3), bool))
+    assert 0 < est["kl_mean"] <= exact["kl_mean"] and est["kl_max"] <= exact["kl_max"]
+    assert est["logit_max_abs"] <= exact["logit_max_abs"] and est["top1"] == exact["top1"]
+
+
+def test_logits_error_of_a_converted_checkpoint(tmp_path):
+    """dllm.bench_quantize --logits at the tiny size: a random LLaDA-layout checkpoint converted as fp32, int8 and int4
+    (accuracy level 4), each model.onnx in onnxruntime-node on the same canvases against the fp32 folder's outputs."""
+    from dllm.bench_quantize import logits_markdown, logits_rows
+
+    lg = logits_rows("tiny", str(tmp_path), ["fp32", "int8-a4", "int4-a4"], log=lambda *_: None)
+    assert not os.path.exists(tmp_path / "logits-tiny")  # cleaned up without keep
+    assert lg["topk"] == 64 and lg["masked"] == 32 and lg["wanted"] == 64
+    for group in ("masked", "text"):
+        rows, full = lg["rows"][group], lg["full"][group]
+        assert rows["fp32"]["positions"] == 4 * 32
+        for r in [*rows.values(), *full.values()]:
+            assert all(np.isfinite(v) for v in r.values()), r
+        f = rows["fp32"]
+        assert (f["top1"], f["overlap"], f["logit_max_abs"], f["logsumexp_max_abs"], f["kl_mean"], f["kl_topk_mean"]) \
+            == (1.0, 1.0, 0.0, 0.0, 0.0, 0.0)
+        t = rows["fp32, PyTorch"]
+        assert t["top1"] == 1.0 and t["overlap"] == 1.0 and t["logit_max_rel"] < 1e-4 and t["logsumexp_max_abs"] < 1e-5
+        i8, i4 = rows["int8-a4"], rows["int4-a4"]
+        assert 0 < i8["logit_mean_rel"] < i4["logit_mean_rel"] < 0.5 and i8["logit_max_abs"] < i4["logit_max_abs"]
+        assert 0 < i8["logsumexp_max_abs"] < i4["logsumexp_max_abs"] and i8["overlap"] > i4["overlap"]
+        assert 0 < i8["kl_topk_mean"] < i4["kl_topk_mean"] and 0 < i8["kl_mean"] < i4["kl_mean"]
+        assert full["int8-a4, emulated"]["kl_mean"] < full["int4-a4, emulated"]["kl_mean"]
+        assert rows["int4-a4"]["kl_mean"] <= full["int4-a4, emulated"]["kl_mean"] * 1.5  # a lower bound, to emulation
+    assert lg["rows"]["masked"]["fp32"]["distinct_top1"] <= lg["rows"]["text"]["fp32"]["distinct_top1"]
+    text = "\n".join(logits_markdown(lg))
+    assert "## Logits error on a converted checkpoint (tiny: 9 M parameters" in text and "| text (128) | int4-a4 |" in text
