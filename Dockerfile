@@ -7,7 +7,7 @@
 #   docker build --target cpu  -t dllm-serve:cpu  .   # CPU only (also the image of API replicas, which load no ONNX)
 #   docker build --target converter -t dllm-convert .  # models/dllm/convert.py with Debian 12's torch (no server)
 #
-# Both serve the tiny model baked in at /app/models/tiny-llada by default; mount other model folders at /models
+# Both serve the tiny model baked in at /app/models/tiny-dream by default; mount other model folders at /models
 # and set MODEL_DIR. The entry command is `sh docker/entrypoint.sh node dist/src/main.js` (ENTRYPOINT + CMD) run
 # in WORKDIR /app, and every path in ENV is relative to it, so the same command with the same environment also runs
 # from a checkout after `npm run build` (test/deploy/entry_command.test.ts does exactly that).
@@ -81,7 +81,7 @@ ENV NODE_ENV=production \
     ROLE=all \
     HOST=0.0.0.0 \
     PORT=8000 \
-    MODEL_DIR=models/tiny-llada \
+    MODEL_DIR=models/tiny-dream \
     EXECUTION_PROVIDER=cpu
 WORKDIR /app
 COPY --from=deps-cpu /app/node_modules ./node_modules
@@ -89,7 +89,7 @@ COPY --from=build /app/dist ./dist
 COPY package.json ./
 # Static assets tsc does not copy; src/playground/plugin.ts reads them from <package root>/src/playground/public.
 COPY src/playground/public ./src/playground/public
-COPY models/tiny-llada ./models/tiny-llada
+COPY models/tiny-dream ./models/tiny-dream
 COPY docker/entrypoint.sh docker/healthcheck.mjs ./docker/
 # Files stay root-owned and read-only to the server; it writes nothing. The base image's `node` user (uid 1000).
 USER node
@@ -116,7 +116,7 @@ ENV NODE_ENV=production \
     ROLE=all \
     HOST=0.0.0.0 \
     PORT=8000 \
-    MODEL_DIR=models/tiny-llada \
+    MODEL_DIR=models/tiny-dream \
     EXECUTION_PROVIDER=cuda \
     CUDA_DEVICE_ORDER=PCI_BUS_ID \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics
@@ -133,7 +133,7 @@ COPY --from=build /app/dist ./dist
 COPY package.json ./
 # Static assets tsc does not copy; src/playground/plugin.ts reads them from <package root>/src/playground/public.
 COPY src/playground/public ./src/playground/public
-COPY models/tiny-llada ./models/tiny-llada
+COPY models/tiny-dream ./models/tiny-dream
 COPY docker/entrypoint.sh docker/healthcheck.mjs ./docker/
 USER dllm
 EXPOSE 8000

@@ -3,7 +3,7 @@
 // same greedy workload (every position decoded: ignore_eos) runs through the engine: tokens/s, graph runs, and the
 // bytes per step host → device and device → host, past_kv apart (dllm_device_transfer_bytes_total). Writes
 // <out>.json and <out>.md.
-//   - the default model (models/tiny-llada);
+//   - the default model (models/tiny-dream);
 //   - with --synthetic NAME, a random-weight LLaDA-architecture checkpoint of that size made here, in the real layout,
 //     and converted by `python3 -m dllm.convert --fp16` (nothing is downloaded): `1b` is d_model 2048, 16 layers,
 //     MLP 5632, vocabulary 32,000 (0.95 B parameters); `tiny` a small one for a quick check. GPU providers run its
@@ -29,7 +29,7 @@ import type { Provider } from '../src/engine/onnx_session.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values: args } = parseArgs({
   options: {
-    model: { type: 'string', default: path.join(ROOT, 'models', 'tiny-llada') },
+    model: { type: 'string', default: path.join(ROOT, 'models', 'tiny-dream') },
     synthetic: { type: 'string', default: '' },
     work: { type: 'string', default: path.join(os.tmpdir(), 'dllm-bench-device') },
     providers: { type: 'string', default: 'cpu,webgpu,cuda' },

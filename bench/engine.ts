@@ -28,7 +28,7 @@ import type { CacheMode, FinishEvent, SamplingParams } from '../src/engine/types
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values: args } = parseArgs({
   options: {
-    model: { type: 'string', default: path.join(ROOT, 'models', 'tiny-llada') },
+    model: { type: 'string', default: path.join(ROOT, 'models', 'tiny-dream') },
     /** The block diffusion model benchmarked beside the default one; '' leaves it out. */
     'bd3-model': { type: 'string', default: path.join(ROOT, 'models', 'tiny-bd3') },
     'bd3-caches': { type: 'string', default: 'none,prefix' },
@@ -166,8 +166,11 @@ async function benchModel(modelDir: string, caches: CacheMode[]): Promise<void> 
   const sentenceStarts = TEXT.map((_, i) => model.tokenizer.encode(TEXT.slice(0, i).join(' ') + (i ? ' ' : '')).length);
   const promptFor = (i: number) => Array.from({ length: promptTokens }, (_, j) => text[(sentenceStarts[i % TEXT.length] + j) % text.length]);
   const promptsFor = (batch: number) => Array.from({ length: batch }, (_, i) => promptFor(i));
+  // The workload is the same on every folder: LLaDA's sampler (low_confidence, fixed schedule or threshold) without
+  // penalties, also on a Dream folder, whose default sampler (alg) and penalties are left out.
+  const { alg: _alg, algTemp: _algTemp, eps: _eps, frequencyPenalty: _frequency, presencePenalty: _presence, ...defaults } = defaultSamplingParams(model.spec);
   const base: SamplingParams = {
-    ...defaultSamplingParams(model.spec),
+    ...defaults,
     maxTokens,
     steps: maxTokens,
     blockLength: blocks,

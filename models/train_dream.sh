@@ -23,9 +23,11 @@ adapt=(--corpus .cache/corpus --out runs/tiny-dream "${model[@]}" --init-from ru
   --anneal-steps 300 --lr 1e-3 --warmup 50 --ckpt-every 100)
 $PY -m dllm.train "${adapt[@]}" --max-steps 1300
 $PY -m dllm.train "${adapt[@]}" --max-steps 3100
-# Dream's sampler in blocks of 8 (as Fast-dLLM runs Dream) rather than Dream's one 64-token canvas.
+# Dream's sampler in blocks of 8 (as Fast-dLLM runs Dream) rather than Dream's one 64-token canvas, with OpenAI's
+# presence and frequency penalties by default: greedy decoding of a model this small loops phrases without them (the
+# values were chosen on 16 prompts of our own, not quality.py's; docs/models.md).
 $PY -m dllm.export --checkpoint runs/tiny-dream/ckpt.pt --tokenizer tiny-llada/tokenizer.json --out tiny-dream --name tiny-dream \
-  --block-length 8
+  --block-length 8 --frequency-penalty 0.5 --presence-penalty 1.5
 $PY -m dllm.quality --model tiny-dream --old-model tiny-llada --corpus .cache/corpus --out runs/tiny-dream/quality.json
 $PY -m dllm.card --run runs/tiny-dream --pretrain runs/tiny-ar --model tiny-dream --corpus .cache/corpus \
   --quality runs/tiny-dream/quality.json --title "adapted from an autoregressive model" --bench ""

@@ -77,7 +77,7 @@ export const ENV: Record<string, VarSpec> = {
   ROLE: { key: 'role', kind: 'string', def: 'all' },
   HOST: { key: 'host', kind: 'string', def: '127.0.0.1' },
   PORT: { key: 'port', kind: 'int', def: '8000' },
-  MODEL_DIR: { key: 'modelDir', kind: 'string', def: 'models/tiny-llada' },
+  MODEL_DIR: { key: 'modelDir', kind: 'string', def: 'models/tiny-dream' },
   MODEL_NAME: { key: 'modelName', kind: 'nullable', def: null },
   EXECUTION_PROVIDER: { key: 'executionProvider', kind: 'string', def: 'cpu' },
   MODEL_PRECISION: { key: 'precision', kind: 'string', def: 'auto' },

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 
 import torch
@@ -331,8 +332,7 @@ def quality_section(q: dict) -> list[str]:
         f"files `{q['model']['digest'][:16]}...`), {q['seconds']} s on {q['threads']} threads. "
         f"{len(q['prompts'])} everyday English openings written for the check "
         f"({fmt(q['prompts_in_training_text'])} of them occur in the training text); greedy at the folder's defaults "
-        f"({gp['max_tokens']} tokens, {gp['steps']} steps, block length {gp['block_length']}, {gp['remasking']} "
-        f"remasking, temperature {gp['temperature']:g}); threshold decoding at {t['params']['threshold']} on the same "
+        f"({sampling(gp)}); threshold decoding at {t['params']['threshold']} (LLaDA's sampler) on the same "
         f"prompts. Words are checked against Debian `{q['dictionary_source']['package'].split(':')[-1]}` "
         f"{q['dictionary_source']['version']} ({q['dictionary_source']['entries']:,} entries).",
         "",
@@ -372,34 +372,41 @@ def quality_section(q: dict) -> list[str]:
 SCRIPTS = {"block_diffusion": "train_bd3.sh", "dream": "train_dream.sh"}  # the build script of each architecture
 
 
+# The folder `npm start` serves (src/config.ts MODEL_DIR's default; models/tests/test_quality.py checks they agree).
+DEFAULT_MODEL = "tiny-dream"
+SERVE_DEFAULT = ("It is the embedded default of `npm start`; the test suite runs on tiny-llada, the from-scratch model "
+                 "it replaced (bench/recipes.md compares the two).")
+
+
 def introduction(spec: dict) -> str:
+    default = spec["name"] == DEFAULT_MODEL
     if spec.get("architecture") == "dream":
         return ("A small masked diffusion language model adapted from an autoregressive one, as Dream 7B was from "
                 "Qwen2.5: the LLaDA transformer of tiny-llada, first trained with a causal mask to predict the next "
                 "token, then trained as a masked diffusion model that keeps that shift (architecture `dream`: the "
                 "prediction for position i is read from position i-1) while its attention opened from causal to "
-                "bidirectional. The server samples it with Dream's sampler by default (`alg`); serve it with "
-                "`MODEL_DIR=models/tiny-dream npm start`.")
+                "bidirectional. The server samples it with Dream's sampler by default (`alg`). "
+                + (SERVE_DEFAULT if default else "Serve it with `MODEL_DIR=models/tiny-dream npm start`."))
     if spec.get("architecture") == "block_diffusion":
         return ("A small block diffusion language model (BD3-LM, Arriola et al. 2025: \"Block Diffusion: "
                 "Interpolating Between Autoregressive and Diffusion Language Models\"): the LLaDA transformer with "
                 f"attention bidirectional inside blocks of {spec['block_size']} positions and causal across them, so "
                 "text is written block after block, each block by masked diffusion. A finished block never changes, "
                 "so the server caches its keys/values exactly (`cache: \"prefix\"`, the default on CPU) and each "
-                "step runs only the current block. Trained on CPU from registry text, like the default model it "
+                "step runs only the current block. Trained on CPU from registry text, like tiny-llada it "
                 "starts from; serve it with `MODEL_DIR=models/tiny-bd3 npm start`.")
     return ("A small masked diffusion language model with the LLaDA architecture (bidirectional Llama-style "
             "transformer: RMSNorm, rotary embeddings, SwiGLU, no causal mask), trained from scratch on CPU from "
-            "registry text so that the server has a real model to serve with no download. It is the embedded default "
-            "of `npm start` and the model of the test suite.")
+            "registry text so that the server has a real model to serve with no download. "
+            + (SERVE_DEFAULT if default else "It is the model of the test suite; serve it with "
+               f"`MODEL_DIR=models/{spec['name']} npm start`."))
 
 
-def limitations(run: dict, q: dict, spec: dict, pre: dict | None = None) -> list[str]:
+def limitations(parameters: int, tokens: int, q: dict, spec: dict) -> list[str]:
     failed = [c["what"] for c in q["criteria"] if c["passed"] is False]
     unmeasured = [c["what"] for c in q["criteria"] if c["passed"] is None]
     m = q["greedy"]["metrics"]
-    tokens = run["state"]["tokens"] + (pre["state"]["tokens"] if pre else 0)  # both phases of an adapted model
-    text = (f"This is a {run['parameters'] / 1e6:.1f}M-parameter model trained on {tokens / 1e6:.1f} "
+    text = (f"This is a {parameters / 1e6:.1f}M-parameter model trained on {tokens / 1e6:.1f} "
             "million tokens on a CPU. It is not a source of facts, and it follows no instructions (the chat template "
             "is LLaDA's format; the model was never trained on conversations). Its corpus is narrow (the sources "
             "above: mid-century American prose, scripture in two translations, dictionary glosses, political "
@@ -407,8 +414,8 @@ def limitations(run: dict, q: dict, spec: dict, pre: dict | None = None) -> list
             "the dictionary share checks spelling, not sense; distinct-2 catches loops, not incoherence; "
             f"{m['answers']} prompts are a small sample; the validation split comes from the same sources as the "
             "training split, so its loss measures fit to this corpus, not to English at large. "
-            + ("It is a candidate for the server's default model (bench/recipes.md compares the recipes), "
-               if spec.get("architecture") == "dream" else "It is the server's embedded default and the test suite's model, ")
+            + ("It is the server's embedded default, " if spec["name"] == DEFAULT_MODEL
+               else "It is a folder for tests and comparisons (bench/recipes.md), ")
             + "not a model to build products on.")
     if failed:
         text += (" Criteria of the default model's bar not met by this folder: " + "; ".join(failed) + ".")
@@ -417,17 +424,12 @@ def limitations(run: dict, q: dict, spec: dict, pre: dict | None = None) -> list
     return ["## Limitations", "", text, ""]
 
 
-def render(spec: dict, run: dict, corpus: dict, corpus_dir: str, model_dir: str, q: dict, sweep: list[dict],
-           bench: dict | None, first_phase_steps: int = 0, pre: dict | None = None) -> str:
-    c = run["config"]
-    lines = [
-        f"# {spec['name']}",
-        "",
-        introduction(spec),
-        "",
+def model_section(spec: dict, config: dict, parameters: int, model_dir: str) -> list[str]:
+    c = config
+    return [
         "## Model",
         "",
-        f"- Parameters: {run['parameters']:,} ({c['n_layers']} layers, d_model {c['d_model']}, {c['n_heads']} heads, "
+        f"- Parameters: {parameters:,} ({c['n_layers']} layers, d_model {c['d_model']}, {c['n_heads']} heads, "
         f"SwiGLU hidden {c['mlp_hidden_size']}, {'tied' if c['weight_tying'] else 'separate'} input/output embeddings)",
         f"- Vocabulary: {c['vocab_size']} byte-level BPE tokens (our trainer, `dllm/tokenizer.py`); mask "
         f"`<|mdm_mask|>` = {spec['mask_token_id']}, end of text = {spec['eos_token_ids']}, BOS = {spec['bos_token_id']}",
@@ -439,22 +441,38 @@ def render(spec: dict, run: dict, corpus: dict, corpus_dir: str, model_dir: str,
         f"- Generation defaults (`dllm.json`): {json.dumps(spec['generation_defaults'])}",
         "",
     ]
+
+
+def sampling(gp: dict) -> str:
+    """The sampling parameters of a quality report's greedy answers, in words."""
+    penalties = [f"{k.replace('_', ' ')} {gp[k]:g}" for k in ("frequency_penalty", "presence_penalty") if gp.get(k)]
+    return (f"{gp['max_tokens']} tokens, {gp['steps']} steps, block length {gp['block_length']}, "
+            + (f"Dream's sampler with alg {gp['alg']}" if gp.get("alg") else f"{gp['remasking']} remasking")
+            + "".join(f", {p}" for p in penalties) + f", temperature {gp['temperature']:g}")
+
+
+def samples_section(q: dict) -> list[str]:
+    lines = ["## Greedy samples", "",
+             f"Reference sampler (`dllm.reference`) at the folder's defaults: {sampling(q['greedy']['params'])}; the "
+             "prompt in bold, then the answer as the server would return it:", ""]
+    for a in q["greedy"]["answers"]:
+        text = markdown_text(a["text"])
+        lines.append(f"- **{a['prompt']}**{text}  _({len(a['token_ids'])} tokens, finish: {a['finish_reason']})_")
+    return lines + [""]
+
+
+def render(spec: dict, run: dict, corpus: dict, corpus_dir: str, model_dir: str, q: dict, sweep: list[dict],
+           bench: dict | None, first_phase_steps: int = 0, pre: dict | None = None) -> str:
+    lines = [f"# {spec['name']}", "", introduction(spec), ""]
+    lines += model_section(spec, run["config"], run["parameters"], model_dir)
     lines += data_section(corpus, corpus_dir, model_dir)
     lines += training_section(run, bench, first_phase_steps, pre)
     if sweep:
         lines += sweep_section(sweep)
     lines += quality_section(q)
-    gp = q["greedy"]["params"]
-    lines += ["## Greedy samples", "",
-              f"Reference sampler (`dllm.reference`) at the folder's defaults: {gp['max_tokens']} tokens, "
-              f"{gp['steps']} steps, block length {gp['block_length']}, "
-              + (f"Dream's sampler with alg {gp['alg']}" if gp.get("alg") else f"{gp['remasking']} remasking")
-              + ", temperature "
-              f"{gp['temperature']:g}; the prompt in bold, then the answer as the server would return it:", ""]
-    for a in q["greedy"]["answers"]:
-        text = markdown_text(a["text"])
-        lines.append(f"- **{a['prompt']}**{text}  _({len(a['token_ids'])} tokens, finish: {a['finish_reason']})_")
-    lines += [""] + limitations(run, q, spec, pre)
+    lines += samples_section(q)
+    tokens = run["state"]["tokens"] + (pre["state"]["tokens"] if pre else 0)  # both phases of an adapted model
+    lines += limitations(run["parameters"], tokens, q, spec)
     lines += ["## Reproduce", "",
               f"`bash models/{SCRIPTS.get(spec.get('architecture'), 'train_tiny.sh')}` "
               "(corpus, training, export, this card). Training resumes from "
@@ -463,9 +481,54 @@ def render(spec: dict, run: dict, corpus: dict, corpus_dir: str, model_dir: str,
     return "\n".join(lines)
 
 
+TRAINED_TOKENS = re.compile(r"model trained on ([0-9.]+) million tokens")
+
+
+def refresh(card: str, spec: dict, model_dir: str, q: dict) -> str:
+    """A card whose training run is gone (only the committed folder persists), brought up to date with its folder after
+    a change that needs no training (its generation defaults, say): the introduction, the Model section and what is
+    measured on the folder (Quality, Greedy samples, Limitations) are rendered again from dllm.json and the new quality
+    report; Data, Training and Reproduce stay as the run wrote them, and so does the token count the limitations
+    state."""
+    sections = {}
+    order = []
+    head, *rest = card.split("\n## ")
+    for chunk in rest:
+        title = chunk.split("\n", 1)[0]
+        sections[title] = "## " + chunk.rstrip("\n") + "\n"
+        order.append(title)
+    found = TRAINED_TOKENS.search(sections.get("Limitations", ""))
+    if found is None or "Model" not in sections or "Quality" not in sections:
+        raise ValueError("not a card written by dllm.card (no Model, Quality or Limitations section to refresh)")
+    tokens = round(float(found.group(1)) * 1e6)
+    parameters = q["model"]["parameters"]
+    rendered = {"Model": model_section(spec, spec["model_config"], parameters, model_dir), "Quality": quality_section(q),
+                "Greedy samples": samples_section(q), "Limitations": limitations(parameters, tokens, q, spec)}
+    for title, lines in rendered.items():
+        sections[title] = "\n".join(lines).rstrip("\n") + "\n"
+    out = [f"# {spec['name']}\n\n{introduction(spec)}\n"] + [sections[t] for t in order]
+    return "\n".join(out)
+
+
+def read_quality(path: str, model_dir: str, spec: dict) -> dict:
+    """A dllm.quality report, checked to be of this folder's files at its defaults."""
+    with open(path) as f:
+        q = json.load(f)
+    digest = quality.folder_digest({f: sha256(os.path.join(model_dir, f)) for f in quality.model_files(model_dir, spec)})
+    if q["model"]["digest"] != digest:
+        raise ValueError(f"{path} was measured on other model files (digest {q['model']['digest'][:12]}, "
+                         f"this folder's is {digest[:12]}); rerun dllm.quality")
+    if not q.get("at_defaults"):
+        raise ValueError(f"{path} was measured with --block-length/--steps/--threshold overrides; the card shows the "
+                         "folder's defaults")
+    return q
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="the training run (log.jsonl, ckpt.pt)")
+    p.add_argument("--run", help="the training run (log.jsonl, ckpt.pt); without it, --refresh")
+    p.add_argument("--refresh", action="store_true", help="no run: bring the folder's existing card up to date with the "
+                   "folder (see refresh()); the loss plot is kept")
     p.add_argument("--model", required=True, help="the model folder exported from the run; the card is written there")
     p.add_argument("--corpus", required=True, help="the corpus folder (stats.json, valid.txt)")
     p.add_argument("--quality", help="report of dllm.quality for this folder (JSON); measured here when absent")
@@ -477,6 +540,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="trainer benchmark (bench/train.json, written with bench/train.md); skipped when absent")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = p.parse_args(argv)
+    if (args.run is None) != args.refresh:
+        p.error("give either --run or --refresh")
     torch.set_num_threads(args.threads)
 
     with open(os.path.join(args.corpus, "stats.json")) as f:
@@ -484,26 +549,21 @@ def main(argv: list[str] | None = None) -> None:
     check_sources(corpus)
     with open(os.path.join(args.model, "dllm.json")) as f:
         spec = json.load(f)
+    q = read_quality(args.quality, args.model, spec) if args.quality else quality.evaluate(args.model, args.corpus)
+    card_path = os.path.join(args.model, "MODEL_CARD.md")
+    if args.refresh:
+        with open(card_path) as f:
+            card = refresh(f.read(), spec, args.model, q)
+        with open(card_path, "w") as f:
+            f.write(card)
+        print(f"refreshed {card_path}")
+        return
     run = read_run(args.run)
     sweep = [read_run(r) for r in args.sweep]
     bench = None
     if args.bench and os.path.exists(args.bench):
         with open(args.bench) as f:
             bench = json.load(f)
-    if args.quality:
-        with open(args.quality) as f:
-            q = json.load(f)
-        digest = quality.folder_digest({f: sha256(os.path.join(args.model, f))
-                                        for f in quality.model_files(args.model, spec)})
-        if q["model"]["digest"] != digest:
-            raise ValueError(f"{args.quality} was measured on other model files (digest {q['model']['digest'][:12]}, "
-                             f"this folder's is {digest[:12]}); rerun dllm.quality")
-        if not q.get("at_defaults"):
-            raise ValueError(f"{args.quality} was measured with --block-length/--steps/--threshold "
-                             "overrides; the card shows the folder's defaults")
-    else:
-        q = quality.evaluate(args.model, args.corpus)
-
     references = []
     if "old" in q["validation"]:
         v = q["validation"]

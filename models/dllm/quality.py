@@ -304,7 +304,7 @@ def criteria(report: dict) -> list[dict]:
 
 
 def evaluate(model_dir: str, corpus: str, old_model: str | None = None, dictionary: tuple[set[str], dict] | None = None,
-             cache: str | None = None, block_length: int | None = None, steps: int | None = None,
+             cache: str | None = None, block_length: int | None = None, steps: int | None = None, kv_cache: str = "none",
              threshold: float = THRESHOLD, prompts: list[str] = PROMPTS, valid_windows: int = VALID_WINDOWS,
              valid_seq_len: int = VALID_SEQ_LEN, valid_seed: int = VALID_SEED, log=print) -> dict:
     started = time.time()
@@ -322,6 +322,9 @@ def evaluate(model_dir: str, corpus: str, old_model: str | None = None, dictiona
         greedy = replace(greedy, block_length=block_length)
     if steps:
         greedy = replace(greedy, steps=steps)
+    # The key/value cache of the greedy and threshold answers: none (exact), or Fast-dLLM's prefix / dual, which the
+    # server uses by default on a CPU (KV_CACHE) and whose steps approximate.
+    greedy = replace(greedy, cache=kv_cache)
     # Threshold decoding is LLaDA's sampler (Fast-dLLM), also on a folder whose default is Dream's.
     thresh = replace(greedy, remasking="low_confidence", threshold=threshold, factor=None, alg=None)
 
@@ -411,6 +414,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--block-length", type=int, help="override generation_defaults.block_length (exploration)")
     p.add_argument("--steps", type=int, help="override generation_defaults.steps (exploration)")
     p.add_argument("--threshold", type=float, default=THRESHOLD)
+    p.add_argument("--kv-cache", choices=("none", "prefix", "dual"), default="none",
+                   help="key/value cache of the answers (the server's KV_CACHE; none is exact)")
     p.add_argument("--valid-windows", type=int, default=VALID_WINDOWS)
     p.add_argument("--valid-seq-len", type=int, default=VALID_SEQ_LEN)
     p.add_argument("--valid-seed", type=int, default=VALID_SEED)
@@ -418,7 +423,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     report = evaluate(args.model, args.corpus, args.old_model, cache=args.cache, block_length=args.block_length,
-                      steps=args.steps, threshold=args.threshold, valid_windows=args.valid_windows,
+                      steps=args.steps, kv_cache=args.kv_cache, threshold=args.threshold, valid_windows=args.valid_windows,
                       valid_seq_len=args.valid_seq_len, valid_seed=args.valid_seed)
     print(summary(report))
     if args.out:

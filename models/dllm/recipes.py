@@ -87,6 +87,7 @@ def markdown(rows: list[dict], when: str) -> str:
     for r in rows:
         p = r["metrics"]["greedy_params"]
         sampler = f"Dream's sampler, alg {p['alg']}" if p.get("alg") else f"remasking {p['remasking']}"
+        sampler += "".join(f", {k.replace('_', ' ')} {p[k]:g}" for k in ("presence_penalty", "frequency_penalty") if p.get(k))
         lines += ["", f"Greedy samples of `{r['folder']}` ({p['max_tokens']} tokens, {p['steps']} steps, block "
                       f"{p['block_length']}, {sampler}):", ""]
         lines += [f"- {prompt!r} → {text!r}" for prompt, text in r["metrics"]["samples"]]

@@ -1,6 +1,7 @@
 import json
 import os
 import random
+import shutil
 
 import pytest
 import torch
@@ -210,3 +211,32 @@ def test_card_of_an_adapted_model_and_the_recipes_table(tmp_path):
                                "metrics": measured}], "today")
     assert f"| adapted | `tiny-dream` | 35 | {compute['tokens']:,} |" in table and "| 5.000 | 0.500 | 0.900 | 1.00 | 0.200 | 10.0% | 1.10 | 1.40 |" in table
     assert "Dream's sampler, alg entropy" in table and "- 'Once' → ' upon'" in table
+
+    # The run gone, the folder's generation defaults changed (penalties): --refresh renders what depends on the folder
+    # again and keeps what the run wrote.
+    shutil.rmtree(dream)
+    shutil.rmtree(ar)
+    spec = json.load(open(os.path.join(folder, "dllm.json")))
+    spec["generation_defaults"] |= {"frequency_penalty": 0.5, "presence_penalty": 1.5}
+    json.dump(spec, open(os.path.join(folder, "dllm.json"), "w"), indent=2)
+    with pytest.raises(ValueError, match="other model files"):  # the old report is of the old dllm.json
+        card.main(["--refresh", "--model", folder, "--corpus", corpus, "--quality", str(q_path)])
+    refreshed = quality.evaluate(folder, corpus, dictionary=dictionary, valid_windows=4, valid_seq_len=64,
+                                 log=lambda *_: None)
+    assert refreshed["greedy"]["params"]["presence_penalty"] == 1.5
+    q_path.write_text(json.dumps(refreshed))
+    card.main(["--refresh", "--model", folder, "--corpus", corpus, "--quality", str(q_path)])
+    again = open(os.path.join(folder, "MODEL_CARD.md")).read()
+    assert '"frequency_penalty": 0.5, "presence_penalty": 1.5}' in again
+    assert "Dream's sampler with alg entropy, frequency penalty 0.5, presence penalty 1.5, temperature 0" in again
+    assert "embedded default of `npm start`" in again  # the folder is named as card.DEFAULT_MODEL
+    for kept in ("1. **Autoregressive**", "- The schedule was lengthened at step 10", "## Data", "## Reproduce"):
+        assert kept in again and again.count(kept) == text.count(kept)
+    assert card.TRAINED_TOKENS.search(again).group(1) == card.TRAINED_TOKENS.search(text).group(1)
+    for a in refreshed["greedy"]["answers"]:
+        assert f"- **{a['prompt']}**" in again
+
+
+def test_the_card_names_the_default_model_that_npm_start_serves():
+    config = open(os.path.join(os.path.dirname(MODELS), "src", "config.ts")).read()
+    assert f"def: 'models/{card.DEFAULT_MODEL}'" in config

@@ -6,7 +6,7 @@ test('defaults: the embedded mode on the tiny model', () => {
   const c = loadConfig({});
   assert.equal(c.role, 'all');
   assert.equal(c.redisUrl, null);
-  assert.equal(c.modelDir, 'models/tiny-llada');
+  assert.equal(c.modelDir, 'models/tiny-dream');
   assert.deepEqual(c.apiKeys, []);
 });
 

@@ -1,5 +1,5 @@
 // The README's examples against a server on the WebGPU provider (EXECUTION_PROVIDER=webgpu, caches on the device)
-// and one on the CPU provider, through the official openai client: the same text for both model folders, in every
+// and one on the CPU provider, through the official openai client: the same text for each model folder, in every
 // cache mode, each request alone and all of them at once. Here WebGPU runs on Mesa's lavapipe (scripts/test.sh).
 
 import assert from 'node:assert/strict';
@@ -41,6 +41,7 @@ const EXAMPLES: Example[] = [
 ];
 
 for (const [folder, caches] of [
+  ['tiny-dream', ['none', 'prefix', 'dual']],
   ['tiny-llada', ['none', 'prefix', 'dual']],
   ['tiny-bd3', ['none', 'prefix']],
 ] as const) {
@@ -58,7 +59,7 @@ for (const [folder, caches] of [
       await gpu?.stop();
     });
 
-    const examples = EXAMPLES.filter((e) => folder === 'tiny-llada' || !e.infill);
+    const examples = EXAMPLES.filter((e) => folder !== 'tiny-bd3' || !e.infill); // block diffusion has no infill
     const all = caches.flatMap((cache) => examples.map((example) => ({ cache, example })));
 
     test('each example alone, in every cache mode', async () => {

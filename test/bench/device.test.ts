@@ -25,7 +25,7 @@ test('bench:device runs at a small size and shows the caches staying on the devi
     skipped: string[];
   };
   const row = (model: string, provider: string, cache: string) => report.rows.find((r) => r.model === model && r.provider === provider && r.cache === cache);
-  for (const model of ['tiny-llada', 'synthetic-tiny']) {
+  for (const model of ['tiny-dream', 'synthetic-tiny']) {
     for (const cache of ['none', 'dual']) {
       const cpu = row(model, 'cpu', cache);
       const gpu = row(model, 'webgpu', cache);

@@ -97,8 +97,8 @@ describe('Dockerfile: rules', () => {
       assert.ok(s.healthcheck && s.healthcheck.includes('docker/healthcheck.mjs'), `HEALTHCHECK ${s.healthcheck}`);
       assert.deepEqual(entryCommand(s), ['sh', 'docker/entrypoint.sh', 'node', 'dist/src/main.js']);
       assert.equal(s.workdir, '/app');
-      assert.ok(s.copies.some((c) => c.from === null && c.sources.includes('models/tiny-llada')), 'models/tiny-llada copied');
-      assert.equal(s.env.MODEL_DIR, 'models/tiny-llada');
+      assert.ok(s.copies.some((c) => c.from === null && c.sources.includes('models/tiny-dream')), 'models/tiny-dream copied');
+      assert.equal(s.env.MODEL_DIR, 'models/tiny-dream');
       assert.ok(existsSync(path.join(ROOT, s.env.MODEL_DIR, 'dllm.json')));
       assert.equal(s.env.HOST, '0.0.0.0');
       assert.ok(s.instructions.some((i) => i.keyword === 'VOLUME' && i.args.includes('/models')), 'a volume for other models');

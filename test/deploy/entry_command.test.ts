@@ -121,7 +121,7 @@ async function completion(base: string): Promise<CompletionResponse> {
   const r = await fetch(`${base}/v1/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'tiny-llada', prompt: 'The cat', max_tokens: 8, steps: 4, temperature: 0 }),
+    body: JSON.stringify({ model: 'tiny-dream', prompt: 'The cat', max_tokens: 8, steps: 4, temperature: 0 }),
   });
   const body = await jsonOf<CompletionResponse>(r); // an error object when the status is not 200 (reported below)
   assert.equal(r.status, 200, JSON.stringify(body));
@@ -154,7 +154,7 @@ describe('the CPU image entry command, run on the host', () => {
     assert.deepEqual(entryCommand(cpu), ['sh', 'docker/entrypoint.sh', 'node', 'dist/src/main.js']);
     assert.equal(c.env.ROLE, 'all');
     assert.equal(c.env.EXECUTION_PROVIDER, 'cpu');
-    assert.equal(c.env.MODEL_DIR, 'models/tiny-llada');
+    assert.equal(c.env.MODEL_DIR, 'models/tiny-dream');
     assert.equal(c.env.HOST, '0.0.0.0');
   });
 
