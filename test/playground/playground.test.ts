@@ -38,6 +38,7 @@ interface Controls {
   temperature: number;
   seed: number;
   remasking?: 'low_confidence' | 'random' | 'margin' | 'entropy';
+  presence_penalty?: number;
 }
 
 async function launchChromium(): Promise<Browser> {
@@ -266,13 +267,13 @@ describe('playground page (embedded server, headless Chromium)', () => {
 
   test('keyboard only: Tab through the fields in order, Space on Run, visible focus', async () => {
     const keyboardPage = await openPlayground(server.url);
-    const order = ['prompt', 'max-tokens', 'steps', 'block-length', 'remasking', 'threshold', 'temperature', 'seed', 'api-key', 'run'];
+    const order = ['prompt', 'max-tokens', 'steps', 'block-length', 'remasking', 'threshold', 'temperature', 'seed', 'presence-penalty', 'frequency-penalty', 'api-key', 'run'];
     const focused = () => keyboardPage.evaluate(() => document.activeElement?.id ?? '');
     for (let presses = 0; (await focused()) !== 'prompt'; presses++) {
       assert.ok(presses < 5, 'the prompt is among the first stops of the tab order');
       await keyboardPage.keyboard.press('Tab');
     }
-    const controls: Controls = { prompt: 'The little dog', max_tokens: 16, steps: 8, block_length: 8, temperature: 0.7, seed: 3 };
+    const controls: Controls = { prompt: 'The little dog', max_tokens: 16, steps: 8, block_length: 8, temperature: 0.7, seed: 3, presence_penalty: 1.5 };
     const values: Record<string, string> = {
       prompt: controls.prompt,
       'max-tokens': String(controls.max_tokens),
@@ -280,6 +281,7 @@ describe('playground page (embedded server, headless Chromium)', () => {
       'block-length': String(controls.block_length),
       temperature: String(controls.temperature),
       seed: String(controls.seed),
+      'presence-penalty': String(controls.presence_penalty),
     };
     for (const id of order) {
       assert.equal(await focused(), id, 'focus order');

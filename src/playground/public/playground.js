@@ -93,6 +93,10 @@ function readRequest() {
   else if (rule !== '') body.remasking = rule;
   if ($('threshold').value !== '') body.threshold = Number($('threshold').value);
   if ($('seed').value !== '') body.seed = Number($('seed').value);
+  // Empty: the model folder's default penalties.
+  for (const [id, name] of [['presence-penalty', 'presence_penalty'], ['frequency-penalty', 'frequency_penalty']]) {
+    if ($(id).value !== '') body[name] = Number($(id).value);
+  }
   return body;
 }
 
