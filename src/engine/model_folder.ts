@@ -7,7 +7,7 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { maxBytesPerToken } from './token_bound.js';
 import { DREAM_ALGS, type DreamAlg, type RemaskingRule, type SamplingParams } from './types.js';
 import { DEFAULT_EPS } from './dream.js';
-import { MAX_PENALTY } from './penalties.js';
+import { MAX_PENALTY, penaltyParams } from './penalties.js';
 
 /** Format 1: model.onnx alone. Format 2 adds the cached graph (`cached`) and one shared weights file (docs/models.md). */
 export const MODEL_FORMAT = 'dllm-onnx/2';
@@ -296,8 +296,7 @@ export function defaultSamplingParams(spec: ModelSpec): SamplingParams {
     stop: [],
     logprobs: null,
     ...(g.alg === null ? {} : { alg: g.alg, algTemp: g.algTemp, eps: g.eps }),
-    ...(g.frequencyPenalty !== 0 ? { frequencyPenalty: g.frequencyPenalty } : {}),
-    ...(g.presencePenalty !== 0 ? { presencePenalty: g.presencePenalty } : {}),
+    ...penaltyParams({ frequency: g.frequencyPenalty, presence: g.presencePenalty }),
   };
 }
 

@@ -14,6 +14,7 @@
 // token outside the K into them.
 
 import type { HeadOutputs } from './head.js';
+import type { SamplingParams } from './types.js';
 
 /** Largest |frequency_penalty| and |presence_penalty|: OpenAI's range. */
 export const MAX_PENALTY = 2;
@@ -28,6 +29,11 @@ export type TokenCounts = ReadonlyMap<number, number>;
 
 export function hasPenalties(p: Penalties): boolean {
   return p.frequency !== 0 || p.presence !== 0;
+}
+
+/** The SamplingParams fields of these penalties: a penalty of 0 is left out (absent = 0). */
+export function penaltyParams(p: Penalties): Pick<SamplingParams, 'frequencyPenalty' | 'presencePenalty'> {
+  return { ...(p.frequency !== 0 ? { frequencyPenalty: p.frequency } : {}), ...(p.presence !== 0 ? { presencePenalty: p.presence } : {}) };
 }
 
 /** How much a candidate's logit drops (negative: rises) for `count` earlier commits of it. */

@@ -6,6 +6,7 @@
 import { randomInt } from 'node:crypto';
 import type { CacheMode, DreamAlg, RemaskingRule, SamplingParams } from '../engine/types.js';
 import type { GenerationDefaults } from '../engine/model_folder.js';
+import { penaltyParams } from '../engine/penalties.js';
 import { ApiError } from './errors.js';
 import type { ServingModel } from './model.js';
 
@@ -50,13 +51,6 @@ export function dreamAlgOf(f: CommonFields, d: GenerationDefaults): DreamAlg | u
     throw ApiError.invalid(`${dreamOnly} belongs to Dream's sampler, which this request does not use: send alg with it`, dreamOnly);
   }
   return alg;
-}
-
-/** The request's penalties, else the folder's; a penalty of 0 is left out (absent = 0 in SamplingParams). */
-function penaltiesOf(f: CommonFields, d: GenerationDefaults): Pick<SamplingParams, 'frequencyPenalty' | 'presencePenalty'> {
-  const frequency = f.frequency_penalty ?? d.frequencyPenalty;
-  const presence = f.presence_penalty ?? d.presencePenalty;
-  return { ...(frequency !== 0 ? { frequencyPenalty: frequency } : {}), ...(presence !== 0 ? { presencePenalty: presence } : {}) };
 }
 
 export interface ResolvedParams {
@@ -126,7 +120,8 @@ export function resolveParams(model: ServingModel, f: CommonFields, prefixLen: n
       ...(f.ignore_eos === true ? { ignoreEos: true } : {}),
       ...(f.min_tokens ? { minTokens: f.min_tokens } : {}),
       ...(alg === undefined ? {} : { alg, algTemp: f.alg_temp ?? d.algTemp, eps: f.eps ?? d.eps }),
-      ...penaltiesOf(f, d),
+      // The request's penalties, else the folder's.
+      ...penaltyParams({ frequency: f.frequency_penalty ?? d.frequencyPenalty, presence: f.presence_penalty ?? d.presencePenalty }),
     },
   };
 }

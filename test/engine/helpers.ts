@@ -27,6 +27,24 @@ export const SPEC: ModelSpec = {
   device: null,
 };
 
+/** A valid dllm.json (format 1, a LLaDA folder) as the exporter writes it, in snake_case: tests of parseModelSpec
+ * change one field of it at a time. */
+export const DLLM_JSON = {
+  format: 'dllm-onnx/1',
+  architecture: 'llada',
+  name: 'x',
+  vocab_size: 4096,
+  mask_token_id: 2,
+  eos_token_ids: [1, 5],
+  pad_token_id: 0,
+  bos_token_id: 6,
+  max_sequence_length: 256,
+  topk: 64,
+  chat_template: null,
+  generation_defaults: { max_tokens: 64, steps: 64, block_length: 32, remasking: 'low_confidence', threshold: null, temperature: 0 },
+  onnx: { fp32: 'model.onnx', fp16: null },
+};
+
 /** Token id t >= 10 is the letter 'a' + (t - 10) % 26; specials render as <t>. */
 export const TOKENIZER: TextTokenizer = {
   encode: (text) => [...text].map((c) => 10 + c.charCodeAt(0) - 97),

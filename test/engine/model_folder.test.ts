@@ -8,23 +8,9 @@ import { defaultSamplingParams, loadModelFolder, ModelFolderError, parseModelSpe
 import { validateRequest, validateSamplingParams } from '../../src/engine/validation.js';
 import { EngineError } from '../../src/engine/types.js';
 import { MODEL_DIR, ROOT, SKIP_NO_MODEL } from './model_fixture.js';
-import { params, SPEC } from './helpers.js';
+import { DLLM_JSON, params, SPEC } from './helpers.js';
 
-const VALID = {
-  format: 'dllm-onnx/1',
-  architecture: 'llada',
-  name: 'x',
-  vocab_size: 4096,
-  mask_token_id: 2,
-  eos_token_ids: [1, 5],
-  pad_token_id: 0,
-  bos_token_id: 6,
-  max_sequence_length: 256,
-  topk: 64,
-  chat_template: null,
-  generation_defaults: { max_tokens: 64, steps: 64, block_length: 32, remasking: 'low_confidence', threshold: null, temperature: 0 },
-  onnx: { fp32: 'model.onnx', fp16: null },
-};
+const VALID = DLLM_JSON;
 
 test('parseModelSpec reads dllm.json into camelCase', () => {
   const spec = parseModelSpec(VALID);

@@ -15,21 +15,12 @@ import type { CacheMode } from '../../src/engine/types.js';
 import { vulkanProblem } from '../../src/engine/vulkan.js';
 import { startEmbedded } from '../helpers/embedded.js';
 import { collect, finishes, MODEL_DIR, ROOT, SKIP_NO_MODEL } from './model_fixture.js';
+import { DLLM_JSON } from './helpers.js';
 
 const SPEC = {
+  ...DLLM_JSON,
   format: 'dllm-onnx/2',
-  architecture: 'llada',
-  name: 'x',
-  vocab_size: 4096,
-  mask_token_id: 2,
-  eos_token_ids: [1, 5],
-  pad_token_id: 0,
-  bos_token_id: 6,
-  max_sequence_length: 256,
-  topk: 64,
-  chat_template: null,
-  generation_defaults: { max_tokens: 64, steps: 64, block_length: 8, remasking: 'low_confidence', threshold: null, temperature: 0 },
-  onnx: { fp32: 'model.onnx', fp16: null },
+  generation_defaults: { ...DLLM_JSON.generation_defaults, block_length: 8 },
   cached: { fp32: 'model.kv.onnx', fp16: null, layers: 2, kv_heads: 2, head_dim: 16 },
 };
 const INT4 = { bits: 4, block_size: 32, accuracy_level: 4, layers: 'linear' };
