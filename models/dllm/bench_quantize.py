@@ -58,6 +58,7 @@ from .bench_convert import BASE, SIZES as CONVERT_SIZES, TRAMPOLINE, write_check
 from .convert import convert as convert_checkpoint, quantize_folder
 from .graph import guided_head
 from .quantize import LINEAR_LAYERS, Quantization, dequantized_model, pack, quantize_rows
+from .report import write_report
 
 MODELS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(MODELS)
@@ -642,11 +643,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["logits"] = logits_rows(args.logits, args.work, args.variants.split(","), args.keep)
     result["sizes"] = {name: size_rows(name, args.work, args) for name in filter(None, args.sizes.split(","))}
     result["load_average_end"] = load_average()
-    with open(args.out + ".json", "w") as f:
-        json.dump(result, f, indent=2)
-    with open(args.out + ".md", "w") as f:
-        f.write(markdown(result))
-    print(f"wrote {args.out}.md and {args.out}.json")
+    write_report(args.out, result, markdown(result))
     return result
 
 

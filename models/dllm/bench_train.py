@@ -22,6 +22,8 @@ import tempfile
 
 import torch
 
+from .report import write_report
+
 # The previous trainer is the dllm package of the first trained tiny-llada (fp32, 256-token windows + padded batches):
 # the commit that added its model card, which trained and committed that model. Found in git rather than named by a
 # hash; its trainer files (model.py, train.py, tokenizer.py, data.py) are those of revision 68de858, which this script
@@ -170,11 +172,7 @@ def main() -> None:
     lines += ["", "bf16 autocast vs float32 on one 8 x 512 batch (same weights, masks and t): "
               f"loss {agreement['loss_fp32']:.5f} vs {agreement['loss_bf16']:.5f} (relative difference {agreement['loss_rel_diff']:.2e}), "
               f"gradient cosine {agreement['grad_cosine']:.5f}, gradient norm ratio {agreement['grad_norm_ratio']:.4f}.", ""]
-    os.makedirs(os.path.join(REPO, "bench"), exist_ok=True)
-    with open(os.path.join(REPO, "bench", "train.md"), "w") as f:
-        f.write("\n".join(lines))
-    with open(os.path.join(REPO, "bench", "train.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    write_report(os.path.join(REPO, "bench", "train"), result, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -15,10 +15,11 @@ import argparse
 import json
 import os
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 
 from . import quality
 from .reference import Params, load
+from .report import write_report
 from .tokenizer import Tokenizer
 
 MODELS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,14 +45,6 @@ TUNING_PROMPTS = [
 ]
 # (presence_penalty, frequency_penalty): off, then OpenAI's usual range of small values up to 2.
 GRID = [(0.0, 0.0), (0.5, 0.5), (1.0, 0.3), (1.0, 0.5), (1.5, 0.3), (1.5, 0.5), (2.0, 0.2), (2.0, 0.4)]
-
-
-def greedy_params(spec: dict) -> Params:
-    """The folder's defaults as quality.evaluate reads them, greedy, without penalties."""
-    known = {f.name for f in fields(Params)}
-    defaults = {k: v for k, v in spec["generation_defaults"].items() if k in known}
-    defaults["block_length"] = defaults.get("block_length") or defaults.get("max_tokens", Params.max_tokens)
-    return replace(Params(**defaults), temperature=0.0, presence_penalty=0.0, frequency_penalty=0.0)
 
 
 def measure(sampler, tokenizer, prompts: list[str], params: Params, dictionary: set[str]) -> dict:
@@ -87,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     dictionary, _ = quality.load_dictionary(args.cache)
     sampler, spec = load(model_dir)
     tokenizer = Tokenizer.load(os.path.join(model_dir, "tokenizer.json"))
-    base = greedy_params(spec)
+    base = replace(quality.greedy_params(spec), presence_penalty=0.0, frequency_penalty=0.0)
     rows = []
     for prompts_name, prompts, grid in (("tuning", TUNING_PROMPTS, GRID), ("quality.py", quality.PROMPTS, [chosen])):
         for presence, frequency in grid:
@@ -100,11 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
               "params": f"{base.max_tokens} tokens, {base.steps} steps, block length {base.block_length}, "
                         + (f"Dream's sampler with alg {base.alg}" if base.alg else f"{base.remasking} remasking"),
               "rows": rows}
-    with open(args.out + ".json", "w") as f:
-        json.dump(result, f, indent=2)
-    with open(args.out + ".md", "w") as f:
-        f.write(markdown(result))
-    print(f"wrote {args.out}.md and {args.out}.json")
+    write_report(args.out, result, markdown(result))
     return result
 
 

@@ -303,6 +303,15 @@ def criteria(report: dict) -> list[dict]:
     return out
 
 
+def greedy_params(spec: dict) -> Params:
+    """A folder's generation_defaults (dllm.json) as the reference sampler's Params, greedy (temperature 0)."""
+    known = {f.name for f in fields(Params)}
+    defaults = {k: v for k, v in spec["generation_defaults"].items() if k in known}
+    # A dream folder's block_length null is the whole span, one block (Dream's sampler), as the server reads it.
+    defaults["block_length"] = defaults.get("block_length") or defaults.get("max_tokens", Params.max_tokens)
+    return replace(Params(**defaults), temperature=0.0)
+
+
 def evaluate(model_dir: str, corpus: str, old_model: str | None = None, dictionary: tuple[set[str], dict] | None = None,
              cache: str | None = None, block_length: int | None = None, steps: int | None = None, kv_cache: str = "none",
              threshold: float = THRESHOLD, prompts: list[str] = PROMPTS, valid_windows: int = VALID_WINDOWS,
@@ -313,11 +322,7 @@ def evaluate(model_dir: str, corpus: str, old_model: str | None = None, dictiona
     words_set, dict_info = dictionary
     sampler, spec = load(model_dir)
     tokenizer = Tokenizer.load(os.path.join(model_dir, "tokenizer.json"))
-    known = {f.name for f in fields(Params)}
-    defaults = {k: v for k, v in spec["generation_defaults"].items() if k in known}
-    # A dream folder's block_length null is the whole span, one block (Dream's sampler), as the server reads it.
-    defaults["block_length"] = defaults.get("block_length") or defaults.get("max_tokens", Params.max_tokens)
-    greedy = replace(Params(**defaults), temperature=0.0)
+    greedy = greedy_params(spec)
     if block_length:
         greedy = replace(greedy, block_length=block_length)
     if steps:

@@ -21,6 +21,7 @@ import time
 import torch
 
 from . import quality
+from .report import write_report
 
 MODELS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(os.path.dirname(MODELS), "bench")
@@ -119,12 +120,7 @@ def main(argv: list[str] | None = None) -> None:
                      "metrics": measure(model_dir, args.corpus, dictionary)})
         print(json.dumps({k: v for k, v in rows[-1]["metrics"].items() if k != "samples"}), flush=True)
     when = time.strftime("%Y-%m-%d", time.gmtime())
-    with open(args.out + ".json", "w") as f:
-        json.dump({"date": when, "rows": rows}, f, indent=1)
-        f.write("\n")
-    with open(args.out + ".md", "w") as f:
-        f.write(markdown(rows, when))
-    print(f"wrote {args.out}.md and {args.out}.json")
+    write_report(args.out, {"date": when, "rows": rows}, markdown(rows, when), indent=1)
 
 
 if __name__ == "__main__":
